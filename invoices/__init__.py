@@ -1,0 +1,1 @@
+"""invoices app: see ARCHITECTURE.md; it fills up in the issue that builds it."""

@@ -1,0 +1,1 @@
+"""payments app: see ARCHITECTURE.md; it fills up in the issue that builds it."""

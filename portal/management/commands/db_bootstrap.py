@@ -1,0 +1,57 @@
+"""Create the database roles and the database: idempotent, on the embedded or an external server."""
+import psycopg
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the owner role (owns the tables, runs migrations), the application role "
+        "(no superuser, no BYPASSRLS, owns nothing) and the database. Uses DATABASE_URL's "
+        "credentials, which must be allowed to create roles and databases."
+    )
+
+    def handle(self, *args, **options):
+        app_db, owner_db = settings.DATABASES["default"], settings.DATABASES["owner"]
+        app_role, owner_role = settings.DATABASE_APP_ROLE, settings.DATABASE_OWNER_ROLE
+        name = owner_db["NAME"]
+        admin = conninfo_to_dict(settings.DATABASE_ADMIN_URL)
+
+        with psycopg.connect(make_conninfo(**{**admin, "dbname": "postgres"}), autocommit=True) as conn:
+            for role, password in ((owner_role, owner_db["PASSWORD"]), (app_role, app_db["PASSWORD"])):
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                statement = sql.SQL(
+                    "{} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB NOINHERIT"
+                ).format(sql.SQL(verb), sql.Identifier(role))
+                if password:
+                    statement = sql.SQL("{} PASSWORD {}").format(statement, sql.Literal(password))
+                conn.execute(statement)
+                if not exists:
+                    self.stdout.write(f"created role {role}")
+            # The admin must be a member of the owner role to hand it a database (PG 16+).
+            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(owner_role)))
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+                    sql.Identifier(name), sql.Identifier(owner_role)))
+                self.stdout.write(f"created database {name}")
+
+        with psycopg.connect(make_conninfo(**{**admin, "dbname": name}), autocommit=True) as conn:
+            owner, app = sql.Identifier(owner_role), sql.Identifier(app_role)
+            for statement in (
+                "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+                "GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
+                "ALTER SCHEMA public OWNER TO {owner}",
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                "GRANT USAGE ON SCHEMA public TO {app}",
+                # What the owner creates from now on, the application may use row by row.
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+                "GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+            ):
+                conn.execute(sql.SQL(statement).format(db=sql.Identifier(name), owner=owner, app=app))
+        self.stdout.write(self.style.SUCCESS(
+            f"database {name}: owner {owner_role}, application role {app_role}"))

@@ -1,0 +1,71 @@
+"""Demo brands, clients and logins for `make run`. Idempotent: run it as often as you like."""
+from allauth.account.models import EmailAddress
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from portal.models import Brand, Client, Membership, User
+from portal.rls import staff_scope
+
+DEMO_PASSWORD = "portal-demo-2026"
+
+BRANDS = [
+    dict(slug="acme", name="Acme Accounting B.V.", is_default=True, support_email="support@acme.test",
+         primary_colour="#1f4e79", accent_colour="#f2a900", kvk_number="12345678", vat_number="NL001234567B01",
+         address="Keizersgracht 1\n1015 CC Amsterdam", bank_account_name="Acme Accounting B.V.",
+         iban="NL91ABNA0417164300", bic="ABNANL2A",
+         legal_footer="Acme Accounting B.V. · KvK 12345678 · BTW NL001234567B01 · IBAN NL91 ABNA 0417 1643 00"),
+    dict(slug="harbor", name="Blue Harbor Services", is_default=False, support_email="billing@harbor.test",
+         primary_colour="#0b6e4f", accent_colour="#e76f51", kvk_number="87654321", vat_number="NL009876543B01",
+         address="Wilhelminakade 10\n3072 AP Rotterdam", bank_account_name="Blue Harbor Services B.V.",
+         iban="NL20INGB0001234567", bic="INGBNL2A",
+         legal_footer="Blue Harbor Services B.V. · KvK 87654321 · BTW NL009876543B01"),
+]
+CLIENTS = [
+    dict(key="northwind", brand="acme", name="Northwind Traders B.V.", kvk_number="34567890",
+         vat_number="NL003456789B01", billing_email="finance@northwind.test", address_line="Damrak 50",
+         postal_code="1012 LM", city="Amsterdam", locale="nl"),
+    dict(key="globex", brand="acme", name="Globex Nederland B.V.", kvk_number="45678901",
+         vat_number="NL004567890B01", billing_email="ap@globex.test", address_line="Stationsplein 8",
+         postal_code="3511 ED", city="Utrecht", locale="en"),
+    dict(key="initech", brand="harbor", name="Initech Logistics B.V.", kvk_number="56789012",
+         vat_number="NL005678901B01", billing_email="invoices@initech.test", address_line="Coolsingel 40",
+         postal_code="3011 AD", city="Rotterdam", locale="nl"),
+]
+USERS = [
+    dict(email="admin@example.com", first_name="Sam", last_name="Staff", is_staff=True, is_superuser=True,
+         language="en", memberships=[]),
+    dict(email="alice@northwind.test", first_name="Alice", last_name="de Vries", language="nl",
+         memberships=[("northwind", Membership.Role.OWNER)]),
+    dict(email="bob@globex.test", first_name="Bob", last_name="Jansen", language="en",
+         memberships=[("globex", Membership.Role.OWNER), ("initech", Membership.Role.FINANCE)]),
+]
+
+
+class Command(BaseCommand):
+    help = "Load demo brands, clients and logins (development only; idempotent)."
+
+    def handle(self, *args, **options):
+        if settings.PRODUCTION:
+            raise CommandError("load_demo refuses to run with DJANGO_ENV=production")
+        with transaction.atomic(), staff_scope():
+            brands = {spec["slug"]: Brand.objects.update_or_create(slug=spec["slug"], defaults=spec)[0]
+                      for spec in BRANDS}
+            clients = {}
+            for spec in CLIENTS:
+                spec = dict(spec)
+                key, brand = spec.pop("key"), brands[spec.pop("brand")]
+                clients[key], _ = Client.objects.update_or_create(name=spec["name"], defaults={**spec, "brand": brand})
+            for spec in USERS:
+                spec = dict(spec)
+                memberships = spec.pop("memberships")
+                user, created = User.objects.get_or_create(email=spec["email"], defaults=spec)
+                if created:
+                    user.set_password(DEMO_PASSWORD)
+                    user.save(update_fields=["password"])
+                EmailAddress.objects.update_or_create(
+                    user=user, email=user.email, defaults={"verified": True, "primary": True})
+                for key, role in memberships:
+                    Membership.objects.update_or_create(user=user, client=clients[key], defaults={"role": role})
+        self.stdout.write(self.style.SUCCESS(
+            f"demo data ready: {len(brands)} brands, {len(clients)} clients, {len(USERS)} logins"))

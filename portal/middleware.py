@@ -1,0 +1,48 @@
+"""Opens each request's transaction and sets its row-level-security scope."""
+from __future__ import annotations
+
+from django.db import transaction
+from django.urls import reverse
+
+from portal.rls import client_scope, staff_scope
+from portal.selectors import memberships_for
+from portal.services import SESSION_CLIENT_KEY
+
+
+class TenantScopeMiddleware:
+    """Staff in admin get the staff scope; everyone else the scope of the client they
+    act for (none until they have one, so nothing client-owned is visible)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._admin_prefix = None
+
+    def _is_back_office(self, request) -> bool:
+        if self._admin_prefix is None:
+            self._admin_prefix = reverse("admin:index")
+        return request.user.is_authenticated and request.user.is_staff and request.path.startswith(self._admin_prefix)
+
+    def __call__(self, request):
+        request.client = request.membership = None
+        request.memberships = []
+        with transaction.atomic():
+            if self._is_back_office(request):
+                with staff_scope():
+                    return self.get_response(request)
+            user_id = request.user.pk if request.user.is_authenticated else None
+            if user_id is not None:
+                with client_scope(None, user_id=user_id):
+                    self._choose_membership(request)
+            with client_scope(request.client.pk if request.client else None, user_id=user_id):
+                return self.get_response(request)
+
+    @staticmethod
+    def _choose_membership(request) -> None:
+        request.memberships = memberships_for(user=request.user)
+        chosen = request.session.get(SESSION_CLIENT_KEY)
+        membership = next((m for m in request.memberships if m.client_id == chosen), None)
+        if membership is None and len(request.memberships) == 1:
+            membership = request.memberships[0]
+            request.session[SESSION_CLIENT_KEY] = membership.client_id
+        if membership is not None:
+            request.membership, request.client = membership, membership.client

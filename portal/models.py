@@ -1,0 +1,168 @@
+"""Tenancy (brands, clients, memberships), users and the append-only audit log."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+hex_colour = RegexValidator(r"^#[0-9a-fA-F]{6}$", _("Use a colour like #1a73e8."))
+iso_currency = RegexValidator(r"^[A-Z]{3}$", _("Use an ISO 4217 code like EUR."))
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def _create(self, email, password, **extra):
+        if not email:
+            raise ValueError("A user needs an email address")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email, password=None, **extra):
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create(email, password, **extra)
+
+    def create_superuser(self, email, password=None, **extra):
+        extra.update(is_staff=True, is_superuser=True)
+        return self._create(email, password, **extra)
+
+
+class User(AbstractUser):
+    """A person who logs in: a client contact or a back-office staff member. Email is the login."""
+
+    username = None
+    email = models.EmailField(_("email address"), unique=True)
+    language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES, default="en")
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+    objects = UserManager()
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self):
+        return self.email
+
+
+class Brand(models.Model):
+    """The issuing company whose name, colours and legal text a client sees."""
+
+    name = models.CharField(_("name"), max_length=200)
+    slug = models.SlugField(unique=True)
+    logo = models.ImageField(_("logo"), upload_to="brands/", blank=True)
+    primary_colour = models.CharField(_("primary colour"), max_length=7, default="#1f4e79", validators=[hex_colour])
+    accent_colour = models.CharField(_("accent colour"), max_length=7, default="#f2a900", validators=[hex_colour])
+    legal_footer = models.TextField(_("legal footer"), blank=True)
+    support_email = models.EmailField(_("support email"))
+    bank_account_name = models.CharField(_("account holder"), max_length=200, blank=True)
+    iban = models.CharField(_("IBAN"), max_length=34, blank=True)
+    bic = models.CharField(_("BIC"), max_length=11, blank=True)
+    kvk_number = models.CharField(_("KvK number"), max_length=8, blank=True)
+    vat_number = models.CharField(_("VAT number"), max_length=20, blank=True)
+    address = models.TextField(_("address"), blank=True)
+    is_default = models.BooleanField(_("default brand"), default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_brand"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Client(models.Model):
+    """A customer company: the tenant. Every client-owned row points here."""
+
+    brand = models.ForeignKey(Brand, on_delete=models.PROTECT, related_name="clients")
+    name = models.CharField(_("name"), max_length=200)
+    kvk_number = models.CharField(_("KvK number"), max_length=8, blank=True,
+                                  validators=[RegexValidator(r"^\d{8}$", _("A KvK number has 8 digits."))])
+    vat_number = models.CharField(_("VAT number"), max_length=20, blank=True,
+                                  validators=[RegexValidator(r"^[A-Z]{2}[0-9A-Z+*]{2,18}$",
+                                                             _("Use a VAT number like NL123456789B01."))])
+    billing_email = models.EmailField(_("billing email"))
+    address_line = models.CharField(_("address"), max_length=200, blank=True)
+    postal_code = models.CharField(_("postal code"), max_length=16, blank=True)
+    city = models.CharField(_("city"), max_length=100, blank=True)
+    country = models.CharField(_("country"), max_length=2, default="NL")
+    default_currency = models.CharField(_("default currency"), max_length=3, default="EUR", validators=[iso_currency])
+    locale = models.CharField(_("locale"), max_length=8, choices=settings.LANGUAGES, default="nl")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", _("Owner")
+        FINANCE = "finance", _("Finance")
+        VIEWER = "viewer", _("Viewer")
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["client__name"]
+        constraints = [models.UniqueConstraint(fields=["user", "client"], name="one_membership_per_user_client")]
+
+    def __str__(self):
+        return f"{self.user} @ {self.client} ({self.get_role_display()})"
+
+
+class AuditEvent(models.Model):
+    """Append-only: the application role may insert and read, never change or delete
+    (grants plus a trigger, see migration 0002). Write through portal.services.audit_record."""
+
+    class Action(models.TextChoices):
+        LOGIN = "auth.login", _("Logged in")
+        LOGOUT = "auth.logout", _("Logged out")
+        LOGIN_FAILED = "auth.login_failed", _("Failed login")
+        CLIENT_SWITCHED = "tenancy.client_switched", _("Switched client")
+        ADMIN_ADDED = "admin.added", _("Added in admin")
+        ADMIN_CHANGED = "admin.changed", _("Changed in admin")
+        ADMIN_DELETED = "admin.deleted", _("Deleted in admin")
+        RECORD_VIEWED = "record.viewed", _("Viewed")
+        FILE_DOWNLOADED = "record.downloaded", _("Downloaded")
+        KEYS_ROTATED = "crypto.reencrypted", _("Re-encrypted with the newest key")
+
+    # No database-level foreign keys: the log outlives the users and clients it names.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+                              db_constraint=False, related_name="+")
+    actor_email = models.CharField(max_length=254, blank=True)
+    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.DO_NOTHING,
+                               db_constraint=False, related_name="+")
+    action = models.CharField(max_length=64, choices=Action.choices)
+    object_type = models.CharField(max_length=100, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["client", "-created_at"]),
+            models.Index(fields=["action", "-created_at"]),
+            models.Index(fields=["object_type", "object_id"]),
+        ]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_email or '-'} {self.action} {self.object_repr}"

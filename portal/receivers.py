@@ -1,0 +1,25 @@
+"""Login, logout and failed-login events into the audit log."""
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.dispatch import receiver
+
+from portal.models import AuditEvent
+from portal.services import audit_record
+
+
+@receiver(user_logged_in, dispatch_uid="audit_login")
+def audit_login(sender, request, user, **kwargs):
+    audit_record(action=AuditEvent.Action.LOGIN, actor=user, request=request)
+
+
+@receiver(user_logged_out, dispatch_uid="audit_logout")
+def audit_logout(sender, request, user, **kwargs):
+    if user is not None:
+        audit_record(action=AuditEvent.Action.LOGOUT, actor=user, request=request)
+
+
+@receiver(user_login_failed, dispatch_uid="audit_login_failed")
+def audit_login_failed(sender, credentials, request=None, **kwargs):
+    # `credentials` has the password already masked by Django; keep only the login.
+    login = credentials.get("email") or credentials.get("username") or ""
+    audit_record(action=AuditEvent.Action.LOGIN_FAILED, request=request, actor_email=str(login),
+                 details={"login": str(login)[:254]})

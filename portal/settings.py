@@ -1,0 +1,291 @@
+"""Settings: everything comes from the environment through django-environ (see .env.example)."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+from psycopg.conninfo import conninfo_to_dict
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development")
+if DJANGO_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(f"DJANGO_ENV must be 'development' or 'production', not {DJANGO_ENV!r}")
+PRODUCTION = DJANGO_ENV == "production"
+VAR_DIR = Path(env.str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+
+
+def _required(name: str, cast=str):
+    """A production setting with no default: fail loudly at start-up."""
+    try:
+        return env.get_value(name, cast=cast)
+    except ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(f"{name} must be set when DJANGO_ENV=production") from exc
+
+
+def _dev_secret(name: str, make) -> str:
+    """A development-only secret, generated once and kept in var/ (never a default in code)."""
+    path = VAR_DIR / "dev-secrets.json"
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if name not in stored:
+        stored[name] = make()
+        path.write_text(json.dumps(stored, indent=2))
+        path.chmod(0o600)
+    return stored[name]
+
+
+def _from_env_or_dev(name: str, make, cast=str):
+    if PRODUCTION:
+        return _required(name, cast)
+    return env.get_value(name, cast=cast, default=None) or _dev_secret(name, make)
+
+
+DEBUG = False if PRODUCTION else env.bool("DEBUG", default=True)
+SECRET_KEY = _from_env_or_dev("SECRET_KEY", lambda: secrets.token_urlsafe(64))
+# Newest key first; each item is "<key id>:<urlsafe base64 of 32 bytes>".
+ENCRYPTION_KEYS = _from_env_or_dev(
+    "ENCRYPTION_KEYS",
+    lambda: "k1:" + __import__("base64").urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+)
+
+if PRODUCTION:
+    ALLOWED_HOSTS = _required("ALLOWED_HOSTS", list)
+else:
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
+
+INSTALLED_APPS = [
+    "portal",
+    "invoices",
+    "payments",
+    "reminders",
+    "integrations",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    # Last: opens the request's transaction and sets the row-level-security scope.
+    "portal.middleware.TenantScopeMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+AUTH_USER_MODEL = "portal.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.tenancy",
+            ],
+        },
+    }
+]
+
+# --- Database -------------------------------------------------------------
+# DATABASE_URL names the server and database and a role that may create roles
+# (used only by `manage.py db_bootstrap`). The application itself connects as
+# DATABASE_APP_ROLE (no superuser, no BYPASSRLS, owns nothing); migrations run
+# as DATABASE_OWNER_ROLE, which owns the tables.
+EMBEDDED_DATABASE = not env.str("DATABASE_URL", default="")
+if EMBEDDED_DATABASE:
+    from portal import embedded
+
+    DATABASE_ADMIN_URL = embedded.postgres_uri(env.str("DATABASE_NAME", default="portal"))
+    embedded.register()
+else:
+    DATABASE_ADMIN_URL = env.str("DATABASE_URL")
+_admin = conninfo_to_dict(DATABASE_ADMIN_URL)
+DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="portal_app")
+DATABASE_OWNER_ROLE = env.str("DATABASE_OWNER_ROLE", default="portal_owner")
+_passwords = {
+    DATABASE_APP_ROLE: _required("DATABASE_APP_PASSWORD") if PRODUCTION else env.str("DATABASE_APP_PASSWORD", default=""),
+    DATABASE_OWNER_ROLE: _required("DATABASE_OWNER_PASSWORD") if PRODUCTION else env.str("DATABASE_OWNER_PASSWORD", default=""),
+}
+
+
+def _as_role(role: str) -> dict:
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _admin.get("dbname", "portal"),
+        "USER": role,
+        "PASSWORD": _passwords[role],
+        "HOST": _admin.get("host", ""),
+        "PORT": _admin.get("port", ""),
+        "CONN_MAX_AGE": env.int("CONN_MAX_AGE", default=60),
+        "CONN_HEALTH_CHECKS": True,
+        # A failing view rolls back to a savepoint inside the request transaction
+        # that TenantScopeMiddleware opens.
+        "ATOMIC_REQUESTS": True,
+        "OPTIONS": {"sslmode": _admin["sslmode"]} if "sslmode" in _admin else {},
+    }
+
+
+# `manage.py migrate` (and friends) run as the owner; see manage.py.
+_default_role = DATABASE_OWNER_ROLE if env.str("DJANGO_DB_ROLE", default="app") == "owner" else DATABASE_APP_ROLE
+DATABASES = {"default": _as_role(_default_role), "owner": _as_role(DATABASE_OWNER_ROLE)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker and cache ---------------------------------------
+EMBEDDED_REDIS = not env.str("REDIS_URL", default="")
+if EMBEDDED_REDIS:
+    from portal import embedded
+
+    CELERY_BROKER_URL, _redis_url = embedded.redis_urls()
+    embedded.register()
+    CACHE_URL = f"{_redis_url}?db=1"
+else:
+    CELERY_BROKER_URL = _redis_url = env.str("REDIS_URL")
+    CACHE_URL = env.str("CACHE_URL", default=_redis_url.rstrip("/").rsplit("/", 1)[0] + "/1"
+                        if _redis_url.rstrip("/").rsplit("/", 1)[-1].isdigit() else _redis_url + "/1")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_URL,
+        "KEY_PREFIX": "portal",
+    }
+}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "Europe/Amsterdam"
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {"task": "portal.tasks.beat_heartbeat", "schedule": 60.0},
+}
+
+# --- Authentication (django-allauth) --------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_ADAPTER = "portal.adapters.AccountAdapter"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = True
+ACCOUNT_LOGIN_BY_CODE_ENABLED = True
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = True
+ACCOUNT_SESSION_REMEMBER = None
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_RATE_LIMITS = {
+    # Failed logins: 10 a minute per IP, 5 per 5 minutes per account.
+    "login_failed": "10/m/ip,5/300s/key",
+}
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PRODUCTION else "http"
+ACCOUNT_EMAIL_SUBJECT_PREFIX = ""
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="Client portal")
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "account_login"
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Email -------------------------------------------------------------
+# EMAIL_URL: smtp://user:pass@host:587/?tls=True in production; the console in development.
+if PRODUCTION:
+    globals().update(env.email_url("EMAIL_URL"))
+else:
+    globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Internationalisation -------------------------------------------------
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("nl", _("Nederlands"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "Europe/Amsterdam"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static and media -----------------------------------------------------
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "encrypted": {"BACKEND": "portal.crypto.EncryptedFileStorage",
+                  "OPTIONS": {"location": str(MEDIA_ROOT / "encrypted")}},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Security -----------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"pgserver": {"level": "WARNING"}},
+}

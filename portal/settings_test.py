@@ -1,0 +1,28 @@
+"""Test settings: the same as production-shaped development, on a database and Redis databases of their own."""
+import os
+
+os.environ.setdefault("DATABASE_NAME", "portal_test")
+
+from portal.settings import *  # noqa: E402,F403
+from portal.settings import DATABASES, EMBEDDED_REDIS, CELERY_BROKER_URL, CACHE_URL  # noqa: E402
+
+for alias in DATABASES.values():
+    if os.environ.get("DATABASE_URL"):
+        # An external server: keep the test database apart from the real one.
+        alias["NAME"] = os.environ.get("TEST_DATABASE_NAME", alias["NAME"] + "_test")
+    alias["CONN_MAX_AGE"] = 0
+
+# Redis databases 2 (cache) and 3 (broker), so a test run never touches `make run`'s queues.
+if EMBEDDED_REDIS:
+    CACHE_URL = CACHE_URL.replace("db=1", "db=2")
+    CELERY_BROKER_URL = CELERY_BROKER_URL + "?virtual_host=3"
+else:
+    base = CACHE_URL.rsplit("/", 1)[0]
+    CACHE_URL = base + "/2"
+    CELERY_BROKER_URL = base + "/3"
+CACHES = {"default": {**CACHES["default"], "LOCATION": CACHE_URL, "KEY_PREFIX": "test"}}  # noqa: F405
+
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
+STORAGES = {**STORAGES, "encrypted": {**STORAGES["encrypted"], "OPTIONS": {"location": str(MEDIA_ROOT / "encrypted")}}}  # noqa: F405

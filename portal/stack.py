@@ -1,0 +1,140 @@
+"""`make run` and `make test`: start what is missing, prepare the database, run.
+
+    python -m portal.stack run     web + Celery worker + beat, until Ctrl-C
+    python -m portal.stack test    the whole test suite (extra arguments go to pytest)
+
+With no DATABASE_URL / REDIS_URL the embedded PostgreSQL and Redis are started
+(and stopped again when this process and everything it started have exited).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DEMO_LOGINS = """\
+  Back office (Django admin):  admin@example.com      / portal-demo-2026
+  Client, one company:         alice@northwind.test   / portal-demo-2026
+  Client, two companies:       bob@globex.test        / portal-demo-2026
+  (emails, such as login codes, are printed by the web process)"""
+
+
+def _say(message: str) -> None:
+    print(f"\033[1m==> {message}\033[0m", flush=True)
+
+
+def _manage(*args: str, settings: str) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings}
+    subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def start_services() -> None:
+    """Start the embedded servers this process will need, and hold them until it exits."""
+    from portal import embedded
+
+    if not os.environ.get("DATABASE_URL"):
+        _say("starting embedded PostgreSQL (var/pgdata)")
+        embedded.postgres_uri()
+        embedded.register()
+    if not os.environ.get("REDIS_URL"):
+        _say("starting embedded Redis (var/run/redis.sock)")
+        embedded.redis_urls()
+        embedded.register()
+
+
+def prepare_database(settings: str, *, demo: bool) -> None:
+    _say("creating database roles and database")
+    _manage("db_bootstrap", settings=settings)
+    _say("migrating (as the owner role)")
+    _manage("migrate", "--no-input", "-v", "0", settings=settings)
+    if demo:
+        _say("loading demo data")
+        _manage("load_demo", settings=settings)
+
+
+def run() -> int:
+    start_services()
+    prepare_database("portal.settings", demo=True)
+    port = os.environ.get("PORT", "8000")
+    commands = {
+        "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}"],
+        "worker": [PYTHON, "-m", "celery", "-A", "portal", "worker", "-l", "info", "--concurrency", "2"],
+        "beat": [PYTHON, "-m", "celery", "-A", "portal", "beat", "-l", "info"],
+    }
+    processes = {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()}
+    time.sleep(2)
+    _say(f"portal running at http://127.0.0.1:{port}/  (admin: http://127.0.0.1:{port}/admin/)")
+    print(DEMO_LOGINS, flush=True)
+    _say("Ctrl-C stops everything")
+    status = 0
+    try:
+        while True:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    _say(f"{name} exited with {process.returncode}; stopping the rest")
+                    status = process.returncode or 1
+                    raise KeyboardInterrupt
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop(processes.values())
+    _say("stopped")
+    return status
+
+
+def _stop(processes) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test(pytest_args: list[str]) -> int:
+    start_services()
+    prepare_database("portal.settings_test", demo=False)
+    _say("running the test suite")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
+    return subprocess.run([PYTHON, "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+
+
+def _terminate_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+def main(argv: list[str]) -> int:
+    os.chdir(ROOT)
+    _terminate_on_sigterm()
+    if not argv or argv[0] not in ("run", "test", "setup"):
+        print(__doc__)
+        return 2
+    if argv[0] == "run":
+        return run()
+    if argv[0] == "setup":
+        start_services()
+        prepare_database("portal.settings", demo=True)
+        return 0
+    try:
+        return test(argv[1:])
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

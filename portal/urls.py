@@ -1,0 +1,19 @@
+"""URLs: the portal shell, accounts (allauth), admin, language switch."""
+from django.contrib import admin
+from django.urls import include, path
+
+from portal import views
+
+portal_patterns = [
+    path("", views.home, name="home"),
+    path("clients/choose/", views.choose_client, name="choose_client"),
+    path("clients/switch/", views.switch_client, name="switch_client"),
+    path("clients/<int:pk>/", views.client_detail, name="client_detail"),
+]
+
+urlpatterns = [
+    path("", include((portal_patterns, "portal"))),
+    path("accounts/", include("allauth.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,66 @@
+"""The portal shell: home, choosing the client to act for, the company profile."""
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from portal.models import Client, Membership
+from portal.selectors import client_get
+from portal.services import client_switch
+
+
+def client_required(view):
+    """A portal page: a logged-in user acting for one of its clients."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        if request.client is None:
+            if request.memberships:
+                return redirect(f"{reverse('portal:choose_client')}?next={request.get_full_path()}")
+            if request.user.is_staff:
+                return redirect("admin:index")
+            return render(request, "portal/no_access.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@client_required
+def home(request):
+    return render(request, "portal/home.html", {"members": request.client.memberships.select_related("user")})
+
+
+@login_required
+def choose_client(request):
+    if request.method == "POST":
+        return switch_client(request)
+    return render(request, "portal/choose_client.html", {"next": request.GET.get("next", "")})
+
+
+@require_POST
+@login_required
+def switch_client(request):
+    try:
+        client_switch(request=request, client_id=int(request.POST.get("client_id", "0")))
+    except (ValueError, Membership.DoesNotExist):
+        raise Http404("No such client")
+    next_url = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        next_url = "portal:home"
+    return redirect(next_url)
+
+
+@client_required
+def client_detail(request, pk: int):
+    try:
+        client = client_get(client_id=pk, current_client=request.client)
+    except Client.DoesNotExist:
+        raise Http404("No such client")
+    members = client.memberships.select_related("user")
+    return render(request, "portal/client_detail.html", {"client": client, "members": members})
