@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.db import connections, models, router
 
 from portal.models import AuditEvent, Client, Membership
+from portal.rls import client_scope
 
 SESSION_CLIENT_KEY = "portal_client_id"
 
@@ -71,6 +72,8 @@ def client_switch(*, request, client_id: int) -> Membership:
     if membership is None:
         raise Membership.DoesNotExist
     request.session[SESSION_CLIENT_KEY] = client_id
-    audit_record(action=AuditEvent.Action.CLIENT_SWITCHED, request=request, client=membership.client,
-                 obj=membership.client)
+    # Recorded as the client switched to: the user is a member, so that scope is its own.
+    with client_scope(client_id, user_id=request.user.pk):
+        audit_record(action=AuditEvent.Action.CLIENT_SWITCHED, request=request, client=membership.client,
+                     obj=membership.client)
     return membership

@@ -26,3 +26,4 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
 STORAGES = {**STORAGES, "encrypted": {**STORAGES["encrypted"], "OPTIONS": {"location": str(MEDIA_ROOT / "encrypted")}}}  # noqa: F405
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.support"]  # noqa: F405

@@ -76,8 +76,10 @@ def run() -> int:
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
-                    _say(f"{name} exited with {process.returncode}; stopping the rest")
-                    status = process.returncode or 1
+                    # 0 or death by SIGINT/SIGTERM: Ctrl-C reached that child first.
+                    if process.returncode not in (0, 130, -signal.SIGINT, -signal.SIGTERM):
+                        _say(f"{name} exited with {process.returncode}; stopping the rest")
+                        status = process.returncode
                     raise KeyboardInterrupt
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -1,0 +1,29 @@
+"""Shared fixtures: a real PostgreSQL as the application role (RLS always on), Redis, mail."""
+import io
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker):
+    # `make test` has created the roles and the test database and migrated it as the
+    # owner; doing it again here is a fast no-op that lets `pytest` run on its own too.
+    with django_db_blocker.unblock():
+        call_command("db_bootstrap", stdout=io.StringIO())
+        call_command("migrate", database="owner", interactive=False, verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # Rate limits and login codes live in the Redis cache: no test inherits another's.
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def staff(db):
+    from tests.portal.factories import UserFactory
+
+    return UserFactory(is_staff=True, is_superuser=True, email="staff@portal.test")

@@ -1,0 +1,116 @@
+"""Logging in: email and password, one-time code by email, verification, reset, TOTP, throttling."""
+import re
+
+import pytest
+from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value, \
+    yield_hotp_counters_from_time
+from django.core import mail
+from django.urls import reverse
+
+from portal.models import AuditEvent
+from portal.rls import staff_scope
+from tests.portal.factories import PASSWORD, MembershipFactory, UserFactory
+
+
+def _login(client, email, password=PASSWORD):
+    return client.post(reverse("account_login"), {"login": email, "password": password})
+
+
+def _audit(action):
+    with staff_scope():
+        return list(AuditEvent.objects.filter(action=action))
+
+
+def test_client_user_lands_in_the_portal(tenants, client):
+    response = _login(client, "owner@alpha.test")
+    assert response.status_code == 302 and response.url == reverse("portal:home")
+    assert "Welcome, Alpha B.V." in client.get(response.url).text
+
+
+def test_staff_user_lands_in_admin(db, client):
+    UserFactory(email="staff@portal.test", is_staff=True)
+    response = _login(client, "staff@portal.test")
+    assert response.status_code == 302 and response.url == reverse("admin:index")
+
+
+def test_deep_link_survives_login(tenants, client):
+    target = reverse("portal:client_detail", args=[tenants.client_a.pk])
+    response = client.post(f"{reverse('account_login')}?next={target}",
+                           {"login": "owner@alpha.test", "password": PASSWORD, "next": target})
+    assert response.url == target
+    assert client.get(target).status_code == 200
+
+
+def test_login_is_by_email_case_insensitively(tenants, client):
+    assert _login(client, "OWNER@Alpha.test").status_code == 302
+
+
+def test_unverified_email_must_be_confirmed_first(db, client):
+    UserFactory(email="new@client.test", verified=False)
+    response = _login(client, "new@client.test")
+    assert response.status_code == 302 and "confirm" in response.url
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["new@client.test"]
+    assert client.get(reverse("portal:home")).status_code == 302  # not logged in
+
+
+def test_login_by_one_time_code_sent_by_email(tenants, client):
+    client.post(reverse("account_request_login_code"), {"email": "owner@alpha.test"})
+    assert len(mail.outbox) == 1
+    code = re.search(r"^\s*([A-Z0-9]{4}-[A-Z0-9]{4})\s*$", mail.outbox[0].body, re.M).group(1)
+    response = client.post(reverse("account_confirm_login_code"), {"code": code})
+    assert response.status_code == 302 and response.url == reverse("portal:home")
+    assert "Welcome, Alpha B.V." in client.get("/").text
+
+
+def test_password_reset_mails_a_link_that_sets_a_new_password(tenants, client):
+    client.post(reverse("account_reset_password"), {"email": "owner@alpha.test"})
+    assert len(mail.outbox) == 1
+    link = re.search(r"https?://[^/\s]+(/accounts/password/reset/key/\S+)", mail.outbox[0].body).group(1)
+    form_url = client.get(link).url
+    new_password = "a fresh and long passphrase"
+    response = client.post(form_url, {"password1": new_password, "password2": new_password})
+    assert response.status_code == 302
+    assert _login(client, "owner@alpha.test", new_password).status_code == 302
+
+
+def test_signup_is_closed(db, client):
+    response = client.get(reverse("account_signup"))
+    assert "Sign Up Closed" in response.text or "closed" in response.text.lower()
+
+
+def test_totp_second_factor_is_asked_after_the_password(tenants, client):
+    secret = generate_totp_secret()
+    with staff_scope():
+        TOTP.activate(tenants.owner_a, secret)
+    response = _login(client, "owner@alpha.test")
+    assert response.url == reverse("mfa_authenticate")
+    assert client.get(reverse("portal:home")).status_code == 302  # not yet in
+    counter = next(iter(yield_hotp_counters_from_time()))
+    code = format_hotp_value(hotp_value(secret, counter))
+    response = client.post(reverse("mfa_authenticate"), {"code": code})
+    assert response.status_code == 302 and response.url == reverse("portal:home")
+
+
+def test_failed_logins_are_throttled_and_audited(tenants, client):
+    for _ in range(5):
+        response = _login(client, "owner@alpha.test", "wrong password")
+        assert response.status_code == 200
+    assert "Too many failed login attempts" in _login(client, "owner@alpha.test", PASSWORD).text
+    failed = _audit(AuditEvent.Action.LOGIN_FAILED)
+    assert len(failed) == 5 and {e.actor_email for e in failed} == {"owner@alpha.test"}
+    assert failed[0].ip_address == "127.0.0.1"
+
+
+def test_login_and_logout_are_audited(tenants, client):
+    _login(client, "owner@alpha.test")
+    client.post(reverse("account_logout"))
+    [login] = _audit(AuditEvent.Action.LOGIN)
+    [logout] = _audit(AuditEvent.Action.LOGOUT)
+    assert login.actor == tenants.owner_a and logout.actor == tenants.owner_a
+    assert login.ip_address == "127.0.0.1"
+
+
+@pytest.mark.parametrize("language, text", [("nl", "Aanmelden"), ("en", "Sign In")])
+def test_login_page_speaks_dutch_and_english(db, client, language, text):
+    response = client.get(reverse("account_login"), HTTP_ACCEPT_LANGUAGE=language)
+    assert text in response.text

@@ -1,0 +1,48 @@
+"""Production mode demands its secrets and passes Django's deployment checks."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from portal.crypto import generate_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRODUCTION_ENV = {
+    "DJANGO_ENV": "production",
+    "SECRET_KEY": "p" * 20 + "-Zq8v7w6x5y4z3A2B1C0dEfGhIjKlMnOpQrStUvWxYz",
+    "ALLOWED_HOSTS": "portal.example.com",
+    "DATABASE_URL": "postgres://admin@db.invalid:5432/portal",
+    "DATABASE_APP_PASSWORD": "app-password",
+    "DATABASE_OWNER_PASSWORD": "owner-password",
+    "REDIS_URL": "redis://redis.invalid:6379/0",
+    "EMAIL_URL": "smtp://mail.invalid:587",
+    "ENCRYPTION_KEYS": generate_key("k1"),
+}
+
+
+def _manage(*args, env):
+    base = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and not k.startswith("DJANGO_")}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_production_passes_check_deploy_without_warnings():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_its_secrets():
+    for missing in ("SECRET_KEY", "ALLOWED_HOSTS", "ENCRYPTION_KEYS"):
+        env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
+        result = _manage("check", env=env)
+        assert result.returncode != 0
+        assert f"{missing} must be set when DJANGO_ENV=production" in result.stderr
+
+
+def test_production_settings_are_hardened():
+    code = ("from django.conf import settings as s; print(s.DEBUG, s.SESSION_COOKIE_SECURE, "
+            "s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT)")
+    result = _manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
+    assert result.stdout.split() == ["False", "True", "True", "31536000", "True"], result.stderr
