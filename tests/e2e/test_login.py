@@ -1,0 +1,54 @@
+"""A client contact and a staff member log in from a phone and from a desktop."""
+import pytest
+
+from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory, UserFactory
+
+pytestmark = pytest.mark.e2e
+
+
+def _log_in(page, live_url, email, path="/"):
+    page.goto(f"{live_url}{path}")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+
+
+def _fits_the_screen(page):
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_client_logs_in_and_lands_on_its_overview(committed, live_url, page):
+    def build():
+        brand = BrandFactory(name="Acme Accounting B.V.", is_default=True, primary_colour="#0b6e4f")
+        client = ClientFactory(brand=brand, name="Northwind Traders B.V.")
+        MembershipFactory(client=client, user__email="alice@northwind.test")
+        return client
+
+    client = committed.create(build)
+    _log_in(page, live_url, "alice@northwind.test", path=f"/clients/{client.pk}/")
+    # The deep link survives the login.
+    page.wait_for_url(f"{live_url}/clients/{client.pk}/")
+    assert page.get_by_role("heading", level=1).inner_text() == "Northwind Traders B.V."
+    assert "Acme Accounting B.V." in page.title()
+    header_colour = page.eval_on_selector(".site-header", "e => getComputedStyle(e).backgroundColor")
+    assert header_colour == "rgb(11, 110, 79)"  # the brand's primary colour
+    assert _fits_the_screen(page)
+    for link in page.locator(".site-nav a, .site-nav button").all():
+        assert link.bounding_box()["height"] >= 44  # tap targets
+
+
+def test_wrong_password_is_refused_with_a_clear_message(committed, live_url, page):
+    committed.create(lambda: UserFactory(email="carol@client.test"))
+    page.goto(f"{live_url}/accounts/login/")
+    page.get_by_label("Email").fill("carol@client.test")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign In").click()
+    assert page.get_by_text("The email address and/or password you specified are not correct.").is_visible()
+    assert _fits_the_screen(page)
+
+
+def test_staff_member_lands_in_the_back_office(committed, live_url, page):
+    committed.create(lambda: UserFactory(email="sam@acme.test", is_staff=True, is_superuser=True))
+    _log_in(page, live_url, "sam@acme.test")
+    page.wait_for_url(f"{live_url}/admin/")
+    assert page.get_by_role("link", name="Audit events").is_visible()
