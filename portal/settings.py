@@ -26,9 +26,12 @@ VAR_DIR = Path(env.str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var"))).resolve
 def _required(name: str, cast=str):
     """A production setting with no default: fail loudly at start-up."""
     try:
-        return env.get_value(name, cast=cast)
-    except ImproperlyConfigured as exc:
-        raise ImproperlyConfigured(f"{name} must be set when DJANGO_ENV=production") from exc
+        value = env.get_value(name, cast=cast)
+    except ImproperlyConfigured:
+        value = None
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when DJANGO_ENV=production")
+    return value
 
 
 def _dev_secret(name: str, make) -> str:
@@ -124,6 +127,8 @@ TEMPLATES = [
 # (used only by `manage.py db_bootstrap`). The application itself connects as
 # DATABASE_APP_ROLE (no superuser, no BYPASSRLS, owns nothing); migrations run
 # as DATABASE_OWNER_ROLE, which owns the tables.
+if PRODUCTION:  # embedded servers are for development and tests only
+    _required("DATABASE_URL"), _required("REDIS_URL")
 EMBEDDED_DATABASE = not env.str("DATABASE_URL", default="")
 if EMBEDDED_DATABASE:
     from portal import embedded

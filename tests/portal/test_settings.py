@@ -34,7 +34,7 @@ def test_production_passes_check_deploy_without_warnings():
 
 
 def test_production_refuses_to_start_without_its_secrets():
-    for missing in ("SECRET_KEY", "ALLOWED_HOSTS", "ENCRYPTION_KEYS"):
+    for missing in ("SECRET_KEY", "ALLOWED_HOSTS", "ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL"):
         env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
         result = _manage("check", env=env)
         assert result.returncode != 0
