@@ -19,7 +19,7 @@ def _compose():
 
 def test_compose_file_is_valid_against_the_compose_specification():
     schema = json.loads((ROOT / "tests/support/compose-spec.json").read_text())
-    jsonschema.validate(_compose(), schema)
+    jsonschema.Draft201909Validator(schema).validate(_compose())
 
 
 def test_compose_runs_the_production_shape():

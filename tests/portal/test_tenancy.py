@@ -78,3 +78,12 @@ def test_anonymous_visitor_is_sent_to_login_with_the_page_to_return_to(db, clien
     response = client.get(reverse("portal:client_detail", args=[1]))
     assert response.status_code == 302
     assert response.url == f"{reverse('account_login')}?next=/clients/1/"
+
+
+def test_portal_speaks_the_users_language(tenants, login):
+    http = login(tenants.owner_a)
+    http.post("/i18n/setlang/", {"language": "nl", "next": "/"})
+    page = http.get("/")
+    assert "Welkom, Alpha B.V." in page.text and '<html lang="nl">' in page.text
+    http.post("/i18n/setlang/", {"language": "en", "next": "/"})
+    assert "Welcome, Alpha B.V." in http.get("/").text
