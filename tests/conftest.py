@@ -27,3 +27,30 @@ def staff(db):
     from tests.portal.factories import UserFactory
 
     return UserFactory(is_staff=True, is_superuser=True, email="staff@portal.test")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process():
+    """A real Celery worker on the test broker (Redis), in its own process."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from portal.celery import app
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "-l", "warning",
+         "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}@%h"],
+        cwd=Path(__file__).resolve().parent.parent, env=env,
+    )
+    deadline = time.monotonic() + 30
+    while not app.control.inspect(timeout=0.5).ping():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise RuntimeError("the Celery worker did not start")
+    yield worker
+    worker.terminate()
+    worker.wait(timeout=15)
