@@ -22,6 +22,8 @@ else:
     CELERY_BROKER_URL = base + "/3"
 CACHES = {"default": {**CACHES["default"], "LOCATION": CACHE_URL, "KEY_PREFIX": "test"}}  # noqa: F405
 
+# What a user sees, not debug pages (the web server of the browser tests uses these settings too).
+DEBUG = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 
 from portal.models import Client, Membership
@@ -21,7 +21,7 @@ def client_required(view):
     def wrapper(request, *args, **kwargs):
         if request.client is None:
             if request.memberships:
-                return redirect(f"{reverse('portal:choose_client')}?next={request.get_full_path()}")
+                return redirect(f"{reverse('portal:choose_client')}?{urlencode({'next': request.get_full_path()})}")
             if request.user.is_staff:
                 return redirect("admin:index")
             return render(request, "portal/no_access.html", status=403)

@@ -52,3 +52,31 @@ def test_staff_member_lands_in_the_back_office(committed, live_url, page):
     _log_in(page, live_url, "sam@acme.test")
     page.wait_for_url(f"{live_url}/admin/")
     assert page.get_by_role("link", name="Audit events").is_visible()
+
+
+def test_contact_of_two_companies_picks_one_and_switches(committed, live_url, page):
+    def build():
+        brand = BrandFactory(is_default=True)
+        globex = ClientFactory(brand=brand, name="Globex Nederland B.V.")
+        initech = ClientFactory(brand=brand, name="Initech Logistics B.V.")
+        bob = MembershipFactory(client=globex, user__email="bob@globex.test").user
+        MembershipFactory(client=initech, user=bob)
+        return globex, initech
+
+    globex, initech = committed.create(build)
+    _log_in(page, live_url, "bob@globex.test", path=f"/clients/{initech.pk}/")
+    page.get_by_role("heading", name="Which company do you want to work for?").wait_for()
+    assert _fits_the_screen(page)
+    choice = page.get_by_role("button", name="Initech Logistics B.V.")
+    assert choice.bounding_box()["height"] >= 44
+    choice.click()
+    # Back on the page the deep link asked for, now scoped to Initech.
+    page.wait_for_url(f"{live_url}/clients/{initech.pk}/")
+    assert page.get_by_role("heading", level=1).inner_text() == "Initech Logistics B.V."
+
+    page.get_by_role("link", name="Switch company").click()
+    page.get_by_role("button", name="Globex Nederland B.V.").click()
+    page.wait_for_url(f"{live_url}/")
+    assert page.get_by_role("heading", level=1).inner_text() == "Welcome, Globex Nederland B.V."
+    page.goto(f"{live_url}/clients/{initech.pk}/")
+    assert page.get_by_role("heading", level=1).inner_text() == "Not found"
