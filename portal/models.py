@@ -140,6 +140,17 @@ class AuditEvent(models.Model):
         RECORD_VIEWED = "record.viewed", _("Viewed")
         FILE_DOWNLOADED = "record.downloaded", _("Downloaded")
         KEYS_ROTATED = "crypto.reencrypted", _("Re-encrypted with the newest key")
+        INVOICE_CREATED = "invoice.created", _("Invoice created")
+        INVOICE_UPDATED = "invoice.updated", _("Invoice updated")
+        INVOICE_STATUS = "invoice.status_changed", _("Invoice status changed")
+        INVOICE_OVERDUE = "invoice.overdue", _("Invoice became overdue")
+        CREDIT_NOTE_STATUS = "credit_note.status_changed", _("Credit note status changed")
+        PAYMENT_RECORDED = "payment.recorded", _("Payment recorded")
+        PAYMENT_REVERSED = "payment.reversed", _("Payment refunded or charged back")
+        CLIENT_CREDITED = "client.credited", _("Client credit added")
+        RECURRING_STATUS = "recurring.status_changed", _("Recurring schedule status changed")
+        RECURRING_GENERATED = "recurring.invoice_generated", _("Recurring invoice generated")
+        EVENT_REPLAYED = "integration.event_replayed", _("Inbound event replayed")
 
     # No database-level foreign keys: the log outlives the users and clients it names.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,

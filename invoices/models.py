@@ -1,0 +1,316 @@
+"""The ledger: invoices, credit notes, payments and their allocations, client credit and
+recurring schedules. Each state machine is a transition table next to its model; every
+transition goes through invoices.services (one function per machine) with an audit event."""
+from __future__ import annotations
+
+import datetime
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from invoices.money import ZERO
+
+MONEY = dict(max_digits=14, decimal_places=2, default=ZERO)
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        OPEN = "open", _("Open")
+        PARTIALLY_PAID = "partially_paid", _("Partially paid")
+        PAID = "paid", _("Paid")
+        VOID = "void", _("Void")
+
+    # The invoice state machine. Payments, credit notes, refunds and chargebacks move
+    # between open, partially paid and paid; void is final.
+    TRANSITIONS = {
+        Status.DRAFT: {Status.OPEN, Status.VOID},
+        Status.OPEN: {Status.PARTIALLY_PAID, Status.PAID, Status.VOID},
+        Status.PARTIALLY_PAID: {Status.PAID, Status.OPEN, Status.VOID},
+        Status.PAID: {Status.PARTIALLY_PAID, Status.OPEN},
+        Status.VOID: set(),
+    }
+    PAYABLE = (Status.OPEN, Status.PARTIALLY_PAID)
+
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="invoices")
+    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="invoices")
+    number = models.CharField(_("number"), max_length=40)
+    connection = models.ForeignKey("integrations.Connection", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="invoices")
+    external_id = models.CharField(_("external id"), max_length=100, blank=True)
+    recurring_schedule = models.ForeignKey("RecurringSchedule", null=True, blank=True, on_delete=models.PROTECT,
+                                           related_name="invoices")
+    period_start = models.DateField(null=True, blank=True)
+    issue_date = models.DateField(_("issue date"))
+    due_date = models.DateField(_("due date"))
+    payment_terms_days = models.PositiveSmallIntegerField(_("payment terms (days)"), default=30)
+    payment_terms_text = models.CharField(_("payment terms"), max_length=300, blank=True)
+    currency = models.CharField(_("currency"), max_length=3)
+    purchase_order = models.CharField(_("purchase order"), max_length=100, blank=True)
+    notes = models.TextField(_("notes"), blank=True)
+    subtotal = models.DecimalField(_("subtotal"), **MONEY)
+    tax_total = models.DecimalField(_("tax"), **MONEY)
+    total = models.DecimalField(_("total"), **MONEY)
+    amount_paid = models.DecimalField(_("paid"), **MONEY)
+    amount_credited = models.DecimalField(_("credited"), **MONEY)
+    open_balance = models.DecimalField(_("open balance"), **MONEY)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.DRAFT)
+    overdue_since = models.DateTimeField(_("overdue since"), null=True, blank=True)
+    source_updated_at = models.DateTimeField(null=True, blank=True,
+                                             help_text="The accounting system's version of this invoice.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-issue_date", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "number"], name="invoice_number_unique_per_brand"),
+            models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
+                                    name="invoice_external_id_unique_per_connection"),
+            models.UniqueConstraint(fields=["recurring_schedule", "period_start"],
+                                    condition=Q(recurring_schedule__isnull=False),
+                                    name="one_invoice_per_recurring_period"),
+            models.CheckConstraint(
+                condition=(Q(status="void", open_balance=ZERO)
+                           | Q(open_balance=F("total") - F("amount_paid") - F("amount_credited"))),
+                name="invoice_balance_adds_up"),
+            models.CheckConstraint(condition=Q(open_balance__gte=0, amount_paid__gte=0, amount_credited__gte=0),
+                                   name="invoice_amounts_not_negative"),
+            models.CheckConstraint(condition=Q(due_date__gte=F("issue_date")), name="invoice_due_after_issue"),
+        ]
+        indexes = [
+            models.Index(fields=["client", "status", "due_date"]),
+            models.Index(fields=["due_date"], condition=Q(status__in=["open", "partially_paid"]),
+                         name="invoice_payable_due"),
+        ]
+
+    def __str__(self):
+        return self.number
+
+    def is_overdue(self, today: datetime.date | None = None) -> bool:
+        today = today or timezone.localdate()
+        return self.status in self.PAYABLE and self.open_balance > 0 and self.due_date < today
+
+    @property
+    def days_overdue(self) -> int:
+        return max(0, (timezone.localdate() - self.due_date).days) if self.is_overdue() else 0
+
+
+class LineFields(models.Model):
+    position = models.PositiveSmallIntegerField(_("position"))
+    description = models.CharField(_("description"), max_length=500)
+    quantity = models.DecimalField(_("quantity"), max_digits=12, decimal_places=3)
+    unit = models.CharField(_("unit"), max_length=20, blank=True)
+    unit_price = models.DecimalField(_("unit price"), max_digits=14, decimal_places=4)
+    discount_percent = models.DecimalField(_("discount %"), max_digits=5, decimal_places=2, default=ZERO)
+    tax_rate = models.DecimalField(_("tax rate %"), max_digits=5, decimal_places=2)
+    net_amount = models.DecimalField(_("net"), **MONEY)
+    tax_amount = models.DecimalField(_("tax"), **MONEY)
+    line_total = models.DecimalField(_("line total"), **MONEY)
+
+    class Meta:
+        abstract = True
+        ordering = ["position"]
+
+
+class InvoiceLine(LineFields):
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+
+    class Meta(LineFields.Meta):
+        constraints = [models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position")]
+
+
+class CreditNote(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        ISSUED = "issued", _("Issued")
+        APPLIED = "applied", _("Applied")
+
+    TRANSITIONS = {Status.DRAFT: {Status.ISSUED}, Status.ISSUED: {Status.APPLIED}, Status.APPLIED: set()}
+
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="credit_notes")
+    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="credit_notes")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(_("number"), max_length=40)
+    connection = models.ForeignKey("integrations.Connection", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="credit_notes")
+    external_id = models.CharField(_("external id"), max_length=100, blank=True)
+    issue_date = models.DateField(_("issue date"))
+    currency = models.CharField(_("currency"), max_length=3)
+    reason = models.CharField(_("reason"), max_length=300, blank=True)
+    subtotal = models.DecimalField(_("subtotal"), **MONEY)
+    tax_total = models.DecimalField(_("tax"), **MONEY)
+    total = models.DecimalField(_("total"), **MONEY)
+    amount_applied = models.DecimalField(_("applied to the invoice"), **MONEY)
+    amount_to_credit = models.DecimalField(_("left as client credit"), **MONEY)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-issue_date", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "number"], name="credit_note_number_unique_per_brand"),
+            models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
+                                    name="credit_note_external_id_unique_per_connection"),
+            models.CheckConstraint(condition=Q(total__gt=0), name="credit_note_total_positive"),
+        ]
+
+    def __str__(self):
+        return self.number
+
+
+class CreditNoteLine(LineFields):
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
+
+    class Meta(LineFields.Meta):
+        constraints = [models.UniqueConstraint(fields=["credit_note", "position"], name="credit_note_line_position")]
+
+
+class Payment(models.Model):
+    """Money received, once. Allocations spread it over invoices; what is left is client credit."""
+
+    class Source(models.TextChoices):
+        GATEWAY = "gateway", _("Payment gateway")
+        ACCOUNTING = "accounting", _("Accounting system")
+        MANUAL = "manual", _("Manual")
+
+    class Method(models.TextChoices):
+        BANK_TRANSFER = "bank_transfer", _("Bank transfer")
+        IDEAL = "ideal", _("iDEAL")
+        CARD = "card", _("Card")
+        SEPA_DIRECT_DEBIT = "sepa_direct_debit", _("SEPA direct debit")
+        OTHER = "other", _("Other")
+
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="payments")
+    amount = models.DecimalField(_("amount"), max_digits=14, decimal_places=2)
+    currency = models.CharField(_("currency"), max_length=3)
+    source = models.CharField(_("source"), max_length=20, choices=Source.choices)
+    method = models.CharField(_("method"), max_length=20, choices=Method.choices)
+    reference = models.CharField(_("reference"), max_length=200, blank=True)
+    received_at = models.DateTimeField(_("received at"))
+    connection = models.ForeignKey("integrations.Connection", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="payments")
+    external_id = models.CharField(_("external id"), max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
+                                    name="payment_external_id_unique_per_connection"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.currency} {self.amount} {self.get_method_display()} {self.reference}".strip()
+
+
+class PaymentAllocation(models.Model):
+    """An append-only ledger entry: part of a payment applied to an invoice (positive), or
+    taken back by a refund or chargeback (negative)."""
+
+    class Kind(models.TextChoices):
+        ALLOCATION = "allocation", _("Allocation")
+        REFUND = "refund", _("Refund")
+        CHARGEBACK = "chargeback", _("Chargeback")
+
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="allocations")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="allocations")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.ALLOCATION)
+    amount = models.DecimalField(_("amount"), max_digits=14, decimal_places=2)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=(Q(kind="allocation", amount__gt=0) | (~Q(kind="allocation") & Q(amount__lt=0))),
+                                   name="allocation_sign_matches_kind"),
+        ]
+
+
+class ClientCredit(models.Model):
+    """The client's credit ledger: what a credit note or an overpayment left over (positive)
+    and what was used up (negative). The balance is the sum, per currency."""
+
+    class Source(models.TextChoices):
+        CREDIT_NOTE = "credit_note", _("Credit note beyond the open balance")
+        OVERPAYMENT = "overpayment", _("Overpayment")
+        VOIDED_INVOICE = "voided_invoice", _("Payment on a voided invoice")
+
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="credits")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    credit_note = models.ForeignKey(CreditNote, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class RecurringSchedule(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        PAUSED = "paused", _("Paused")
+        ENDED = "ended", _("Ended")
+
+    class Unit(models.TextChoices):
+        DAYS = "days", _("days")
+        MONTHS = "months", _("months")
+
+    TRANSITIONS = {
+        Status.ACTIVE: {Status.PAUSED, Status.ENDED},
+        Status.PAUSED: {Status.ACTIVE, Status.ENDED},
+        Status.ENDED: set(),
+    }
+
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="recurring_schedules")
+    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="recurring_schedules")
+    name = models.CharField(_("name"), max_length=200)
+    currency = models.CharField(_("currency"), max_length=3, default="EUR")
+    interval_unit = models.CharField(_("every"), max_length=10, choices=Unit.choices, default=Unit.MONTHS)
+    interval_count = models.PositiveSmallIntegerField(
+        _("interval"), default=1, help_text=_("1 month: monthly; 3 months: quarterly; 12 months: yearly."))
+    start_date = models.DateField(_("first invoice date"))
+    next_date = models.DateField(_("next invoice date"))
+    end_date = models.DateField(_("end date"), null=True, blank=True)
+    remaining_count = models.PositiveIntegerField(_("invoices left"), null=True, blank=True,
+                                                  help_text=_("Empty: no limit."))
+    payment_terms_days = models.PositiveSmallIntegerField(_("payment terms (days)"), default=14)
+    purchase_order = models.CharField(_("purchase order"), max_length=100, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["client__name", "name"]
+        constraints = [models.CheckConstraint(condition=Q(interval_count__gte=1), name="recurring_interval_positive")]
+
+    def __str__(self):
+        return self.name
+
+
+class RecurringLine(LineFields):
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    schedule = models.ForeignKey(RecurringSchedule, on_delete=models.CASCADE, related_name="lines")
+
+    class Meta(LineFields.Meta):
+        constraints = [models.UniqueConstraint(fields=["schedule", "position"], name="recurring_line_position")]
+
+
+class NumberSequence(models.Model):
+    """Per brand and year, the last number the portal itself issued (recurring invoices)."""
+
+    brand = models.ForeignKey("portal.Brand", on_delete=models.CASCADE)
+    year = models.PositiveSmallIntegerField()
+    prefix = models.CharField(max_length=10)
+    last = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["brand", "prefix", "year"], name="one_sequence_per_year")]
+
