@@ -197,6 +197,9 @@ CELERY_TIMEZONE = "Europe/Amsterdam"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "portal.tasks.beat_heartbeat", "schedule": 60.0},
+    "mark-overdue": {"task": "invoices.tasks.mark_overdue", "schedule": 3600.0},
+    "generate-recurring-invoices": {"task": "invoices.tasks.generate_recurring_invoices", "schedule": 3600.0},
+    "sweep-inbound-events": {"task": "integrations.tasks.sweep_inbound_events", "schedule": 30.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------
