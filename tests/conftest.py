@@ -4,6 +4,9 @@ import io
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import transaction
+
+from portal.rls import staff_scope
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +43,7 @@ def celery_worker_process():
 
     from portal.celery import app
 
+    app.control.purge()  # messages left by tests that never had a worker
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "-l", "warning",
@@ -54,3 +58,19 @@ def celery_worker_process():
     yield worker
     worker.terminate()
     worker.wait(timeout=15)
+
+
+@pytest.fixture
+def committed(django_db_setup, django_db_blocker):
+    """Rows that other processes (the web server, a worker) can see: committed for real,
+    and wiped afterwards through the owner role (the app role may not truncate)."""
+
+    class Committed:
+        @staticmethod
+        def create(build):
+            with transaction.atomic(), staff_scope():
+                return build()
+
+    with django_db_blocker.unblock():
+        yield Committed()
+        call_command("flush", database="owner", interactive=False, verbosity=0)

@@ -8,10 +8,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
-from django.db import transaction
-
-from portal.rls import staff_scope
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -19,22 +15,6 @@ ARTIFACTS = ROOT / "var" / "test-artifacts"
 # Playwright's sync API keeps an event loop on the main thread; the ORM calls the
 # tests make next to it are still plain synchronous calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def committed(django_db_setup, django_db_blocker):
-    """Rows that other processes (the web server, a worker) can see: committed for real,
-    and wiped afterwards through the owner role (the app role may not truncate)."""
-
-    class Committed:
-        @staticmethod
-        def create(build):
-            with transaction.atomic(), staff_scope():
-                return build()
-
-    with django_db_blocker.unblock():
-        yield Committed()
-        call_command("flush", database="owner", interactive=False, verbosity=0)
 
 
 def _free_port() -> int:
