@@ -1,10 +1,23 @@
-"""Demo brands, clients and logins for `make run`. Idempotent: run it as often as you like."""
+"""Demo brands, clients, logins and a full ledger for `make run`. Idempotent.
+
+Clients, invoices, payments, voids and credit notes arrive as signed events from a demo
+ERP through the real webhook pipeline (integrations.demo); brands, connections, logins and
+recurring schedules are set up directly, as staff would in admin."""
+import datetime
+from decimal import Decimal
+
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
-from portal.models import Brand, Client, Membership, User
+from integrations import demo
+from integrations.models import ClientLink, Connection
+from integrations.signing import generate_secret
+from invoices import services as ledger
+from invoices.models import RecurringSchedule
+from portal.models import Brand, Membership, User
 from portal.rls import staff_scope
 
 DEMO_PASSWORD = "portal-demo-2026"
@@ -21,17 +34,18 @@ BRANDS = [
          iban="NL20INGB0001234567", bic="INGBNL2A",
          legal_footer="Blue Harbor Services B.V. · KvK 87654321 · BTW NL009876543B01"),
 ]
-CLIENTS = [
-    dict(key="northwind", brand="acme", name="Northwind Traders B.V.", kvk_number="34567890",
-         vat_number="NL003456789B01", billing_email="finance@northwind.test", address_line="Damrak 50",
-         postal_code="1012 LM", city="Amsterdam", locale="nl"),
-    dict(key="globex", brand="acme", name="Globex Nederland B.V.", kvk_number="45678901",
-         vat_number="NL004567890B01", billing_email="ap@globex.test", address_line="Stationsplein 8",
-         postal_code="3511 ED", city="Utrecht", locale="en"),
-    dict(key="initech", brand="harbor", name="Initech Logistics B.V.", kvk_number="56789012",
-         vat_number="NL005678901B01", billing_email="invoices@initech.test", address_line="Coolsingel 40",
-         postal_code="3011 AD", city="Rotterdam", locale="nl"),
-]
+# key: (brand, invoice number prefix, client.upserted data)
+CLIENTS = {
+    "northwind": ("acme", "NW", dict(name="Northwind Traders B.V.", kvk_number="34567890", vat_number="NL003456789B01",
+                                     billing_email="finance@northwind.test", locale="nl", address=dict(
+                                         line="Damrak 50", postal_code="1012 LM", city="Amsterdam", country="NL"))),
+    "globex": ("acme", "GX", dict(name="Globex Nederland B.V.", kvk_number="45678901", vat_number="NL004567890B01",
+                                  billing_email="ap@globex.test", locale="en", address=dict(
+                                      line="Stationsplein 8", postal_code="3511 ED", city="Utrecht", country="NL"))),
+    "initech": ("harbor", "IT", dict(name="Initech Logistics B.V.", kvk_number="56789012", vat_number="NL005678901B01",
+                                     billing_email="invoices@initech.test", locale="nl", address=dict(
+                                         line="Coolsingel 40", postal_code="3011 AD", city="Rotterdam", country="NL"))),
+}
 USERS = [
     dict(email="admin@example.com", first_name="Sam", last_name="Staff", is_staff=True, is_superuser=True,
          language="en", memberships=[]),
@@ -43,19 +57,24 @@ USERS = [
 
 
 class Command(BaseCommand):
-    help = "Load demo brands, clients and logins (development only; idempotent)."
+    help = "Load demo brands, clients, logins and ledgers (development only; idempotent)."
 
     def handle(self, *args, **options):
         if settings.PRODUCTION:
             raise CommandError("load_demo refuses to run with DJANGO_ENV=production")
+        today = timezone.localdate()
         with transaction.atomic(), staff_scope():
             brands = {spec["slug"]: Brand.objects.update_or_create(slug=spec["slug"], defaults=spec)[0]
                       for spec in BRANDS}
-            clients = {}
-            for spec in CLIENTS:
-                spec = dict(spec)
-                key, brand = spec.pop("key"), brands[spec.pop("brand")]
-                clients[key], _ = Client.objects.update_or_create(name=spec["name"], defaults={**spec, "brand": brand})
+            connections = {slug: Connection.objects.get_or_create(
+                slug=f"{slug}-erp", defaults={"name": f"{brand.name} ERP (demo)", "brand": brand,
+                                              "signing_secrets": generate_secret()})[0]
+                for slug, brand in brands.items()}
+        for key, (brand, _prefix, data) in CLIENTS.items():
+            demo.send(connections[brand], demo.client_events(key, data))
+        with transaction.atomic(), staff_scope():
+            clients = {key: ClientLink.objects.select_related("client").get(
+                connection=connections[brand], external_id=key).client for key, (brand, _, _) in CLIENTS.items()}
             for spec in USERS:
                 spec = dict(spec)
                 memberships = spec.pop("memberships")
@@ -67,5 +86,21 @@ class Command(BaseCommand):
                     user=user, email=user.email, defaults={"verified": True, "primary": True})
                 for key, role in memberships:
                     Membership.objects.update_or_create(user=user, client=clients[key], defaults={"role": role})
+        accepted = 0
+        for key, (brand, prefix, _data) in CLIENTS.items():
+            answers = demo.send(connections[brand], demo.ledger_events(key, prefix, today))
+            accepted += sum(1 for status in answers.values() if status == 202)
+        with transaction.atomic(), staff_scope():
+            for key, client in clients.items():
+                if not RecurringSchedule.objects.filter(client=client).exists():
+                    ledger.recurring_create(
+                        client=client, brand=client.brand, name="Monthly bookkeeping subscription",
+                        next_date=today.replace(day=1) - datetime.timedelta(days=60),
+                        lines=[{"description": "Bookkeeping subscription", "quantity": Decimal("1"), "unit": "month",
+                                "unit_price": Decimal("299.00"), "discount_percent": Decimal("0"),
+                                "tax_rate": Decimal("21")}])
+            generated = ledger.recurring_generate_due(today=today)
+            ledger.invoice_mark_overdue()
         self.stdout.write(self.style.SUCCESS(
-            f"demo data ready: {len(brands)} brands, {len(clients)} clients, {len(USERS)} logins"))
+            f"demo data ready: {len(brands)} brands, {len(clients)} clients, {len(USERS)} logins; "
+            f"{accepted} new ledger events, {generated} recurring invoices"))

@@ -1,0 +1,107 @@
+"""Demo data for `make run`, sent as a demo ERP would: signed events through the real webhook
+pipeline, then processed as a worker would. Event ids are fixed, so a rerun changes nothing."""
+from __future__ import annotations
+
+import datetime
+import json
+from decimal import Decimal
+
+from django.test import Client as HttpClient
+from django.utils import timezone
+
+from integrations.models import InboundEvent
+from integrations.services import inbound_event_process
+from integrations.signing import signed_headers
+from invoices.money import document_totals
+from portal.rls import staff_scope
+
+CATALOGUE = [
+    ("Monthly bookkeeping", "month", "450.00", "21"),
+    ("Payroll administration", "employee", "12.50", "21"),
+    ("Annual accounts", "piece", "1250.00", "21"),
+    ("Tax advice", "hour", "135.00", "21"),
+    ("Reference book", "piece", "39.95", "9"),
+]
+
+
+def _lines(*picks: tuple[int, str]) -> list[dict]:
+    return [{"description": CATALOGUE[i][0], "quantity": qty, "unit": CATALOGUE[i][1],
+             "unit_price": CATALOGUE[i][2], "tax_rate": CATALOGUE[i][3]} for i, qty in picks]
+
+
+def _with_totals(data: dict) -> dict:
+    totals = document_totals([{k: Decimal(v) if k in ("quantity", "unit_price", "tax_rate") else v
+                               for k, v in line.items()} | {"discount_percent": Decimal(0)} for line in data["lines"]])
+    data["tax_breakdown"] = [{"rate": f"{rate}", "base": f"{base}", "tax": f"{tax}"}
+                             for rate, (base, tax) in totals.tax_breakdown.items()]
+    data.update(subtotal=f"{totals.subtotal}", tax_total=f"{totals.tax_total}", total=f"{totals.total}")
+    return data
+
+
+def client_events(key: str, client: dict) -> list[tuple[str, dict]]:
+    return [(f"demo-{key}-client", {"type": "client.upserted", "data": {"external_id": key, **client}})]
+
+
+def ledger_events(key: str, prefix: str, today: datetime.date) -> list[tuple[str, dict]]:
+    """Per client: open, partially paid, overdue, paid and void invoices, and a credit note."""
+    day = datetime.timedelta(days=1)
+    stamp = timezone.now().replace(microsecond=0).isoformat()
+
+    def invoice(n: int, issued_days_ago: int, lines: list[dict], terms: int = 30) -> dict:
+        issue = today - issued_days_ago * day
+        return _with_totals({
+            "external_id": f"{key}-inv-{n}", "number": f"{prefix}-{today.year}-{n:04d}", "client_external_id": key,
+            "issue_date": issue.isoformat(), "due_date": (issue + terms * day).isoformat(),
+            "payment_terms": {"days": terms, "text": f"{terms} days net"}, "currency": "EUR",
+            "purchase_order": f"PO-{n:03d}", "lines": lines, "updated_at": stamp})
+
+    invoices = {
+        "open": invoice(1, 3, _lines((0, "1"), (1, "14"))),
+        "partial": invoice(2, 20, _lines((2, "1"), (4, "2"))),
+        "overdue": invoice(3, 52, _lines((3, "6.5"), (0, "1"))),
+        "paid": invoice(4, 70, _lines((0, "1"))),
+        "void": invoice(5, 15, _lines((3, "2"))),
+        "credited": invoice(6, 10, _lines((3, "8"))),
+    }
+    events = [(f"demo-{key}-inv-{name}", {"type": "invoice.created", "data": data}) for name, data in invoices.items()]
+
+    def payment(n: int, name: str, amount: str, days_ago: int) -> tuple[str, dict]:
+        return (f"demo-{key}-pay-{n}", {"type": "payment.recorded", "data": {
+            "external_id": f"{key}-pay-{n}", "client_external_id": key, "amount": amount, "currency": "EUR",
+            "received_at": (timezone.now() - datetime.timedelta(days=days_ago)).replace(microsecond=0).isoformat(),
+            "method": "bank_transfer", "reference": invoices[name]["number"],
+            "allocations": [{"invoice_external_id": invoices[name]["external_id"], "amount": amount}]}})
+
+    events += [
+        payment(1, "partial", "500.00", 5),
+        payment(2, "paid", invoices["paid"]["total"], 45),
+        (f"demo-{key}-void", {"type": "invoice.voided", "data": {
+            "external_id": invoices["void"]["external_id"], "reason": "Issued twice by mistake",
+            "updated_at": (timezone.now() + datetime.timedelta(seconds=1)).replace(microsecond=0).isoformat()}}),
+        (f"demo-{key}-cn-1", {"type": "credit_note.created", "data": _with_totals({
+            "external_id": f"{key}-cn-1", "number": f"{prefix}-CN-{today.year}-0001",
+            "invoice_external_id": invoices["credited"]["external_id"], "issue_date": (today - 2 * day).isoformat(),
+            "reason": "Two hours not worked", "lines": _lines((3, "2"))})}),
+    ]
+    return events
+
+
+def send(connection, events: list[tuple[str, dict]]) -> dict[str, int]:
+    """POST each event, signed, to the connection's webhook; process what was accepted."""
+    http = HttpClient()
+    answers: dict[str, int] = {}
+    secret = connection.secrets()[0]
+    for event_id, payload in events:
+        body = json.dumps(payload).encode()
+        response = http.post(f"/webhooks/accounting/{connection.slug}/", data=body, content_type="application/json",
+                             headers=signed_headers(secret, event_id, body))
+        answers[event_id] = response.status_code
+        if response.status_code >= 400:
+            raise RuntimeError(f"demo event {event_id} refused: {response.content.decode()}")
+    with staff_scope():
+        pending = list(InboundEvent.objects.filter(connection=connection, status=InboundEvent.Status.PENDING)
+                       .order_by("id").values_list("pk", flat=True))
+    for pk in pending:
+        with staff_scope():
+            inbound_event_process(event_id=pk)
+    return answers
