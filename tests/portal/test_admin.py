@@ -45,3 +45,21 @@ def test_audit_log_is_filterable_and_read_only_in_admin(tenants, client, staff):
     with staff_scope():
         event = AuditEvent.objects.first()
     assert client.post(reverse("admin:portal_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+
+
+def test_every_back_office_list_and_detail_page_opens(client, staff):
+    from django.contrib import admin
+    from django.core.management import call_command
+    import io
+
+    call_command("load_demo", stdout=io.StringIO())
+    client.force_login(staff)
+    for model, model_admin in admin.site._registry.items():
+        meta = model._meta
+        listing = client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+        assert listing.status_code == 200, meta.label
+        with staff_scope():
+            first = model._default_manager.first()
+        if first is not None:
+            detail = client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[first.pk]))
+            assert detail.status_code == 200, meta.label
