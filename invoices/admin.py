@@ -2,7 +2,6 @@
 through invoices.services (the state machines), e.g. with the actions below."""
 
 from django.contrib import admin, messages
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from invoices import services
@@ -51,11 +50,10 @@ class OverdueFilter(admin.SimpleListFilter):
         return [("yes", _("Overdue")), ("no", _("Not overdue"))]
 
     def queryset(self, request, queryset):
-        overdue = dict(status__in=Invoice.PAYABLE, open_balance__gt=0, due_date__lt=timezone.localdate())
         if self.value() == "yes":
-            return queryset.filter(**overdue)
+            return queryset.overdue()
         if self.value() == "no":
-            return queryset.exclude(**overdue)
+            return queryset.not_overdue()
         return queryset
 
 

@@ -14,6 +14,18 @@ from invoices.money import ZERO
 MONEY = dict(max_digits=14, decimal_places=2, default=ZERO)
 
 
+class InvoiceQuerySet(models.QuerySet):
+    def payable(self):
+        return self.filter(status__in=Invoice.PAYABLE, open_balance__gt=0)
+
+    def overdue(self, today: datetime.date | None = None):
+        """The overdue label, as a filter: an open balance past its due date."""
+        return self.payable().filter(due_date__lt=today or timezone.localdate())
+
+    def not_overdue(self, today: datetime.date | None = None):
+        return self.exclude(pk__in=self.overdue(today).values("pk"))
+
+
 class Invoice(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
@@ -61,6 +73,8 @@ class Invoice(models.Model):
                                              help_text="The accounting system's version of this invoice.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = InvoiceQuerySet.as_manager()
 
     class Meta:
         ordering = ["-issue_date", "-id"]

@@ -170,8 +170,7 @@ def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:
     now = now or timezone.now()
     today = timezone.localdate(now)
     marked = 0
-    candidates = Invoice.objects.filter(status__in=Invoice.PAYABLE, due_date__lt=today, open_balance__gt=0,
-                                        overdue_since__isnull=True).values_list("pk", flat=True)
+    candidates = Invoice.objects.overdue(today).filter(overdue_since__isnull=True).values_list("pk", flat=True)
     for pk in candidates.iterator():
         with transaction.atomic():
             # A conditional update claims the row: two runs at once mark it once.

@@ -178,3 +178,25 @@ def test_a_client_sees_only_its_own_invoices_even_without_a_filter(client_a, cli
     make_invoice(client_b, number="B-1")
     with client_scope(client_a.pk):
         assert list(Invoice.objects.values_list("number", flat=True)) == ["A-1"]
+
+
+def test_tax_breakdown_per_rate_comes_from_the_stored_lines(client_a):
+    from invoices.selectors import TaxRow, client_credit_balance, document_tax_breakdown
+
+    invoice = make_invoice(client_a, lines=[line(unit_price="100.00"), line("Books", unit_price="20.00", tax_rate="9"),
+                                            line(unit_price="0.05")])
+    with staff_scope():
+        assert document_tax_breakdown(document=invoice) == [
+            TaxRow(D("9.00"), D("20.00"), D("1.80")), TaxRow(D("21.00"), D("100.05"), D("21.01"))]
+        assert client_credit_balance(client=client_a, currency="EUR") == D("0.00")
+    pay(client_a, [(invoice, "142.86")], amount="150.00")  # total 142.86
+    with staff_scope():
+        assert client_credit_balance(client=client_a, currency="EUR") == D("7.14")
+
+
+def test_overdue_is_one_filter_for_everyone(client_a):
+    late = make_invoice(client_a, issue_date=TODAY - datetime.timedelta(days=31), due_days=30)
+    make_invoice(client_a)
+    with staff_scope():
+        assert list(Invoice.objects.overdue(TODAY)) == [_fresh(late)]
+        assert late.pk not in Invoice.objects.not_overdue(TODAY).values_list("pk", flat=True)
