@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from integrations.models import ClientLink, Connection, InboundEvent
 from integrations.services import inbound_event_replay
 from invoices.errors import DomainError
-from portal.admin import AuditedModelAdmin
+from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
 
 
 @admin.register(Connection)
@@ -33,7 +33,7 @@ class ClientLinkAdmin(AuditedModelAdmin):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(admin.ModelAdmin):
+class InboundEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["received_at", "connection", "event_type", "event_id", "status", "attempts", "short_error"]
     list_filter = ["status", "connection", "event_type", "received_at"]
     search_fields = ["event_id", "event_type", "error"]
@@ -42,15 +42,6 @@ class InboundEventAdmin(admin.ModelAdmin):
     fields = ["connection", "event_id", "event_type", "status", "attempts", "received_at", "processed_at",
               "next_attempt_at", "ip_address", "error", "pretty_headers", "pretty_body"]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description=_("error"))
     def short_error(self, obj):

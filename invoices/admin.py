@@ -9,21 +9,14 @@ from invoices.errors import DomainError
 from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, Invoice, InvoiceLine, Payment,
                              PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import line_amounts
-from portal.admin import AuditedModelAdmin
+from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
 
 LINE_FIELDS = ["position", "description", "quantity", "unit", "unit_price", "discount_percent", "tax_rate",
                "net_amount", "tax_amount", "line_total"]
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class InvoiceLineInline(ReadOnlyInline):
@@ -136,19 +129,10 @@ class PaymentAdmin(AuditedModelAdmin):
 
 
 @admin.register(ClientCredit)
-class ClientCreditAdmin(admin.ModelAdmin):
+class ClientCreditAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "client", "currency", "amount", "source"]
     list_filter = ["source", "currency", ("client", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["client__name"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class RecurringLineInline(admin.TabularInline):

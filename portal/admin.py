@@ -43,6 +43,19 @@ class AuditedModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
     pass
 
 
+class ReadOnlyAdminMixin:
+    """For records nobody edits by hand: logs, ledgers, stored events."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -97,7 +110,7 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: the log is append-only for everyone, staff included."""
 
     list_display = ["created_at", "actor_email", "client", "action", "object_repr", "ip_address"]
@@ -107,12 +120,3 @@ class AuditEventAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["client"]
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
