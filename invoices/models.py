@@ -328,3 +328,24 @@ class NumberSequence(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["brand", "prefix", "year"], name="one_sequence_per_year")]
 
+
+
+class RenderedDocument(models.Model):
+    """A PDF rendered from exactly the inputs its fingerprint names, stored encrypted."""
+
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.CASCADE, related_name="renders")
+    credit_note = models.ForeignKey(CreditNote, null=True, blank=True, on_delete=models.CASCADE,
+                                    related_name="renders")
+    fingerprint = models.CharField(max_length=64)
+    file_name = models.CharField(max_length=300)
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(invoice__isnull=True) ^ Q(credit_note__isnull=True),
+                                   name="rendered_document_of_one_document"),
+            models.UniqueConstraint(fields=["invoice", "fingerprint"], name="one_render_per_invoice_version"),
+            models.UniqueConstraint(fields=["credit_note", "fingerprint"], name="one_render_per_credit_note_version"),
+        ]

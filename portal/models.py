@@ -66,7 +66,10 @@ class Brand(models.Model):
     bic = models.CharField(_("BIC"), max_length=11, blank=True)
     kvk_number = models.CharField(_("KvK number"), max_length=8, blank=True)
     vat_number = models.CharField(_("VAT number"), max_length=20, blank=True)
-    address = models.TextField(_("address"), blank=True)
+    address_line = models.CharField(_("address"), max_length=200, blank=True)
+    postal_code = models.CharField(_("postal code"), max_length=16, blank=True)
+    city = models.CharField(_("city"), max_length=100, blank=True)
+    country = models.CharField(_("country"), max_length=2, default="NL")
     is_default = models.BooleanField(_("default brand"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

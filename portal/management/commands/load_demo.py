@@ -25,12 +25,12 @@ DEMO_PASSWORD = "portal-demo-2026"
 BRANDS = [
     dict(slug="acme", name="Acme Accounting B.V.", is_default=True, support_email="support@acme.test",
          primary_colour="#1f4e79", accent_colour="#f2a900", kvk_number="12345678", vat_number="NL001234567B01",
-         address="Keizersgracht 1\n1015 CC Amsterdam", bank_account_name="Acme Accounting B.V.",
+         address_line="Keizersgracht 1", postal_code="1015 CC", city="Amsterdam", bank_account_name="Acme Accounting B.V.",
          iban="NL91ABNA0417164300", bic="ABNANL2A",
          legal_footer="Acme Accounting B.V. · KvK 12345678 · BTW NL001234567B01 · IBAN NL91 ABNA 0417 1643 00"),
     dict(slug="harbor", name="Blue Harbor Services", is_default=False, support_email="billing@harbor.test",
          primary_colour="#0b6e4f", accent_colour="#e76f51", kvk_number="87654321", vat_number="NL009876543B01",
-         address="Wilhelminakade 10\n3072 AP Rotterdam", bank_account_name="Blue Harbor Services B.V.",
+         address_line="Wilhelminakade 10", postal_code="3072 AP", city="Rotterdam", bank_account_name="Blue Harbor Services B.V.",
          iban="NL20INGB0001234567", bic="INGBNL2A",
          legal_footer="Blue Harbor Services B.V. · KvK 87654321 · BTW NL009876543B01"),
 ]
