@@ -2,17 +2,56 @@
 through invoices.services (the state machines), e.g. with the actions below."""
 
 from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from invoices import services
+from invoices.documents.einvoice import ubl_xml
+from invoices.documents.render import document_pdf
 from invoices.errors import DomainError
 from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, Invoice, InvoiceLine, Payment,
                              PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import line_amounts
 from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.http import download_response
+from portal.models import AuditEvent
+from portal.services import audit_record
 
 LINE_FIELDS = ["position", "description", "quantity", "unit", "unit_price", "discount_percent", "tax_rate",
                "net_amount", "tax_amount", "line_total"]
+
+
+class DocumentDownloadsMixin:
+    """PDF (and UBL) downloads from the change page; each download is audited."""
+
+    formats = ("pdf",)
+
+    def get_urls(self):
+        meta = self.model._meta
+        return [
+            path(f"<int:pk>/{fmt}/", self.admin_site.admin_view(self.download_view),
+                 {"fmt": fmt}, name=f"{meta.app_label}_{meta.model_name}_{fmt}")
+            for fmt in self.formats
+        ] + super().get_urls()
+
+    def download_view(self, request, pk, fmt):
+        document = get_object_or_404(self.model.objects.select_related("client", "brand"), pk=pk)
+        audit_record(action=AuditEvent.Action.FILE_DOWNLOADED, request=request, client=document.client,
+                     obj=document, details={"format": fmt, "number": document.number, "back_office": True})
+        if fmt == "ubl":
+            return download_response(ubl_xml(document), file_name=f"{document.number}.xml",
+                                     content_type="application/xml")
+        pdf = document_pdf(document)
+        return download_response(pdf.content, file_name=pdf.file_name, content_type="application/pdf")
+
+    @admin.display(description=_("documents"))
+    def documents(self, obj):
+        meta = self.model._meta
+        links = [format_html('<a class="button" href="{}">{}</a>', reverse(
+            f"admin:{meta.app_label}_{meta.model_name}_{fmt}", args=[obj.pk]), fmt.upper()) for fmt in self.formats]
+        return format_html(" ".join(["{}"] * len(links)), *links)
 
 
 class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -51,7 +90,8 @@ class OverdueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(AuditedModelAdmin):
+class InvoiceAdmin(DocumentDownloadsMixin, AuditedModelAdmin):
+    formats = ("pdf", "ubl")
     list_display = ["number", "client", "brand", "issue_date", "due_date", "currency", "total", "open_balance",
                     "status", "overdue"]
     list_filter = ["status", OverdueFilter, "brand", ("client", admin.RelatedOnlyFieldListFilter), "issue_date",
@@ -62,7 +102,7 @@ class InvoiceAdmin(AuditedModelAdmin):
     inlines = [InvoiceLineInline, CreditNoteInline, AllocationInline]
     actions = ["void_invoices"]
     fieldsets = [
-        (None, {"fields": ["number", "client", "brand", "status", "overdue_since"]}),
+        (None, {"fields": ["number", "client", "brand", "status", "overdue_since", "documents"]}),
         (_("Dates and terms"), {"fields": ["issue_date", "due_date", "payment_terms_days", "payment_terms_text",
                                            "purchase_order", "notes"]}),
         (_("Amounts"), {"fields": ["currency", "subtotal", "tax_total", "total", "amount_paid", "amount_credited",
@@ -74,7 +114,7 @@ class InvoiceAdmin(AuditedModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # What came from accounting is accounting's to change; amounts and status move only
         # through the ledger's services.
-        return [f.name for f in Invoice._meta.fields] + ["created_at", "updated_at"]
+        return [f.name for f in Invoice._meta.fields] + ["created_at", "updated_at", "documents"]
 
     def has_add_permission(self, request):
         return False
@@ -98,7 +138,7 @@ class CreditNoteLineInline(ReadOnlyInline):
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(AuditedModelAdmin):
+class CreditNoteAdmin(DocumentDownloadsMixin, AuditedModelAdmin):
     list_display = ["number", "invoice", "client", "issue_date", "total", "amount_applied", "amount_to_credit", "status"]
     list_filter = ["status", "brand", ("client", admin.RelatedOnlyFieldListFilter), "issue_date"]
     search_fields = ["number", "invoice__number", "client__name"]
@@ -106,7 +146,7 @@ class CreditNoteAdmin(AuditedModelAdmin):
     inlines = [CreditNoteLineInline]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in CreditNote._meta.fields] + ["created_at"]
+        return [f.name for f in CreditNote._meta.fields] + ["created_at", "documents"]
 
     def has_add_permission(self, request):
         return False

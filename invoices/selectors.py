@@ -26,3 +26,14 @@ def document_tax_breakdown(*, document: Invoice | CreditNote) -> list[TaxRow]:
 def client_credit_balance(*, client, currency: str) -> Decimal:
     total = ClientCredit.objects.filter(client=client, currency=currency).aggregate(total=Sum("amount"))["total"]
     return total or Decimal("0.00")
+
+
+def client_invoice_get(*, client, pk: int) -> Invoice:
+    """An invoice as its client may see it (never a draft); DoesNotExist otherwise."""
+    return (Invoice.objects.select_related("client", "brand")
+            .exclude(status=Invoice.Status.DRAFT).get(client=client, pk=pk))
+
+
+def client_credit_note_get(*, client, pk: int) -> CreditNote:
+    return (CreditNote.objects.select_related("client", "brand", "invoice")
+            .exclude(status=CreditNote.Status.DRAFT).get(client=client, pk=pk))

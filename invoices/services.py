@@ -55,6 +55,14 @@ def _write_lines(model, parent_field: str, parent, client, lines: list[dict]) ->
     model.objects.bulk_create(rows)
 
 
+def _document_changed(kind: str, pk: int) -> None:
+    """What a PDF shows has changed: render it again in a worker once this commits.
+    (Robust: a broker that is down must not fail the change; the download renders then.)"""
+    from invoices.tasks import prerender_pdf
+
+    transaction.on_commit(lambda: prerender_pdf.delay(kind, pk), robust=True)
+
+
 # --- The invoice state machine --------------------------------------------------------
 
 def invoice_transition(*, invoice: Invoice, to: str, actor=None, reason: str = "", details: dict | None = None):
@@ -64,6 +72,7 @@ def invoice_transition(*, invoice: Invoice, to: str, actor=None, reason: str = "
         raise InvalidTransition("invoice", invoice, current, to)
     invoice.status = to
     invoice.save(update_fields=["status", "updated_at"])
+    _document_changed("invoice", invoice.pk)
     audit_record(action=AuditEvent.Action.INVOICE_STATUS, actor=actor, client=invoice.client, obj=invoice,
                  details={"from": current, "to": to, "reason": reason, "open_balance": str(invoice.open_balance),
                           **(details or {})})
@@ -83,6 +92,7 @@ def _rebalance(invoice: Invoice, *, actor=None, reason: str, details: dict | Non
     if invoice.open_balance < 0:
         raise DomainError(f"invoice {invoice} would have a negative balance ({invoice.open_balance})")
     invoice.save(update_fields=["open_balance", "amount_paid", "amount_credited", "updated_at"])
+    _document_changed("invoice", invoice.pk)
     target = _status_for_balance(invoice)
     if invoice.status != target and invoice.status in (*Invoice.PAYABLE, Status.PAID):
         invoice_transition(invoice=invoice, to=target, actor=actor, reason=reason, details=details)
@@ -139,6 +149,7 @@ def invoice_update(*, invoice: Invoice, lines: list[dict], actor=None, source_up
     invoice.save()
     invoice.lines.all().delete()
     _write_lines(InvoiceLine, "invoice", invoice, invoice.client, lines)
+    _document_changed("invoice", invoice.pk)
     audit_record(action=AuditEvent.Action.INVOICE_UPDATED, actor=actor, client=invoice.client, obj=invoice,
                  details={"total": str(invoice.total), "changed": sorted(fields)})
     _rebalance(invoice, actor=actor, reason="invoice corrected")
@@ -235,6 +246,7 @@ def credit_note_issue(*, credit_note: CreditNote, actor=None) -> CreditNote:
                        source=ClientCredit.Source.CREDIT_NOTE, credit_note=credit_note, actor=actor)
     credit_note_transition(credit_note=credit_note, to=CreditNote.Status.APPLIED, actor=actor,
                            details={"applied": str(applied), "to_client_credit": str(credit_note.amount_to_credit)})
+    _document_changed("credit_note", credit_note.pk)
     return credit_note
 
 

@@ -2,8 +2,12 @@
 from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from invoices.views import statement_response
 from portal.models import AuditEvent, Brand, Client, Membership, User
 from portal.services import audit_record
 
@@ -79,11 +83,24 @@ class BrandAdmin(AuditedModelAdmin):
 
 @admin.register(Client)
 class ClientAdmin(AuditedModelAdmin):
-    list_display = ["name", "brand", "kvk_number", "vat_number", "billing_email", "default_currency", "locale"]
+    list_display = ["name", "brand", "kvk_number", "vat_number", "billing_email", "default_currency", "locale",
+                    "statement_link"]
     list_filter = ["brand", "locale", "default_currency", "country"]
     search_fields = ["name", "kvk_number", "vat_number", "billing_email", "city"]
     list_select_related = ["brand"]
     inlines = [MembershipInline]
+
+    def get_urls(self):
+        return [path("<int:pk>/statement/", self.admin_site.admin_view(self.statement_view),
+                     name="portal_client_statement")] + super().get_urls()
+
+    def statement_view(self, request, pk):
+        return statement_response(request, get_object_or_404(Client.objects.select_related("brand"), pk=pk))
+
+    @admin.display(description=_("statement"))
+    def statement_link(self, obj):
+        return format_html('<a href="{}">{}</a>', reverse("admin:portal_client_statement", args=[obj.pk]),
+                           _("Statement"))
 
 
 @admin.register(Membership)

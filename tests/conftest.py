@@ -61,9 +61,12 @@ def celery_worker_process():
 
 
 @pytest.fixture
-def committed(django_db_setup, django_db_blocker):
+def committed(request, django_db_setup, django_db_blocker):
     """Rows that other processes (the web server, a worker) can see: committed for real,
-    and wiped afterwards through the owner role (the app role may not truncate)."""
+    and wiped afterwards through the owner role (the app role may not truncate).
+    Not with `db`: inside its test transaction nothing would really commit."""
+    if "db" in request.fixturenames:
+        pytest.fail("`committed` cannot be combined with `db` (or a fixture that uses it)")
 
     class Committed:
         @staticmethod

@@ -61,7 +61,7 @@ def epc_qr_payload(*, brand, amount: Decimal, reference: str) -> segno.QRCode | 
         return None
     return segno_helpers.make_epc_qr(name=(brand.bank_account_name or brand.name)[:70],
                                      iban=brand.iban.replace(" ", ""), amount=amount, text=reference[:140],
-                                     bic=brand.bic or None)
+                                     bic=brand.bic or None, encoding="utf-8")
 
 
 def _qr_uri(qr: segno.QRCode | None) -> str:
