@@ -19,6 +19,13 @@ def django_db_setup(django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
+def _own_encrypted_files(settings, tmp_path):
+    # The database rolls back after each test; files would not. Each test gets its own folder.
+    settings.STORAGES = {**settings.STORAGES, "encrypted": {
+        "BACKEND": "portal.crypto.EncryptedFileStorage", "OPTIONS": {"location": str(tmp_path / "encrypted")}}}
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     # Rate limits and login codes live in the Redis cache: no test inherits another's.
     cache.clear()

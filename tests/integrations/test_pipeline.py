@@ -5,7 +5,8 @@ from decimal import Decimal
 from django.test import Client as HttpClient
 
 from integrations.models import Connection, InboundEvent
-from invoices.models import Invoice
+from invoices.documents.render import is_current
+from invoices.models import Invoice, RenderedDocument
 from portal.models import AuditEvent
 from portal.rls import staff_scope
 from tests.integrations.helpers import CLIENT, event, invoice_data, post
@@ -48,3 +49,9 @@ def test_signed_post_is_applied_by_a_real_worker(committed, celery_worker_proces
     assert trail[0][1] == {"total": "1208.33", "currency": "EUR", "source": "erp"}
     assert (trail[1][1]["from"], trail[1][1]["to"]) == ("draft", "open")
     assert statuses == {InboundEvent.Status.PROCESSED}
+
+    # The worker also pre-rendered the invoice's PDF, so the first download is served from storage.
+    rendered = _wait_for(lambda: RenderedDocument.objects.filter(invoice=invoice).first())
+    assert rendered.size > 10_000
+    with staff_scope():
+        assert is_current(Invoice.objects.select_related("client", "brand").get(pk=invoice.pk))
