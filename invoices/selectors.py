@@ -37,3 +37,9 @@ def client_invoice_get(*, client, pk: int) -> Invoice:
 def client_credit_note_get(*, client, pk: int) -> CreditNote:
     return (CreditNote.objects.select_related("client", "brand", "invoice")
             .exclude(status=CreditNote.Status.DRAFT).get(client=client, pk=pk))
+
+
+def client_recent_invoices(*, client, limit: int = 20) -> list[Invoice]:
+    """The client's latest invoices, newest first, drafts never shown."""
+    return list(Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT)
+                .order_by("-issue_date", "-id")[:limit])

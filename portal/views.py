@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 
+from invoices.selectors import client_recent_invoices
 from portal.models import Client, Membership
 from portal.selectors import client_get
 from portal.services import client_switch
@@ -32,7 +33,10 @@ def client_required(view):
 
 @client_required
 def home(request):
-    return render(request, "portal/home.html", {"members": request.client.memberships.select_related("user")})
+    return render(request, "portal/home.html", {
+        "members": request.client.memberships.select_related("user"),
+        "invoices": client_recent_invoices(client=request.client),
+    })
 
 
 @login_required

@@ -205,3 +205,18 @@ def test_two_downloads_at_once_render_once(committed):
     assert errors == []
     assert len(calls) == 1 and len(results) == 2
     assert results[0].content == results[1].content
+
+
+def test_the_brand_logo_comes_from_the_brand_row(brand, settings, tmp_path):
+    from django.core.files.base import ContentFile
+
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    logo = io.BytesIO()
+    Image.new("RGB", (240, 80), (31, 78, 121)).save(logo, format="PNG")
+    with staff_scope():
+        brand.logo.save("acme.png", ContentFile(logo.getvalue()))
+    invoice = make_invoice(_client(brand), lines=[line(unit_price="10.00")])
+    images = list(PdfReader(io.BytesIO(_pdf(invoice).content)).pages[0].images)
+    sizes = sorted(Image.open(io.BytesIO(image.data)).size for image in images)
+    assert (240, 80) in sizes and len(images) == 2  # the logo and the payment QR code

@@ -87,3 +87,13 @@ def test_portal_speaks_the_users_language(tenants, login):
     assert "Welkom, Alpha B.V." in page.text and '<html lang="nl">' in page.text
     http.post("/i18n/setlang/", {"language": "en", "next": "/"})
     assert "Welcome, Alpha B.V." in http.get("/").text
+
+
+def test_overview_lists_the_clients_own_invoices_with_downloads(tenants, login):
+    from tests.invoices.factories import make_invoice
+
+    mine = make_invoice(tenants.client_a, number="A-100")
+    make_invoice(tenants.client_b, number="B-200")
+    page = login(tenants.owner_a).get("/")
+    assert "A-100" in page.text and "B-200" not in page.text
+    assert f"/invoices/{mine.pk}/pdf/" in page.text and "/statement/" in page.text
