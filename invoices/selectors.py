@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Count, Sum
+from django.urls import reverse
+from django.utils import timezone
 
-from invoices.models import ClientCredit, CreditNote, Invoice
+from invoices.models import ClientCredit, CreditNote, Invoice, Payment
 
 
 @dataclass(frozen=True)
@@ -43,3 +45,53 @@ def client_recent_invoices(*, client, limit: int = 20) -> list[Invoice]:
     """The client's latest invoices, newest first, drafts never shown."""
     return list(Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT)
                 .order_by("-issue_date", "-id")[:limit])
+
+
+def client_invoices(*, client):
+    """Every invoice a client may see (never drafts), newest first, with credit notes."""
+    return (Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT)
+            .select_related("brand").prefetch_related("credit_notes").order_by("-issue_date", "-id"))
+
+
+@dataclass(frozen=True)
+class Activity:
+    when: object
+    kind: str
+    text_args: dict
+    url: str
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    open_by_currency: list[tuple[str, Decimal]]
+    overdue_by_currency: list[tuple[str, Decimal]]
+    overdue_count: int
+    next_due: Invoice | None
+    activity: list[Activity]
+
+
+def client_dashboard(*, client, today=None) -> Dashboard:
+    today = today or timezone.localdate()
+    visible = Invoice.objects.filter(client=client).payable()
+    open_by = list(visible.values("currency").order_by("currency").annotate(total=Sum("open_balance"))
+                   .values_list("currency", "total"))
+    overdue = visible.overdue(today)
+    overdue_by = list(overdue.values("currency").order_by("currency").annotate(total=Sum("open_balance"))
+                      .values_list("currency", "total"))
+    overdue_count = overdue.aggregate(n=Count("pk"))["n"]
+    next_due = visible.filter(due_date__gte=today).order_by("due_date", "id").first()
+    activity = [Activity(i.issue_date, "invoice", {"number": i.number, "amount": i.total, "currency": i.currency},
+                         reverse("invoices:detail", args=[i.pk]))
+                for i in Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT)
+                .order_by("-issue_date", "-id")[:6]]
+    activity += [Activity(timezone.localdate(p.received_at), "payment",
+                          {"amount": p.amount, "currency": p.currency, "reference": p.reference},
+                          reverse("invoices:detail", args=[a.invoice_id]) if (a := p.allocations.first()) else "")
+                 for p in Payment.objects.filter(client=client).order_by("-received_at")[:6]]
+    activity += [Activity(c.issue_date, "credit_note", {"number": c.number, "amount": c.total, "currency": c.currency,
+                                                        "invoice": c.invoice.number},
+                          reverse("invoices:credit_note_detail", args=[c.pk]))
+                 for c in CreditNote.objects.filter(client=client).exclude(status=CreditNote.Status.DRAFT)
+                 .select_related("invoice").order_by("-issue_date")[:6]]
+    activity.sort(key=lambda a: a.when, reverse=True)
+    return Dashboard(open_by, overdue_by, overdue_count, next_due, activity[:8])

@@ -7,13 +7,17 @@ import datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext_noop
 
 from invoices.errors import DomainError, InvalidTransition, TotalsMismatch
 from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, Invoice, InvoiceLine, NumberSequence,
                              Payment, PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import ZERO, document_totals, line_amounts, round_money
-from portal.models import AuditEvent
+from portal.models import AuditEvent, NotificationKind
+from portal.notifications import notify_client
 from portal.services import audit_record
 
 Status = Invoice.Status
@@ -63,6 +67,18 @@ def _document_changed(kind: str, pk: int) -> None:
     transaction.on_commit(lambda: prerender_pdf.delay(kind, pk), robust=True)
 
 
+def _amount(value: Decimal, currency: str) -> str:
+    return f"{currency} {number_format(value, 2, use_l10n=False)}"
+
+
+def _notify_invoice_issued(invoice: Invoice) -> None:
+    notify_client(client=invoice.client, kind=NotificationKind.INVOICE_ISSUED,
+                  url=reverse("invoices:detail", args=[invoice.pk]),
+                  title=gettext_noop("New invoice %(number)s: %(amount)s, due %(due)s"),
+                  title_args={"number": invoice.number, "amount": _amount(invoice.total, invoice.currency),
+                              "due": invoice.due_date.isoformat()})
+
+
 # --- The invoice state machine --------------------------------------------------------
 
 def invoice_transition(*, invoice: Invoice, to: str, actor=None, reason: str = "", details: dict | None = None):
@@ -73,6 +89,8 @@ def invoice_transition(*, invoice: Invoice, to: str, actor=None, reason: str = "
     invoice.status = to
     invoice.save(update_fields=["status", "updated_at"])
     _document_changed("invoice", invoice.pk)
+    if current == Status.DRAFT and to == Status.OPEN:
+        _notify_invoice_issued(invoice)  # the moment the client can see it
     audit_record(action=AuditEvent.Action.INVOICE_STATUS, actor=actor, client=invoice.client, obj=invoice,
                  details={"from": current, "to": to, "reason": reason, "open_balance": str(invoice.open_balance),
                           **(details or {})})
@@ -247,6 +265,11 @@ def credit_note_issue(*, credit_note: CreditNote, actor=None) -> CreditNote:
     credit_note_transition(credit_note=credit_note, to=CreditNote.Status.APPLIED, actor=actor,
                            details={"applied": str(applied), "to_client_credit": str(credit_note.amount_to_credit)})
     _document_changed("credit_note", credit_note.pk)
+    notify_client(client=credit_note.client, kind=NotificationKind.CREDIT_NOTE_ISSUED,
+                  url=reverse("invoices:credit_note_detail", args=[credit_note.pk]),
+                  title=gettext_noop("Credit note %(number)s of %(amount)s for invoice %(invoice)s"),
+                  title_args={"number": credit_note.number, "amount": _amount(credit_note.total, credit_note.currency),
+                              "invoice": credit_note.invoice.number})
     return credit_note
 
 
@@ -291,6 +314,10 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
         unallocated -= applied
         _rebalance(invoice, actor=actor, reason=f"payment {reference or payment.pk}",
                    details={"payment": payment.pk, "amount": str(applied)})
+        notify_client(client=client, kind=NotificationKind.PAYMENT_RECEIVED,
+                      url=reverse("invoices:detail", args=[invoice.pk]),
+                      title=gettext_noop("Payment of %(amount)s received for invoice %(number)s"),
+                      title_args={"amount": _amount(applied, currency), "number": invoice.number})
     if unallocated > 0:
         _credit_client(client=client, currency=currency, amount=unallocated,
                        source=ClientCredit.Source.OVERPAYMENT, payment=payment, actor=actor)

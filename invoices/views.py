@@ -1,19 +1,29 @@
-"""Portal downloads: invoice and credit note PDFs, UBL XML and account statements."""
+"""The client's invoices in the portal: list, detail, downloads, export and statements."""
+import csv
+import io
+import zipfile
 
-from django.http import Http404
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from invoices.documents.einvoice import ubl_xml
 from invoices.documents.render import document_pdf
 from invoices.documents.statement import statement_pdf
+from invoices.filters import InvoiceFilter
 from invoices.forms import StatementForm
 from invoices.models import CreditNote, Invoice
-from invoices.selectors import client_credit_note_get, client_invoice_get
+from invoices.selectors import client_credit_note_get, client_invoice_get, client_invoices, document_tax_breakdown
 from portal.http import download_response
 from portal.models import AuditEvent
 from portal.services import audit_record
+from portal.permissions import role_required
 from portal.views import client_required
+
+PAGE_SIZE = 20
+ZIP_LIMIT = 50
 
 
 def _invoice(request, pk: int) -> Invoice:
@@ -73,3 +83,86 @@ def statement(request):
     return statement_response(request, request.client)
 
 
+
+
+@client_required
+def invoice_list(request):
+    filterset = InvoiceFilter(request.GET or None, queryset=client_invoices(client=request.client))
+    invoices = filterset.qs if filterset.is_bound and filterset.is_valid() else client_invoices(client=request.client)
+    page = Paginator(invoices.prefetch_related("lines"), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"filter": filterset, "page": page, "query": query.urlencode(),
+               "filtered": any(v for k, v in request.GET.items() if k not in ("page", "sort"))}
+    template = "invoices/_results.html" if request.headers.get("HX-Request") else "invoices/list.html"
+    return render(request, template, context)
+
+
+@client_required
+def invoice_detail(request, pk: int):
+    invoice = _invoice(request, pk)
+    audit_record(action=AuditEvent.Action.RECORD_VIEWED, request=request, obj=invoice,
+                 details={"number": invoice.number})
+    return render(request, "invoices/detail.html", {
+        "invoice": invoice, "lines": invoice.lines.all(), "tax_breakdown": document_tax_breakdown(document=invoice),
+        "credit_notes": invoice.credit_notes.exclude(status=CreditNote.Status.DRAFT),
+        "payments": invoice.allocations.select_related("payment").order_by("created_at")})
+
+
+@client_required
+def credit_note_detail(request, pk: int):
+    try:
+        credit_note = client_credit_note_get(client=request.client, pk=pk)
+    except CreditNote.DoesNotExist:
+        raise Http404("No such credit note")
+    audit_record(action=AuditEvent.Action.RECORD_VIEWED, request=request, obj=credit_note,
+                 details={"number": credit_note.number})
+    return render(request, "invoices/credit_note_detail.html", {
+        "credit_note": credit_note, "lines": credit_note.lines.all(),
+        "tax_breakdown": document_tax_breakdown(document=credit_note)})
+
+
+@client_required
+@role_required("pay")
+def pay(request, pk: int):
+    """Until online payment lands: how to pay by transfer (and the QR code on the PDF)."""
+    return render(request, "invoices/pay.html", {"invoice": _invoice(request, pk)})
+
+
+@client_required
+def export_csv(request):
+    filterset = InvoiceFilter(request.GET or None, queryset=client_invoices(client=request.client))
+    invoices = filterset.qs if filterset.is_bound and filterset.is_valid() else client_invoices(client=request.client)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "issue_date", "due_date", "currency", "subtotal", "tax", "total", "paid", "credited",
+                     "open_balance", "status", "overdue", "purchase_order"])
+    rows = 0
+    for invoice in invoices:
+        writer.writerow([invoice.number, invoice.issue_date.isoformat(), invoice.due_date.isoformat(),
+                         invoice.currency, invoice.subtotal, invoice.tax_total, invoice.total, invoice.amount_paid,
+                         invoice.amount_credited, invoice.open_balance, invoice.status,
+                         "yes" if invoice.is_overdue() else "no", invoice.purchase_order])
+        rows += 1
+    audit_record(action=AuditEvent.Action.RECORDS_EXPORTED, request=request,
+                 details={"format": "csv", "rows": rows, "filters": request.GET.urlencode()})
+    stamp = timezone.localdate().isoformat()
+    return download_response(buffer.getvalue().encode("utf-8-sig"), file_name=f"invoices-{stamp}.csv",
+                             content_type="text/csv; charset=utf-8")
+
+
+@require_POST
+@client_required
+def download_zip(request):
+    ids = [int(pk) for pk in request.POST.getlist("invoice") if pk.isdigit()][:ZIP_LIMIT]
+    invoices = list(client_invoices(client=request.client).filter(pk__in=ids))
+    if not invoices:
+        return HttpResponse("Select at least one invoice.", status=400, content_type="text/plain")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for invoice in invoices:
+            pdf = document_pdf(invoice)
+            archive.writestr(pdf.file_name, pdf.content)
+            _downloaded(request, invoice, "pdf (zip)")
+    stamp = timezone.localdate().isoformat()
+    return download_response(buffer.getvalue(), file_name=f"invoices-{stamp}.zip", content_type="application/zip")

@@ -1,12 +1,23 @@
-"""The brand and client every template shows."""
-from portal.selectors import default_brand
+"""The brand, client and notification count every template shows."""
+from portal.branding import favicon_svg, readable_on_white
+from portal.permissions import can
+from portal.selectors import default_brand, unread_notification_count
 
 
 def tenancy(request):
     client = getattr(request, "client", None)
-    return {
+    membership = getattr(request, "membership", None)
+    brand = client.brand if client is not None else default_brand()
+    context = {
         "current_client": client,
-        "current_membership": getattr(request, "membership", None),
+        "current_membership": membership,
         "user_memberships": getattr(request, "memberships", []),
-        "brand": client.brand if client is not None else default_brand(),
+        "brand": brand,
+        "can_pay": can(membership, "pay"),
+        "unread_notifications": unread_notification_count(request=request) if client is not None else 0,
     }
+    if brand is not None:
+        primary = readable_on_white(brand.primary_colour)
+        context.update(brand_primary=primary, brand_accent=brand.accent_colour,
+                       favicon=brand.logo.url if brand.logo else favicon_svg(initial=brand.name[:1], colour=primary))
+    return context

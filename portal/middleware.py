@@ -1,8 +1,10 @@
 """Opens each request's transaction and sets its row-level-security scope."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
+from django.utils import translation
 
 from portal.rls import client_scope, staff_scope
 from portal.selectors import memberships_for
@@ -30,6 +32,10 @@ class TenantScopeMiddleware:
                 with staff_scope():
                     return self.get_response(request)
             user_id = request.user.pk if request.user.is_authenticated else None
+            if user_id is not None and settings.LANGUAGE_COOKIE_NAME not in request.COOKIES:
+                # No switch used in this browser: speak the contact's own language.
+                translation.activate(request.user.language)
+                request.LANGUAGE_CODE = request.user.language
             if user_id is not None:
                 with client_scope(None, user_id=user_id):
                     self._choose_membership(request)

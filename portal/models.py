@@ -142,6 +142,7 @@ class AuditEvent(models.Model):
         ADMIN_DELETED = "admin.deleted", _("Deleted in admin")
         RECORD_VIEWED = "record.viewed", _("Viewed")
         FILE_DOWNLOADED = "record.downloaded", _("Downloaded")
+        RECORDS_EXPORTED = "record.exported", _("Exported")
         KEYS_ROTATED = "crypto.reencrypted", _("Re-encrypted with the newest key")
         INVOICE_CREATED = "invoice.created", _("Invoice created")
         INVOICE_UPDATED = "invoice.updated", _("Invoice updated")
@@ -180,3 +181,49 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_email or '-'} {self.action} {self.object_repr}"
+
+
+class NotificationKind(models.TextChoices):
+    INVOICE_ISSUED = "invoice_issued", _("New invoice")
+    PAYMENT_RECEIVED = "payment_received", _("Payment received")
+    CREDIT_NOTE_ISSUED = "credit_note_issued", _("Credit note issued")
+
+
+class Notification(models.Model):
+    """An in-app notification for one contact of one client, and the state of its email."""
+
+    class EmailStatus(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+        OFF = "off", _("Email turned off")
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="notifications")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=30, choices=NotificationKind.choices)
+    title = models.CharField(max_length=300)
+    url = models.CharField(max_length=300, help_text="The deep link, relative to the site.")
+    read_at = models.DateTimeField(null=True, blank=True)
+    email_status = models.CharField(max_length=10, choices=EmailStatus.choices, default=EmailStatus.PENDING)
+    email_attempts = models.PositiveSmallIntegerField(default=0)
+    email_error = models.TextField(blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "client", "read_at"])]
+
+    def __str__(self):
+        return self.title
+
+
+class NotificationPreference(models.Model):
+    """Per contact and kind: email on or off. In-app notifications are always on."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences")
+    kind = models.CharField(max_length=30, choices=NotificationKind.choices)
+    email = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "kind"], name="one_preference_per_kind")]

@@ -1,7 +1,7 @@
 """Reads of the portal app that views and middleware share."""
 from __future__ import annotations
 
-from portal.models import Brand, Client, Membership
+from portal.models import Brand, Client, Membership, Notification
 
 
 def memberships_for(*, user) -> list[Membership]:
@@ -19,3 +19,13 @@ def client_get(*, client_id: int, current_client: Client | None) -> Client:
 
 def default_brand() -> Brand | None:
     return Brand.objects.filter(is_default=True).first()
+
+
+def unread_notification_count(*, request) -> int:
+    if not request.user.is_authenticated or request.client is None:
+        return 0
+    return Notification.objects.filter(user=request.user, client=request.client, read_at__isnull=True).count()
+
+
+def notifications_for(*, user, client, limit: int = 50):
+    return list(Notification.objects.filter(user=user, client=client)[:limit])

@@ -11,3 +11,27 @@ def beat_heartbeat() -> str:
     now = timezone.now().isoformat()
     cache.set(HEARTBEAT_KEY, now, timeout=None)
     return now
+
+
+@shared_task(bind=True, max_retries=4, acks_late=True)
+def send_notification_email(self, notification_id: int) -> str:
+    """Send, record, and retry with a growing wait; the last failure is kept on the row."""
+    from portal.models import Notification
+    from portal.notifications import notification_email_record, notification_email_send
+    from portal.rls import staff_scope
+
+    with staff_scope():
+        notification = Notification.objects.select_related("user", "client__brand").filter(pk=notification_id).first()
+        if notification is None or notification.email_status != Notification.EmailStatus.PENDING:
+            return "skipped"
+    try:
+        notification_email_send(notification=notification)
+    except Exception as exc:  # noqa: BLE001 - SMTP and network errors alike are retried
+        with staff_scope():
+            notification_email_record(notification_id=notification_id, error=f"{type(exc).__name__}: {exc}")
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries)
+        return "failed"
+    with staff_scope():
+        notification_email_record(notification_id=notification_id)
+    return "sent"

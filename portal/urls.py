@@ -9,6 +9,11 @@ portal_patterns = [
     path("clients/choose/", views.choose_client, name="choose_client"),
     path("clients/switch/", views.switch_client, name="switch_client"),
     path("clients/<int:pk>/", views.client_detail, name="client_detail"),
+    path("notifications/", views.notifications, name="notifications"),
+    path("notifications/<int:pk>/", views.notification_open, name="notification_open"),
+    path("notifications/read-all/", views.notifications_read_all, name="notifications_read_all"),
+    path("notifications/settings/", views.notification_preferences, name="notification_preferences"),
+    path("language/", views.set_language, name="set_language"),
 ]
 
 urlpatterns = [

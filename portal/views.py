@@ -1,6 +1,11 @@
 """The portal shell: home, choosing the client to act for, the company profile."""
 from functools import wraps
 
+from django.conf import settings
+from django.contrib import messages
+from django.utils.translation import gettext as _
+from django.views.i18n import set_language as django_set_language
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -8,8 +13,11 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 
-from invoices.selectors import client_recent_invoices
-from portal.models import Client, Membership
+from invoices.selectors import client_dashboard, client_recent_invoices
+from portal.models import Client, Membership, Notification, NotificationKind, NotificationPreference, User
+from portal.notifications import notification_open as notification_open_service
+from portal.notifications import notifications_mark_all_read, preferences_save
+from portal.selectors import notifications_for
 from portal.selectors import client_get
 from portal.services import client_switch
 
@@ -34,9 +42,51 @@ def client_required(view):
 @client_required
 def home(request):
     return render(request, "portal/home.html", {
-        "members": request.client.memberships.select_related("user"),
-        "invoices": client_recent_invoices(client=request.client),
+        "dashboard": client_dashboard(client=request.client),
+        "invoices": client_recent_invoices(client=request.client, limit=5),
     })
+
+
+@client_required
+def notifications(request):
+    return render(request, "portal/notifications.html", {
+        "notifications": notifications_for(user=request.user, client=request.client)})
+
+
+@client_required
+def notification_open(request, pk: int):
+    notification = Notification.objects.filter(pk=pk, user=request.user, client=request.client).first()
+    if notification is None:
+        raise Http404("No such notification")
+    return redirect(notification_open_service(notification=notification))
+
+
+@require_POST
+@client_required
+def notifications_read_all(request):
+    notifications_mark_all_read(user=request.user, client=request.client)
+    return redirect("portal:notifications")
+
+
+@client_required
+def notification_preferences(request):
+    if request.method == "POST":
+        preferences_save(user=request.user, email_on=set(request.POST.getlist("email")))
+        messages.success(request, _("Your email settings are saved."))
+        return redirect("portal:notification_preferences")
+    off = set(NotificationPreference.objects.filter(user=request.user, email=False).values_list("kind", flat=True))
+    return render(request, "portal/notification_preferences.html", {
+        "kinds": [(value, label, value not in off) for value, label in NotificationKind.choices]})
+
+
+@require_POST
+def set_language(request):
+    """Django's language switch, remembered on the user for emails and the next login."""
+    response = django_set_language(request)
+    language = request.POST.get("language")
+    if request.user.is_authenticated and language in dict(settings.LANGUAGES):
+        User.objects.filter(pk=request.user.pk).update(language=language)
+    return response
 
 
 @login_required

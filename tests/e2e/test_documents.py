@@ -10,7 +10,7 @@ from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, Member
 pytestmark = pytest.mark.e2e
 
 
-def test_client_downloads_an_invoice_pdf_from_the_overview(committed, live_url, page):
+def test_client_downloads_an_invoice_pdf_from_the_list(committed, live_url, page):
     def build():
         brand = BrandFactory(name="Acme Accounting B.V.", is_default=True, iban="NL91ABNA0417164300")
         client = ClientFactory(brand=brand, name="Northwind Traders B.V.", locale="en")
@@ -22,8 +22,11 @@ def test_client_downloads_an_invoice_pdf_from_the_overview(committed, live_url, 
     page.get_by_label("Email").fill("alice@northwind.test")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign In").click()
-    row = page.get_by_role("row", name="INV-2026-00042")
+    page.get_by_role("link", name="Invoices", exact=True).click()
+    row = page.locator("summary", has_text="INV-2026-00042")
     assert "€ 544.50" in row.inner_text() and "Open" in row.inner_text()
+    row.click()  # expands in place
+    assert page.get_by_text("Bookkeeping").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     link = page.get_by_role("link", name="PDF INV-2026-00042")
     assert link.bounding_box()["height"] >= 44
