@@ -1,0 +1,143 @@
+"""Notifications: in-app for every contact, email (HTML and text, brand, language) unless turned off,
+deep links that survive a login, retried sends, and nothing of another client."""
+from unittest import mock
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+
+from invoices import services
+from portal.models import Notification, NotificationKind, NotificationPreference
+from portal.rls import staff_scope
+from portal.tasks import send_notification_email
+from tests.invoices.factories import TODAY, line, make_invoice, pay
+from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory
+
+
+@pytest.fixture
+def contacts(db):
+    brand = BrandFactory(name="Acme Accounting B.V.", is_default=True, primary_colour="#0b6e4f",
+                         support_email="support@acme.test", legal_footer="Acme · KvK 12345678")
+    alpha = ClientFactory(brand=brand, name="Alpha B.V.")
+    bravo = ClientFactory(brand=brand, name="Bravo B.V.")
+    anna = MembershipFactory(client=alpha, user__email="anna@alpha.test", user__language="nl",
+                             user__first_name="Anna").user
+    erik = MembershipFactory(client=alpha, user__email="erik@alpha.test", user__language="en",
+                             user__first_name="Erik").user
+    outsider = MembershipFactory(client=bravo, user__email="bob@bravo.test").user
+    return {"alpha": alpha, "bravo": bravo, "anna": anna, "erik": erik, "outsider": outsider}
+
+
+def _notifications(user=None):
+    with staff_scope():
+        rows = Notification.objects.order_by("id")
+        return list(rows.filter(user=user) if user else rows)
+
+
+def _send_all():
+    for notification in _notifications():
+        send_notification_email.apply(args=[notification.pk])
+
+
+def test_new_invoice_notifies_each_contact_in_its_language_with_a_deep_link(contacts):
+    invoice = make_invoice(contacts["alpha"], number="INV-77", lines=[line(unit_price="100.00")])
+    anna, erik = _notifications(contacts["anna"]), _notifications(contacts["erik"])
+    assert [n.kind for n in anna + erik] == [NotificationKind.INVOICE_ISSUED] * 2
+    assert anna[0].title.startswith("Nieuwe factuur INV-77") and erik[0].title.startswith("New invoice INV-77")
+    assert anna[0].url == reverse("invoices:detail", args=[invoice.pk])
+    assert _notifications(contacts["outsider"]) == []
+    _send_all()
+    by_recipient = {m.to[0]: m for m in mail.outbox}
+    assert set(by_recipient) == {"anna@alpha.test", "erik@alpha.test"}
+    dutch, english = by_recipient["anna@alpha.test"], by_recipient["erik@alpha.test"]
+    assert "Hallo Anna" in dutch.body and "Hello Erik" in english.body
+    html, mime = english.alternatives[0]
+    assert mime == "text/html" and "#0b6e4f" in html and "Acme · KvK 12345678" in html
+    link = f"http://localhost:8000/invoices/{invoice.pk}/"
+    assert link in english.body and link in html
+    assert english.subject == f"{erik_title(erik=_notifications(contacts['erik'])[0])} · Acme Accounting B.V."
+    assert english.reply_to == ["support@acme.test"]
+    assert {n.email_status for n in _notifications()} == {Notification.EmailStatus.SENT}
+
+
+def erik_title(*, erik):
+    return erik.title
+
+
+def test_payment_and_credit_note_notify_too(contacts):
+    invoice = make_invoice(contacts["alpha"], number="INV-78")
+    pay(contacts["alpha"], [(invoice, "21.00")])
+    with staff_scope():
+        services.credit_note_create(invoice=invoice, number="CN-78", issue_date=TODAY, lines=[line(unit_price="10.00")])
+    kinds = [n.kind for n in _notifications(contacts["erik"])]
+    assert kinds == [NotificationKind.INVOICE_ISSUED, NotificationKind.PAYMENT_RECEIVED,
+                     NotificationKind.CREDIT_NOTE_ISSUED]
+
+
+def test_email_can_be_turned_off_per_kind_but_in_app_stays(contacts, client):
+    client.force_login(contacts["erik"])
+    response = client.post(reverse("portal:notification_preferences"),
+                           {"email": [NotificationKind.PAYMENT_RECEIVED, NotificationKind.CREDIT_NOTE_ISSUED]})
+    assert response.status_code == 302
+    with staff_scope():
+        assert NotificationPreference.objects.get(user=contacts["erik"], kind=NotificationKind.INVOICE_ISSUED).email is False
+    make_invoice(contacts["alpha"], number="INV-79")
+    [erik] = _notifications(contacts["erik"])
+    assert erik.email_status == Notification.EmailStatus.OFF
+    _send_all()
+    assert [m.to for m in mail.outbox] == [["anna@alpha.test"]]
+
+
+def test_a_failed_send_is_retried_and_recorded(contacts):
+    make_invoice(contacts["alpha"], number="INV-80")
+    [anna, erik] = _notifications()
+    # A hiccup: the first attempt fails, the retry goes through.
+    with mock.patch("django.core.mail.backends.locmem.EmailBackend.send_messages",
+                    side_effect=[ConnectionRefusedError("SMTP down"), 1]):
+        assert send_notification_email.apply(args=[erik.pk]).get() == "sent"
+    with staff_scope():
+        erik.refresh_from_db()
+    assert (erik.email_status, erik.email_attempts, erik.email_error) == (Notification.EmailStatus.SENT, 2, "")
+    # A server that stays down: every retry is recorded, and the last failure is kept.
+    with mock.patch("django.core.mail.backends.locmem.EmailBackend.send_messages",
+                    side_effect=ConnectionRefusedError("SMTP down")):
+        assert send_notification_email.apply(args=[anna.pk]).get() == "failed"
+    with staff_scope():
+        anna.refresh_from_db()
+    assert (anna.email_status, anna.email_attempts) == (Notification.EmailStatus.FAILED, 5)
+    assert anna.email_error == "ConnectionRefusedError: SMTP down"
+
+
+def test_notification_centre_counts_unread_and_marks_read(contacts, client):
+    invoice = make_invoice(contacts["alpha"], number="INV-81")
+    make_invoice(contacts["alpha"], number="INV-82")
+    client.force_login(contacts["erik"])
+    home = client.get("/")
+    assert '<span class="count" aria-label="2 unread">2</span>' in home.text
+    [newest, oldest] = _notifications(contacts["erik"])[::-1]
+    opened = client.get(reverse("portal:notification_open", args=[oldest.pk]))
+    assert opened.status_code == 302 and opened.url == reverse("invoices:detail", args=[invoice.pk])
+    assert '<span class="count" aria-label="1 unread">1</span>' in client.get("/").text
+    client.post(reverse("portal:notifications_read_all"))
+    assert 'class="count"' not in client.get("/").text
+    assert newest.pk
+
+
+def test_nobody_sees_another_contacts_or_clients_notifications(contacts, client):
+    make_invoice(contacts["alpha"], number="INV-83")
+    [anna] = _notifications(contacts["anna"])
+    client.force_login(contacts["outsider"])
+    assert "INV-83" not in client.get(reverse("portal:notifications")).text
+    assert client.get(reverse("portal:notification_open", args=[anna.pk])).status_code == 404
+    client.force_login(contacts["erik"])
+    assert client.get(reverse("portal:notification_open", args=[anna.pk])).status_code == 404
+
+
+def test_the_deep_link_goes_through_login_and_lands_on_the_invoice(contacts, client):
+    invoice = make_invoice(contacts["alpha"], number="INV-84")
+    target = reverse("invoices:detail", args=[invoice.pk])
+    response = client.get(target)
+    assert response.status_code == 302 and response.url == f"{reverse('account_login')}?next={target}"
+    landed = client.post(response.url, {"login": "erik@alpha.test", "password": PASSWORD, "next": target})
+    assert landed.url == target
+    assert "INV-84" in client.get(target).text
