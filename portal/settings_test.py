@@ -25,6 +25,9 @@ CACHES = {"default": {**CACHES["default"], "LOCATION": CACHE_URL, "KEY_PREFIX": 
 # What a user sees, not debug pages (the web server of the browser tests uses these settings too).
 DEBUG = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+if os.environ.get("TEST_EMAIL_DIR"):  # a worker started by a browser test: mail lands in files it can read
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["TEST_EMAIL_DIR"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
 STORAGES = {**STORAGES, "encrypted": {**STORAGES["encrypted"], "OPTIONS": {"location": str(MEDIA_ROOT / "encrypted")}}}  # noqa: F405

@@ -40,7 +40,12 @@ def staff(db):
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process():
+def test_email_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(test_email_dir):
     """A real Celery worker on the test broker (Redis), in its own process."""
     import os
     import subprocess
@@ -51,7 +56,7 @@ def celery_worker_process():
     from portal.celery import app
 
     app.control.purge()  # messages left by tests that never had a worker
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir)}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "-l", "warning",
          "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}@%h"],
