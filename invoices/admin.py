@@ -11,7 +11,8 @@ from invoices import services
 from invoices.documents.einvoice import ubl_xml
 from invoices.documents.render import document_pdf
 from invoices.errors import DomainError
-from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, Invoice, InvoiceLine, Payment,
+from invoices.links import document_link_revoke
+from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, DocumentLink, Invoice, InvoiceLine, Payment,
                              PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import line_amounts
 from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
@@ -228,3 +229,18 @@ class RecurringScheduleAdmin(AuditedModelAdmin):
     @admin.action(description=_("End selected schedules"), permissions=["change"])
     def end(self, request, queryset):
         self._transition(request, queryset, RecurringSchedule.Status.ENDED)
+
+
+@admin.register(DocumentLink)
+class DocumentLinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["invoice", "user", "created_at", "expires_at", "revoked_at", "use_count", "last_used_at"]
+    list_filter = [("client", admin.RelatedOnlyFieldListFilter), "revoked_at", "expires_at"]
+    search_fields = ["invoice__number", "user__email"]
+    list_select_related = ["invoice", "user"]
+    actions = ["revoke"]
+
+    @admin.action(description=_("Revoke selected links"), permissions=["view"])
+    def revoke(self, request, queryset):
+        for link in queryset:
+            document_link_revoke(link=link, actor=request.user, request=request)
+        self.message_user(request, _("Links revoked."), messages.SUCCESS)

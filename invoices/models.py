@@ -349,3 +349,25 @@ class RenderedDocument(models.Model):
             models.UniqueConstraint(fields=["invoice", "fingerprint"], name="one_render_per_invoice_version"),
             models.UniqueConstraint(fields=["credit_note", "fingerprint"], name="one_render_per_credit_note_version"),
         ]
+
+
+class DocumentLink(models.Model):
+    """A password-free link to one invoice for one contact: signed, expiring, revocable, logged."""
+
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="document_links")
+    user = models.ForeignKey("portal.User", on_delete=models.CASCADE, related_name="document_links")
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    use_count = models.PositiveIntegerField(default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.invoice} → {self.user}"
+
+    def is_usable(self, now) -> bool:
+        return self.revoked_at is None and now < self.expires_at

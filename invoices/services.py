@@ -72,11 +72,17 @@ def _amount(value: Decimal, currency: str) -> str:
 
 
 def _notify_invoice_issued(invoice: Invoice) -> None:
-    notify_client(client=invoice.client, kind=NotificationKind.INVOICE_ISSUED,
+    from invoices.links import document_link_issue
+
+    notifications = notify_client(client=invoice.client, kind=NotificationKind.INVOICE_ISSUED,
                   url=reverse("invoices:detail", args=[invoice.pk]),
                   title=gettext_noop("New invoice %(number)s: %(amount)s, due %(due)s"),
                   title_args={"number": invoice.number, "amount": _amount(invoice.total, invoice.currency),
                               "due": invoice.due_date.isoformat()})
+    if invoice.brand.allow_document_links:
+        for notification in notifications:
+            notification.document_link = document_link_issue(invoice=invoice, user=notification.user)
+            notification.save(update_fields=["document_link"])
 
 
 # --- The invoice state machine --------------------------------------------------------

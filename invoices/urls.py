@@ -14,4 +14,6 @@ urlpatterns = [
     path("invoices/<int:pk>/ubl/", views.invoice_ubl, name="invoice_ubl"),
     path("credit-notes/<int:pk>/pdf/", views.credit_note_pdf, name="credit_note_pdf"),
     path("statement/", views.statement, name="statement"),
+    path("d/<str:token>/", views.document_link, name="document_link"),
+    path("d/<str:token>/pdf/", views.document_link_pdf, name="document_link_pdf"),
 ]

@@ -13,6 +13,7 @@ from invoices.documents.einvoice import ubl_xml
 from invoices.documents.render import document_pdf
 from invoices.documents.statement import statement_pdf
 from invoices.filters import InvoiceFilter
+from invoices.links import LinkRefused, document_link_use
 from invoices.forms import StatementForm
 from invoices.models import CreditNote, Invoice
 from invoices.selectors import client_credit_note_get, client_invoice_get, client_invoices, document_tax_breakdown
@@ -20,6 +21,7 @@ from portal.http import download_response
 from portal.models import AuditEvent
 from portal.services import audit_record
 from portal.permissions import role_required
+from portal.rls import client_scope
 from portal.views import client_required
 
 PAGE_SIZE = 20
@@ -166,3 +168,32 @@ def download_zip(request):
             _downloaded(request, invoice, "pdf (zip)")
     stamp = timezone.localdate().isoformat()
     return download_response(buffer.getvalue(), file_name=f"invoices-{stamp}.zip", content_type="application/zip")
+
+
+def _link_or_refusal(request, token):
+    try:
+        return document_link_use(token=token, request=request), None
+    except LinkRefused as refusal:
+        return None, render(request, "invoices/document_link_refused.html", {"reason": str(refusal)},
+                            status=refusal.status)
+
+
+def document_link(request, token: str):
+    """One invoice, no password: only what the signed link names; everything else needs a login."""
+    link, refusal = _link_or_refusal(request, token)
+    if refusal:
+        return refusal
+    with client_scope(link.client_id):
+        invoice = link.invoice
+        return render(request, "invoices/document_link.html", {
+            "invoice": invoice, "lines": list(invoice.lines.all()), "token": token, "brand": invoice.brand,
+            "tax_breakdown": document_tax_breakdown(document=invoice)})
+
+
+def document_link_pdf(request, token: str):
+    link, refusal = _link_or_refusal(request, token)
+    if refusal:
+        return refusal
+    with client_scope(link.client_id):
+        pdf = document_pdf(link.invoice)
+    return download_response(pdf.content, file_name=pdf.file_name, content_type="application/pdf")

@@ -71,6 +71,10 @@ class Brand(models.Model):
     city = models.CharField(_("city"), max_length=100, blank=True)
     country = models.CharField(_("country"), max_length=2, default="NL")
     is_default = models.BooleanField(_("default brand"), default=False)
+    allow_document_links = models.BooleanField(
+        _("one-invoice links in emails"), default=False,
+        help_text=_("Emails about a new invoice carry a link that opens that one invoice without a password."))
+    document_link_days = models.PositiveSmallIntegerField(_("one-invoice links last (days)"), default=14)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -208,6 +212,8 @@ class Notification(models.Model):
     email_attempts = models.PositiveSmallIntegerField(default=0)
     email_error = models.TextField(blank=True)
     emailed_at = models.DateTimeField(null=True, blank=True)
+    document_link = models.ForeignKey("invoices.DocumentLink", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -40,7 +40,8 @@ def notification_email_send(*, notification: Notification) -> None:
     user, client = notification.user, notification.client
     brand = client.brand
     link = settings.SITE_URL.rstrip("/") + notification.url
-    context = {"notification": notification, "user": user, "client": client, "brand": brand, "link": link}
+    context = {"notification": notification, "user": user, "client": client, "brand": brand, "link": link,
+               "document_link_url": _document_link_url(notification)}
     with translation.override(user.language):
         subject = render_to_string("portal/email/notification_subject.txt", context).strip()
         text = render_to_string("portal/email/notification.txt", context)
@@ -50,6 +51,17 @@ def notification_email_send(*, notification: Notification) -> None:
                                      reply_to=[brand.support_email])
     message.attach_alternative(html, "text/html")
     message.send()
+
+
+def _document_link_url(notification: Notification) -> str:
+    from django.urls import reverse
+
+    from invoices.links import link_token
+
+    link = notification.document_link
+    if link is None or not link.is_usable(timezone.now()) or not notification.client.brand.allow_document_links:
+        return ""
+    return settings.SITE_URL.rstrip("/") + reverse("invoices:document_link", args=[link_token(link)])
 
 
 def notification_email_record(*, notification_id: int, error: str = "") -> None:

@@ -21,7 +21,7 @@ def send_notification_email(self, notification_id: int) -> str:
     from portal.rls import staff_scope
 
     with staff_scope():
-        notification = Notification.objects.select_related("user", "client__brand").filter(pk=notification_id).first()
+        notification = Notification.objects.select_related("user", "client__brand", "document_link").filter(pk=notification_id).first()
         if notification is None or notification.email_status != Notification.EmailStatus.PENDING:
             return "skipped"
     try:
