@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from invoices import services
 from portal.rls import staff_scope
@@ -38,9 +39,18 @@ def _log_in(page, url):
     page.get_by_role("button", name="Sign In").click()
 
 
-def _rows(page):
-    page.wait_for_load_state("networkidle")
-    return sorted(re.findall(r"NW-(?:LATE|OPEN|PAID)", " ".join(page.locator(".invoice-row summary").all_inner_texts())))
+def _rows(page, expected=None, seconds=5.0):
+    """The invoice numbers listed, once they settle on `expected` (htmx swaps asynchronously)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        page.wait_for_load_state("networkidle")
+        found = sorted(re.findall(r"NW-(?:LATE|OPEN|PAID)",
+                                  " ".join(page.locator(".invoice-row summary").all_inner_texts())))
+        if expected is None or found == expected or time.monotonic() > deadline:
+            return found
+        page.wait_for_timeout(100)
 
 
 def _shot(page, name):
@@ -67,22 +77,22 @@ def test_dashboard_list_filters_preview_detail_and_pdf(committed, live_url, page
     _shot(page, "dashboard")
 
     page.get_by_role("link", name="Invoices", exact=True).click()
-    assert _rows(page) == ["NW-LATE", "NW-OPEN", "NW-PAID"]
+    assert _rows(page, ["NW-LATE", "NW-OPEN", "NW-PAID"]) == ["NW-LATE", "NW-OPEN", "NW-PAID"]
     page.get_by_label("Status").select_option("paid")  # htmx: no full page load, the URL follows
     page.wait_for_url(re.compile(r"status=paid"))
-    assert _rows(page) == ["NW-PAID"]
+    assert _rows(page, ["NW-PAID"]) == ["NW-PAID"]
     page.go_back()
     page.wait_for_url(re.compile(r"/invoices/$"))
-    assert _rows(page) == ["NW-LATE", "NW-OPEN", "NW-PAID"]
+    assert _rows(page, ["NW-LATE", "NW-OPEN", "NW-PAID"]) == ["NW-LATE", "NW-OPEN", "NW-PAID"]
 
     page.get_by_label("Issued from").fill((TODAY - datetime.timedelta(days=45)).isoformat())
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url(re.compile(r"issued_from="))
-    assert _rows(page) == ["NW-OPEN", "NW-PAID"]
+    assert _rows(page, ["NW-OPEN", "NW-PAID"]) == ["NW-OPEN", "NW-PAID"]
     page.get_by_label("Amount from").fill("100")
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url(re.compile(r"amount_min=100"))
-    assert _rows(page) == ["NW-OPEN"]
+    assert _rows(page, ["NW-OPEN"]) == ["NW-OPEN"]
     assert _axe(page) == []
     _shot(page, "list-filtered")
 
@@ -105,9 +115,8 @@ def test_dashboard_list_filters_preview_detail_and_pdf(committed, live_url, page
     assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
 
     page.get_by_label("Language").select_option("nl")
-    page.wait_for_load_state("networkidle")
-    assert page.get_by_role("heading", level=1).inner_text().startswith("Factuur NW-LATE")
-    assert page.get_by_role("link", name="Facturen", exact=True).is_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Factuur NW-LATE"))
+    expect(page.get_by_role("link", name="Facturen", exact=True)).to_be_visible()
 
 
 def test_deep_link_from_the_notification_email_lands_on_the_invoice_after_login(
