@@ -208,6 +208,8 @@ class Payment(models.Model):
     connection = models.ForeignKey("integrations.Connection", null=True, blank=True, on_delete=models.PROTECT,
                                    related_name="payments")
     external_id = models.CharField(_("external id"), max_length=100, blank=True)
+    gateway_payment_id = models.CharField(_("gateway payment"), max_length=120, blank=True,
+                                          help_text="<provider>:<account>:<the gateway's payment id>")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -215,6 +217,8 @@ class Payment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
                                     name="payment_external_id_unique_per_connection"),
+            models.UniqueConstraint(fields=["gateway_payment_id"], condition=~Q(gateway_payment_id=""),
+                                    name="payment_once_per_gateway_payment"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
         ]
 

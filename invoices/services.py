@@ -284,7 +284,7 @@ def credit_note_issue(*, credit_note: CreditNote, actor=None) -> CreditNote:
 @transaction.atomic
 def payment_record(*, client, amount: Decimal, currency: str, source: str, method: str, received_at,
                    allocations: list[tuple[Invoice, Decimal]], reference: str = "", connection=None,
-                   external_id: str = "", actor=None) -> tuple[Payment, bool]:
+                   external_id: str = "", gateway_payment_id: str = "", actor=None) -> tuple[Payment, bool]:
     """Record a payment once and allocate it under row locks. Returns (payment, created); a
     payment already recorded (same connection and external id) changes nothing.
     Each allocation takes at most the invoice's open balance; the rest is client credit."""
@@ -295,11 +295,15 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
         with transaction.atomic():
             payment = Payment.objects.create(client=client, amount=amount, currency=currency, source=source,
                                              method=method, reference=reference, received_at=received_at,
-                                             connection=connection, external_id=external_id)
+                                             connection=connection, external_id=external_id,
+                                             gateway_payment_id=gateway_payment_id)
     except IntegrityError:
-        if not external_id:
-            raise
-        return Payment.objects.get(connection=connection, external_id=external_id), False
+        # The same payment again (a duplicate delivery, a concurrent one): recorded once.
+        if gateway_payment_id:
+            return Payment.objects.get(gateway_payment_id=gateway_payment_id), False
+        if external_id:
+            return Payment.objects.get(connection=connection, external_id=external_id), False
+        raise
     audit_record(action=AuditEvent.Action.PAYMENT_RECORDED, actor=actor, client=client, obj=payment,
                  details={"amount": str(amount), "currency": currency, "method": method, "source": source})
     unallocated = amount

@@ -5,7 +5,8 @@ import zipfile
 
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -127,8 +128,9 @@ def credit_note_detail(request, pk: int):
 @client_required
 @role_required("pay")
 def pay(request, pk: int):
-    """Until online payment lands: how to pay by transfer (and the QR code on the PDF)."""
-    return render(request, "invoices/pay.html", {"invoice": _invoice(request, pk)})
+    """Pay now on one invoice: the checkout, with this invoice selected."""
+    invoice = _invoice(request, pk)
+    return redirect(f"{reverse('payments:checkout')}?invoice={invoice.pk}")
 
 
 @client_required

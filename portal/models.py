@@ -159,6 +159,9 @@ class AuditEvent(models.Model):
         RECURRING_STATUS = "recurring.status_changed", _("Recurring schedule status changed")
         RECURRING_GENERATED = "recurring.invoice_generated", _("Recurring invoice generated")
         EVENT_REPLAYED = "integration.event_replayed", _("Inbound event replayed")
+        CHECKOUT_STARTED = "checkout.started", _("Checkout started")
+        CHECKOUT_STATUS = "checkout.status_changed", _("Checkout status changed")
+        CHECKOUT_FLAGGED = "checkout.flagged", _("Checkout flagged for staff")
 
     # No database-level foreign keys: the log outlives the users and clients it names.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,

@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include((portal_patterns, "portal"))),
     path("", include("integrations.urls")),
     path("", include("invoices.urls")),
+    path("", include("payments.urls")),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),

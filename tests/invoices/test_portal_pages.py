@@ -173,4 +173,6 @@ def test_a_viewer_sees_but_cannot_pay(ledger, client):
     assert detail.status_code == 200 and "Pay now" not in detail.text
     assert client.get(reverse("invoices:pay", args=[ledger["open"].pk])).status_code == 403
     client.force_login(ledger["owner"])
-    assert client.get(reverse("invoices:pay", args=[ledger["open"].pk])).status_code == 200
+    to_checkout = client.get(reverse("invoices:pay", args=[ledger["open"].pk]))
+    assert to_checkout.status_code == 302 and to_checkout.url == f"/pay/?invoice={ledger['open'].pk}"
+    assert client.get(to_checkout.url).status_code == 200

@@ -1,0 +1,26 @@
+"""Gateway adapters: each turns one provider's API into the same few calls and normalised
+answers, so the rest of the code never branches on the provider."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class GatewayPayment:
+    """A payment as the gateway reports it, normalised (status is a CheckoutAttempt.Status)."""
+
+    provider_payment_id: str
+    status: str
+    amount: Decimal
+    currency: str
+    checkout_url: str = ""
+
+
+def adapter_for(account):
+    from payments.gateways.sandbox import SandboxGateway
+
+    adapters = {"sandbox": SandboxGateway}
+    if account.provider not in adapters:
+        raise NotImplementedError(f"{account.get_provider_display()} is not connected yet")
+    return adapters[account.provider](account)

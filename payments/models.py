@@ -1,0 +1,135 @@
+"""Paying in the portal: gateway accounts per brand, checkout attempts (one per click, with an
+idempotency key), what the built-in sandbox gateway holds, and raw gateway webhooks."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from invoices.models import MONEY, Invoice
+from portal.crypto import EncryptedTextField
+
+
+class GatewayAccount(models.Model):
+    class Provider(models.TextChoices):
+        SANDBOX = "sandbox", _("Sandbox (development)")
+        MOLLIE = "mollie", _("Mollie")
+        STRIPE = "stripe", _("Stripe")
+
+    class Mode(models.TextChoices):
+        TEST = "test", _("Test")
+        LIVE = "live", _("Live")
+
+    brand = models.ForeignKey("portal.Brand", on_delete=models.CASCADE, related_name="gateways")
+    provider = models.CharField(_("provider"), max_length=10, choices=Provider.choices)
+    mode = models.CharField(_("mode"), max_length=4, choices=Mode.choices, default=Mode.TEST)
+    ideal = models.BooleanField(_("iDEAL"), default=True)
+    card = models.BooleanField(_("card"), default=True)
+    sepa_direct_debit = models.BooleanField(_("SEPA direct debit"), default=False)
+    api_key = EncryptedTextField(_("API key"), blank=True)
+    webhook_secret = EncryptedTextField(_("webhook secret"), blank=True)
+    allow_partial = models.BooleanField(_("allow partial payments"), default=False)
+    partial_minimum = models.DecimalField(_("smallest partial payment"), max_digits=14, decimal_places=2, default=10)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["brand__name", "provider"]
+        constraints = [models.UniqueConstraint(fields=["brand", "provider"], name="one_account_per_provider")]
+
+    def __str__(self):
+        return f"{self.brand} · {self.get_provider_display()} ({self.get_mode_display()})"
+
+    def methods(self) -> list[str]:
+        return [name for name in ("ideal", "card", "sepa_direct_debit") if getattr(self, name)]
+
+
+class CheckoutAttempt(models.Model):
+    """One click on Pay: what is being paid, where, and what the gateway says about it."""
+
+    class Status(models.TextChoices):
+        CREATED = "created", _("Created")
+        OPEN = "open", _("Waiting for you at the payment page")
+        PENDING = "pending", _("Pending")
+        PAID = "paid", _("Paid")
+        FAILED = "failed", _("Failed")
+        CANCELED = "canceled", _("Cancelled")
+        EXPIRED = "expired", _("Expired")
+
+    FINAL = (Status.PAID, Status.FAILED, Status.CANCELED, Status.EXPIRED)
+    TRANSITIONS = {
+        Status.CREATED: {Status.OPEN, Status.PENDING, Status.PAID, Status.FAILED, Status.CANCELED, Status.EXPIRED},
+        Status.OPEN: {Status.PENDING, Status.PAID, Status.FAILED, Status.CANCELED, Status.EXPIRED},
+        Status.PENDING: {Status.PAID, Status.FAILED, Status.CANCELED, Status.EXPIRED},
+        Status.PAID: set(), Status.FAILED: set(), Status.CANCELED: set(), Status.EXPIRED: set(),
+    }
+
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="checkout_attempts")
+    gateway = models.ForeignKey(GatewayAccount, on_delete=models.PROTECT, related_name="attempts")
+    user = models.ForeignKey("portal.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True)
+    method = models.CharField(max_length=20)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
+    provider_payment_id = models.CharField(max_length=100, blank=True)
+    checkout_url = models.URLField(max_length=500, blank=True)
+    payment = models.ForeignKey("invoices.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    flagged = models.TextField(blank=True, help_text=_("Why staff must look at this attempt (nothing was applied)."))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "provider_payment_id"], condition=~Q(provider_payment_id=""),
+                                    name="one_attempt_per_gateway_payment"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="attempt_amount_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.currency} {self.amount} ({self.get_status_display()})"
+
+
+class CheckoutItem(models.Model):
+    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    attempt = models.ForeignKey(CheckoutAttempt, on_delete=models.CASCADE, related_name="items")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="checkout_items")
+    amount = models.DecimalField(**MONEY)
+
+
+class SandboxPayment(models.Model):
+    """The built-in sandbox gateway's own record of a payment (its 'server side')."""
+
+    provider_payment_id = models.CharField(max_length=100, unique=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    description = models.CharField(max_length=300)
+    status = models.CharField(max_length=10, default="open")
+    redirect_url = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class GatewayEvent(models.Model):
+    """A gateway webhook as it arrived (encrypted), kept before anything else."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        PROCESSED = "processed", _("Processed")
+        FAILED = "failed", _("Failed")
+        REJECTED = "rejected", _("Rejected")
+
+    gateway = models.ForeignKey(GatewayAccount, on_delete=models.PROTECT, related_name="events")
+    provider_payment_id = models.CharField(max_length=100, blank=True)
+    body = EncryptedTextField()
+    headers = EncryptedTextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from payments import views
+
+app_name = "payments"
+urlpatterns = [
+    path("pay/", views.checkout, name="checkout"),
+    path("pay/<uuid:key>/", views.checkout_return, name="return"),
+    path("webhooks/payments/<int:gateway_id>/", views.gateway_webhook, name="webhook"),
+    path("sandbox-gateway/<str:payment_id>/", views.sandbox_checkout, name="sandbox_checkout"),
+]

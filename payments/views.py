@@ -1,0 +1,88 @@
+"""Pay now, the return page, gateway webhooks and the built-in sandbox gateway's checkout."""
+import uuid
+
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from invoices.errors import DomainError
+from invoices.selectors import client_invoices
+from payments.forms import CheckoutForm
+from payments.models import CheckoutAttempt, GatewayAccount, SandboxPayment
+from payments.services import checkout_start, gateway_for_brand, gateway_webhook_receive
+from portal.permissions import role_required
+from portal.rls import staff_scope
+from portal.views import client_required
+
+
+@client_required
+@role_required("pay")
+def checkout(request):
+    ids = [int(pk) for pk in request.GET.getlist("invoice") + request.POST.getlist("invoice") if str(pk).isdigit()]
+    invoices = list(client_invoices(client=request.client).filter(pk__in=ids).payable())
+    if not invoices:
+        raise Http404("Nothing to pay")
+    gateway = gateway_for_brand(request.client.brand)
+    if gateway is None:
+        return render(request, "invoices/pay.html", {"invoice": invoices[0]})
+    form = CheckoutForm(request.POST or None, invoices=invoices, gateway=gateway,
+                        initial={"idempotency_key": uuid.uuid4()})
+    if request.method == "POST" and form.is_valid():
+        try:
+            attempt = checkout_start(client=request.client, user=request.user, requested=form.requested(),
+                                     method=form.cleaned_data["method"],
+                                     idempotency_key=form.cleaned_data["idempotency_key"])
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            if attempt.status in CheckoutAttempt.FINAL or not attempt.checkout_url:
+                return redirect("payments:return", attempt.idempotency_key)
+            return redirect(attempt.checkout_url)
+    return render(request, "payments/checkout.html", {
+        "form": form, "invoices": invoices, "gateway": gateway,
+        "total": sum(i.open_balance for i in invoices), "currency": invoices[0].currency})
+
+
+def _attempt(request, key) -> CheckoutAttempt:
+    attempt = CheckoutAttempt.objects.filter(idempotency_key=key, client=request.client).first()
+    if attempt is None:
+        raise Http404("No such payment")
+    return attempt
+
+
+@client_required
+def checkout_return(request, key):
+    attempt = _attempt(request, key)
+    template = "payments/_status.html" if request.headers.get("HX-Request") else "payments/return.html"
+    return render(request, template, {"attempt": attempt, "items": attempt.items.select_related("invoice")})
+
+
+@csrf_exempt
+@require_POST
+def gateway_webhook(request, gateway_id: int):
+    """Mollie-style: the body names a payment id; the worker asks the gateway what is true."""
+    with staff_scope():
+        gateway = GatewayAccount.objects.filter(pk=gateway_id, enabled=True).first()
+        if gateway is None:
+            return HttpResponse("unknown gateway", status=404, content_type="text/plain")
+        gateway_webhook_receive(gateway=gateway, body=request.body.decode("utf-8", "replace"))
+    return HttpResponse("ok", content_type="text/plain")
+
+
+def sandbox_checkout(request, payment_id: str):
+    """The sandbox gateway's own payment page: you decide what happens to the payment."""
+    with staff_scope():
+        payment = get_object_or_404(SandboxPayment, provider_payment_id=payment_id)
+        attempt = CheckoutAttempt.objects.select_related("gateway").get(provider_payment_id=payment_id,
+                                                                         gateway__provider="sandbox")
+        if request.method == "POST" and request.POST.get("outcome") in ("paid", "failed", "canceled", "pending"):
+            if payment.status in ("open", "pending"):
+                payment.status = request.POST["outcome"]
+                payment.save(update_fields=["status"])
+                # The gateway tells us, as Mollie does: a webhook that only names the payment.
+                gateway_webhook_receive(gateway=attempt.gateway, body=f"id={payment_id}")
+            return redirect(payment.redirect_url)
+    return render(request, "payments/sandbox_checkout.html", {"payment": payment})
+
+
