@@ -200,3 +200,19 @@ def test_ten_concurrent_deliveries_of_the_same_news_make_one_payment(committed):
     with staff_scope():
         assert Payment.objects.count() == 1
         assert Invoice.objects.get().status == "paid"
+
+
+def test_reconciliation_page_shows_payments_per_day_and_flagged_attempts(shop, client, staff):
+    client.force_login(shop["owner"])
+    gateway_url = _checkout(client, [shop["first"]]).url
+    client.post(gateway_url, {"outcome": "paid"})
+    flagged_url = _checkout(client, [shop["second"]]).url
+    with staff_scope():
+        SandboxPayment.objects.filter(amount=D("60.50")).update(amount=D("6.05"))
+    client.post(flagged_url, {"outcome": "paid"})
+    _deliver_webhooks()
+    client.force_login(staff)
+    page = client.get(reverse("admin:payments_reconciliation"))
+    assert page.status_code == 200
+    assert "EUR 121.00" in page.text and "A-1" in page.text
+    assert "the gateway reports EUR 6.05" in page.text

@@ -1,0 +1,77 @@
+"""Back office for gateways, checkout attempts, gateway webhooks and reconciliation."""
+from django.contrib import admin
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.translation import gettext_lazy as _
+
+from invoices.models import Payment, PaymentAllocation
+from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, GatewayEvent
+from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
+
+
+@admin.register(GatewayAccount)
+class GatewayAccountAdmin(AuditedModelAdmin):
+    list_display = ["brand", "provider", "mode", "ideal", "card", "sepa_direct_debit", "allow_partial", "enabled"]
+    list_filter = ["provider", "mode", "enabled", "brand"]
+    fieldsets = [
+        (None, {"fields": ["brand", "provider", "mode", "enabled"]}),
+        (_("Methods"), {"fields": ["ideal", "card", "sepa_direct_debit", "allow_partial", "partial_minimum"]}),
+        (_("Keys (encrypted at rest)"), {"fields": ["api_key", "webhook_secret"]}),
+    ]
+
+    def get_urls(self):
+        return [path("reconciliation/", self.admin_site.admin_view(self.reconciliation_view),
+                     name="payments_reconciliation")] + super().get_urls()
+
+    def reconciliation_view(self, request):
+        """Payments per gateway and day, their allocations, and what staff must look at."""
+        per_day = (Payment.objects.filter(source=Payment.Source.GATEWAY).annotate(day=TruncDate("received_at"))
+                   .values("day", "currency", "method").order_by("-day", "currency", "method")
+                   .annotate(count=Count("pk"), total=Sum("amount")))
+        allocations = (PaymentAllocation.objects.filter(payment__source=Payment.Source.GATEWAY)
+                       .select_related("payment", "invoice", "client").order_by("-created_at")[:200])
+        flagged = CheckoutAttempt.objects.exclude(flagged="").select_related("client", "gateway")
+        unmatched = (CheckoutAttempt.objects.filter(status=CheckoutAttempt.Status.PAID, payment__isnull=True,
+                                                    flagged="").select_related("client", "gateway"))
+        failed_events = GatewayEvent.objects.exclude(error="").exclude(status=GatewayEvent.Status.PROCESSED)
+        context = {**self.admin_site.each_context(request), "title": _("Payment reconciliation"),
+                   "per_day": per_day, "allocations": allocations, "flagged": flagged, "unmatched": unmatched,
+                   "failed_events": failed_events}
+        return TemplateResponse(request, "admin/payments/reconciliation.html", context)
+
+
+class CheckoutItemInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = CheckoutItem
+    fields = readonly_fields = ["invoice", "amount"]
+    extra = 0
+
+
+class FlaggedFilter(admin.SimpleListFilter):
+    title = _("flagged")
+    parameter_name = "flagged"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Flagged for staff"))]
+
+    def queryset(self, request, queryset):
+        return queryset.exclude(flagged="") if self.value() == "yes" else queryset
+
+
+@admin.register(CheckoutAttempt)
+class CheckoutAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "client", "gateway", "method", "amount", "currency", "status", "flagged"]
+    list_filter = ["status", FlaggedFilter, "gateway__provider", "method"]
+    search_fields = ["provider_payment_id", "client__name", "idempotency_key"]
+    list_select_related = ["client", "gateway"]
+    inlines = [CheckoutItemInline]
+
+
+@admin.register(GatewayEvent)
+class GatewayEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["received_at", "gateway", "provider_payment_id", "status", "attempts", "error"]
+    list_filter = ["status", "gateway__provider"]
+    search_fields = ["provider_payment_id"]
+    fields = readonly_fields = ["gateway", "provider_payment_id", "status", "attempts", "error", "received_at",
+                                "processed_at", "body"]

@@ -1,0 +1,36 @@
+"""Paying an invoice end to end in Chromium: Pay now → the sandbox gateway's checkout → back in
+the portal, which updates itself when a real worker has processed the gateway's webhook."""
+import pytest
+from playwright.sync_api import expect
+
+from tests.invoices.factories import line, make_invoice
+from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory
+
+pytestmark = pytest.mark.e2e
+
+
+def test_client_pays_an_invoice_through_the_sandbox_gateway(committed, celery_worker_process, live_url, page):
+    def build():
+        brand = BrandFactory(name="Acme Accounting B.V.", is_default=True)
+        client = ClientFactory(brand=brand, name="Northwind Traders B.V.", locale="en")
+        MembershipFactory(client=client, user__email="alice@northwind.test", user__language="en")
+        return make_invoice(client, number="NW-PAY-1", lines=[line("Bookkeeping", unit_price="450.00")])
+
+    invoice = committed.create(build)
+    page.goto(f"{live_url}/invoices/{invoice.pk}/")
+    page.get_by_label("Email").fill("alice@northwind.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.get_by_role("link", name="Pay now").click()
+    page.get_by_label("iDEAL").check()
+    page.get_by_role("button", name="Pay € 544.50").click()
+
+    expect(page.get_by_role("heading", name="Sandbox payment gateway")).to_be_visible()
+    page.get_by_role("button", name="Pay", exact=True).click()
+
+    # Back in the portal: the page updates itself once the worker has applied the webhook.
+    expect(page.get_by_role("heading", name="Paid. Thank you!")).to_be_visible(timeout=20_000)
+    page.get_by_role("link", name="NW-PAY-1").click()
+    expect(page.locator(".amount-card")).to_contain_text("€ 0.00")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Paid")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
