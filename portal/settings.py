@@ -66,6 +66,8 @@ else:
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
+# Payment gateways' API base URLs: the real ones unless set (tests point them at local fakes).
+MOLLIE_API_ENDPOINT = env.str("MOLLIE_API_ENDPOINT", default="https://api.mollie.com")
 
 INSTALLED_APPS = [
     "portal",

@@ -18,9 +18,10 @@ class GatewayPayment:
 
 
 def adapter_for(account):
+    from payments.gateways.mollie import MollieGateway
     from payments.gateways.sandbox import SandboxGateway
 
-    adapters = {"sandbox": SandboxGateway}
+    adapters = {"sandbox": SandboxGateway, "mollie": MollieGateway}
     if account.provider not in adapters:
         raise NotImplementedError(f"{account.get_provider_display()} is not connected yet")
     return adapters[account.provider](account)

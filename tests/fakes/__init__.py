@@ -1,0 +1,1 @@
+"""Local HTTP servers that stand in for external APIs, following their published references."""

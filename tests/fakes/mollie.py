@@ -1,0 +1,135 @@
+"""A local Mollie API (v2 Payments) following docs.mollie.com: the endpoints we use, their
+JSON (HAL) shapes, statuses, Bearer API-key authentication, Idempotency-Key replays and
+error bodies ({"status", "title", "detail", "field", "_links"}). Reached through
+mollie-api-python with only the API endpoint changed."""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STATUSES = {"open", "pending", "authorized", "paid", "canceled", "expired", "failed"}
+METHODS = {None, "ideal", "creditcard", "directdebit", "banktransfer"}
+
+
+class FakeMollie:
+    def __init__(self, api_key: str):
+        self.api_key = api_key
+        self.payments: dict[str, dict] = {}
+        self.by_idempotency_key: dict[str, str] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    # What happens at Mollie's side (the customer paying, a bank settling, a refund).
+    def set_status(self, payment_id: str, status: str) -> None:
+        assert status in STATUSES
+        with self.lock:
+            payment = self.payments[payment_id]
+            payment["status"] = status
+            if status == "paid":
+                payment["paidAt"] = _now()
+                payment["amountRemaining"] = dict(payment["amount"])
+
+    def _payment(self, body: dict) -> dict:
+        payment_id = "tr_" + secrets.token_hex(5)
+        return {
+            "resource": "payment", "id": payment_id, "mode": "test", "createdAt": _now(),
+            "amount": body["amount"], "description": body["description"], "method": body.get("method"),
+            "metadata": body.get("metadata"), "status": "open", "isCancelable": False,
+            "expiresAt": (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat(timespec="seconds"),
+            "profileId": "pfl_QkEhN94Ba", "sequenceType": body.get("sequenceType", "oneoff"),
+            "redirectUrl": body["redirectUrl"], "webhookUrl": body.get("webhookUrl"),
+            "_links": {
+                "self": {"href": f"{self.url}/v2/payments/{payment_id}", "type": "application/hal+json"},
+                "checkout": {"href": f"{self.url}/checkout/select-method/{payment_id}", "type": "text/html"},
+                "documentation": {"href": "https://docs.mollie.com/reference/create-payment", "type": "text/html"},
+            },
+        }
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/hal+json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _error(self, status: int, title: str, detail: str, field: str | None = None) -> None:
+                body = {"status": status, "title": title, "detail": detail,
+                        "_links": {"documentation": {"href": "https://docs.mollie.com/overview/handling-errors",
+                                                     "type": "text/html"}}}
+                if field:
+                    body["field"] = field
+                self._send(status, body)
+
+            def _authorised(self) -> bool:
+                if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+                    self._error(401, "Unauthorized Request", "Missing authentication, or failed to authenticate")
+                    return False
+                return True
+
+            def do_POST(self):
+                fake.requests.append(("POST", self.path))
+                if not self._authorised():
+                    return
+                if self.path != "/v2/payments":
+                    return self._error(404, "Not Found", "The resource does not exist")
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                except ValueError:
+                    return self._error(400, "Bad Request", "The JSON body is not valid")
+                amount = body.get("amount") or {}
+                if not re.fullmatch(r"\d+\.\d{2}", str(amount.get("value", ""))) or not amount.get("currency"):
+                    return self._error(422, "Unprocessable Entity", "The amount contains an invalid value", "amount")
+                for field in ("description", "redirectUrl"):
+                    if not body.get(field):
+                        return self._error(422, "Unprocessable Entity", f"The {field} is invalid", field)
+                if body.get("method") not in METHODS:
+                    return self._error(422, "Unprocessable Entity", "The payment method is invalid", "method")
+                key = self.headers.get("Idempotency-Key")
+                with fake.lock:
+                    if key and key in fake.by_idempotency_key:  # a replay returns the original
+                        return self._send(201, fake.payments[fake.by_idempotency_key[key]])
+                    payment = fake._payment(body)
+                    fake.payments[payment["id"]] = payment
+                    if key:
+                        fake.by_idempotency_key[key] = payment["id"]
+                self._send(201, payment)
+
+            def do_GET(self):
+                fake.requests.append(("GET", self.path))
+                if not self._authorised():
+                    return
+                match = re.fullmatch(r"/v2/payments/(tr_\w+)(\?.*)?", self.path)
+                if not match or match.group(1) not in fake.payments:
+                    return self._error(404, "Not Found", "No payment exists with token "
+                                       f"{match.group(1) if match else self.path}.")
+                with fake.lock:
+                    self._send(200, fake.payments[match.group(1)])
+
+        return Handler
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
