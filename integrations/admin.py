@@ -5,7 +5,8 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from integrations.models import ClientLink, Connection, InboundEvent
+from integrations.models import ClientLink, Connection, InboundEvent, OutboxMessage
+from integrations.outbox import outbox_replay
 from integrations.services import inbound_event_replay
 from invoices.errors import DomainError
 from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
@@ -70,3 +71,21 @@ class InboundEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 self.message_user(request, f"{event}: {exc}", messages.WARNING)
         if replayed:
             self.message_user(request, _("%(count)d event(s) queued again.") % {"count": replayed}, messages.SUCCESS)
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "connection", "event_type", "status", "attempts", "response_status", "last_error"]
+    list_filter = ["status", "connection", "event_type"]
+    search_fields = ["message_id", "last_error"]
+    actions = ["replay_dead_messages"]
+    fields = readonly_fields = ["connection", "message_id", "event_type", "status", "attempts", "next_attempt_at",
+                                "response_status", "last_error", "created_at", "delivered_at", "payload"]
+
+    @admin.action(description=_("Send selected dead messages again"), permissions=["view"])
+    def replay_dead_messages(self, request, queryset):
+        for message in queryset:
+            try:
+                outbox_replay(message=message)
+            except DomainError as exc:
+                self.message_user(request, f"{message}: {exc}", messages.WARNING)

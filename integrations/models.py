@@ -25,6 +25,9 @@ class Connection(models.Model):
         help_text=_("Standard Webhooks secrets (whsec_...), one per line. During rotation list the new "
                     "and the old one; a signature by either is accepted."))
     enabled = models.BooleanField(_("enabled"), default=True)
+    outbound_url = models.URLField(
+        _("payments go to"), blank=True,
+        help_text=_("Where payments, refunds and chargebacks are posted back (signed like inbound webhooks)."))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -91,3 +94,34 @@ class InboundEvent(models.Model):
 
     def __str__(self):
         return f"{self.event_type or '?'} {self.event_id or '?'} ({self.get_status_display()})"
+
+
+class OutboxMessage(models.Model):
+    """A message for an accounting system, written in the same transaction as the change it
+    reports, then delivered (signed), retried with backoff, and parked as dead after the last try."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        WAITING = "waiting", _("Waiting (retry scheduled)")
+        DELIVERED = "delivered", _("Delivered")
+        DEAD = "dead", _("Dead")
+
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="outbox")
+    message_id = models.CharField(max_length=64, unique=True)
+    event_type = models.CharField(max_length=50)
+    payload = EncryptedJSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["next_attempt_at"], condition=Q(status__in=["pending", "waiting"]),
+                                name="outbox_due")]
+
+    def __str__(self):
+        return f"{self.event_type} {self.message_id} ({self.get_status_display()})"

@@ -15,3 +15,19 @@ def process_inbound_event(event_id: int):
 def sweep_inbound_events() -> int:
     with staff_scope():
         return services.inbound_events_sweep()
+
+
+@shared_task(acks_late=True)
+def deliver_outbox_message(message_id: int):
+    from integrations.outbox import outbox_deliver
+
+    with staff_scope():
+        return outbox_deliver(message_id=message_id)
+
+
+@shared_task
+def sweep_outbox() -> int:
+    from integrations.outbox import outbox_sweep
+
+    with staff_scope():
+        return outbox_sweep()

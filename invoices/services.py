@@ -331,7 +331,30 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
     if unallocated > 0:
         _credit_client(client=client, currency=currency, amount=unallocated,
                        source=ClientCredit.Source.OVERPAYMENT, payment=payment, actor=actor)
+    if source != Payment.Source.ACCOUNTING:  # what came from accounting needs no echo
+        _tell_accounting(payment=payment, event_type="payment.recorded")
     return payment, True
+
+
+def _tell_accounting(*, payment: Payment, event_type: str, amount: Decimal | None = None,
+                     invoice: Invoice | None = None) -> None:
+    """Write the payment (or its reversal) to the outbox, in this transaction."""
+    from integrations.outbox import accounting_connection, outbox_write
+
+    allocations = list(payment.allocations.select_related("invoice"))
+    invoices = [invoice] if invoice else [a.invoice for a in allocations]
+    connection, client_external_id = accounting_connection(client=payment.client, invoices=invoices)
+    if connection is None:
+        return
+    rows = ([{"invoice_external_id": invoice.external_id, "invoice_number": invoice.number, "amount": str(amount)}]
+            if invoice else
+            [{"invoice_external_id": a.invoice.external_id, "invoice_number": a.invoice.number, "amount": str(a.amount)}
+             for a in allocations if a.kind == PaymentAllocation.Kind.ALLOCATION])
+    outbox_write(connection=connection, event_type=event_type, data={
+        "external_id": f"portal-payment-{payment.pk}", "client_external_id": client_external_id,
+        "amount": str(amount if amount is not None else payment.amount), "currency": payment.currency,
+        "received_at": payment.received_at.isoformat(), "method": payment.method, "reference": payment.reference,
+        "gateway_payment_id": payment.gateway_payment_id, "allocations": rows})
 
 
 @transaction.atomic
@@ -350,6 +373,10 @@ def payment_reverse(*, payment: Payment, invoice: Invoice, amount: Decimal, kind
     invoice.amount_paid -= amount
     audit_record(action=AuditEvent.Action.PAYMENT_REVERSED, actor=actor, client=invoice.client, obj=payment,
                  details={"invoice": invoice.number, "amount": str(amount), "kind": kind})
+    if payment.source != Payment.Source.ACCOUNTING:
+        _tell_accounting(payment=payment, invoice=invoice, amount=amount,
+                         event_type="payment.refunded" if kind == PaymentAllocation.Kind.REFUND
+                         else "payment.charged_back")
     _rebalance(invoice, actor=actor, reason=kind, details={"payment": payment.pk, "amount": str(-amount)})
     return invoice
 

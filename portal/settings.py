@@ -169,6 +169,7 @@ def _as_role(role: str) -> dict:
 _default_role = DATABASE_OWNER_ROLE if env.str("DJANGO_DB_ROLE", default="app") == "owner" else DATABASE_APP_ROLE
 DATABASES = {"default": _as_role(_default_role), "owner": _as_role(DATABASE_OWNER_ROLE)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6's default, already
 
 # --- Redis: Celery broker and cache ---------------------------------------
 EMBEDDED_REDIS = not env.str("REDIS_URL", default="")
@@ -202,6 +203,7 @@ CELERY_BEAT_SCHEDULE = {
     "mark-overdue": {"task": "invoices.tasks.mark_overdue", "schedule": 3600.0},
     "generate-recurring-invoices": {"task": "invoices.tasks.generate_recurring_invoices", "schedule": 3600.0},
     "sweep-inbound-events": {"task": "integrations.tasks.sweep_inbound_events", "schedule": 30.0},
+    "sweep-outbox": {"task": "integrations.tasks.sweep_outbox", "schedule": 30.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------

@@ -1,20 +1,36 @@
 """Paying an invoice end to end in Chromium: Pay now → the sandbox gateway's checkout → back in
 the portal, which updates itself when a real worker has processed the gateway's webhook."""
+import time
+
 import pytest
 from playwright.sync_api import expect
 
+from integrations.models import ClientLink, Connection
+from integrations.signing import generate_secret
+from tests.fakes.accounting import FakeAccounting
 from tests.invoices.factories import line, make_invoice
 from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory
 
 pytestmark = pytest.mark.e2e
 
 
-def test_client_pays_an_invoice_through_the_sandbox_gateway(committed, celery_worker_process, live_url, page):
+@pytest.fixture
+def accounting():
+    with FakeAccounting(generate_secret()) as fake:
+        yield fake
+
+
+def test_client_pays_an_invoice_through_the_sandbox_gateway(committed, celery_worker_process, accounting, live_url,
+                                                            page):
     def build():
         brand = BrandFactory(name="Acme Accounting B.V.", is_default=True)
         client = ClientFactory(brand=brand, name="Northwind Traders B.V.", locale="en")
         MembershipFactory(client=client, user__email="alice@northwind.test", user__language="en")
-        return make_invoice(client, number="NW-PAY-1", lines=[line("Bookkeeping", unit_price="450.00")])
+        erp = Connection.objects.create(name="ERP", slug="erp", brand=brand, signing_secrets=accounting.secret,
+                                        outbound_url=accounting.url)
+        ClientLink.objects.create(connection=erp, external_id="NW", client=client)
+        return make_invoice(client, number="NW-PAY-1", lines=[line("Bookkeeping", unit_price="450.00")],
+                            connection=erp, external_id="ERP-NW-PAY-1")
 
     invoice = committed.create(build)
     page.goto(f"{live_url}/invoices/{invoice.pk}/")
@@ -34,3 +50,11 @@ def test_client_pays_an_invoice_through_the_sandbox_gateway(committed, celery_wo
     expect(page.locator(".amount-card")).to_contain_text("€ 0.00")
     expect(page.get_by_role("heading", level=1)).to_contain_text("Paid")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    # And the accounting system has been told, signed, by the worker.
+    deadline = time.monotonic() + 20
+    while not accounting.received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [booked] = accounting.received
+    assert booked["type"] == "payment.recorded" and booked["data"]["amount"] == "544.50"
+    assert booked["data"]["allocations"][0]["invoice_external_id"] == "ERP-NW-PAY-1"
