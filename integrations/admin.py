@@ -2,6 +2,7 @@
 import json
 
 from django.contrib import admin, messages
+from django.db import models
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -19,6 +20,7 @@ class ConnectionAdmin(AuditedModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["webhook_url"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description=_("webhook URL"))
     def webhook_url(self, obj):

@@ -169,7 +169,6 @@ def _as_role(role: str) -> dict:
 _default_role = DATABASE_OWNER_ROLE if env.str("DJANGO_DB_ROLE", default="app") == "owner" else DATABASE_APP_ROLE
 DATABASES = {"default": _as_role(_default_role), "owner": _as_role(DATABASE_OWNER_ROLE)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6's default, already
 
 # --- Redis: Celery broker and cache ---------------------------------------
 EMBEDDED_REDIS = not env.str("REDIS_URL", default="")
