@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoices.errors import DomainError
-from invoices.models import Invoice, Payment
+from invoices.models import Invoice, Payment, PaymentAllocation
 from invoices.money import round_money
-from invoices.services import payment_record
+from invoices.services import payment_record, payment_reverse
 from payments.gateways import GatewayPayment, adapter_for
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, GatewayEvent
 from portal.models import AuditEvent
@@ -138,6 +138,8 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
         attempt.save(update_fields=["status", "updated_at"])
         audit_record(action=AuditEvent.Action.CHECKOUT_STATUS, client=attempt.client, obj=attempt,
                      details={"from": previous, "to": reported.status, "gateway": gateway.provider})
+    if attempt.payment_id:
+        _reverse_what_the_gateway_took_back(attempt, reported)
     if attempt.status != Status.PAID or attempt.payment_id or attempt.flagged:
         return attempt
     if (reported.amount, reported.currency) != (attempt.amount, attempt.currency):
@@ -155,4 +157,23 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
         gateway_payment_id=f"{gateway.provider}:{gateway.pk}:{reported.provider_payment_id}")
     attempt.payment = payment
     attempt.save(update_fields=["payment", "updated_at"])
+    _reverse_what_the_gateway_took_back(attempt, reported)
     return attempt
+
+
+def _reverse_what_the_gateway_took_back(attempt: CheckoutAttempt, reported: GatewayPayment) -> None:
+    """Refunds and chargebacks found on the payment reopen the balance, once each: only the
+    part not reversed before is reversed now, invoice by invoice."""
+    for kind, total in ((PaymentAllocation.Kind.REFUND, reported.refunded),
+                        (PaymentAllocation.Kind.CHARGEBACK, reported.charged_back)):
+        done = -sum(attempt.payment.allocations.filter(kind=kind).values_list("amount", flat=True), Decimal("0"))
+        todo = round_money(total) - done
+        for item in attempt.items.select_related("invoice").order_by("-id"):
+            if todo <= 0:
+                break
+            on_invoice = sum(attempt.payment.allocations.filter(invoice=item.invoice)
+                             .values_list("amount", flat=True), Decimal("0"))
+            share = min(todo, on_invoice)
+            if share > 0:
+                payment_reverse(payment=attempt.payment, invoice=item.invoice, amount=share, kind=kind)
+                todo -= share

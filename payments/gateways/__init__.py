@@ -15,6 +15,8 @@ class GatewayPayment:
     amount: Decimal
     currency: str
     checkout_url: str = ""
+    refunded: Decimal = Decimal("0.00")
+    charged_back: Decimal = Decimal("0.00")
 
 
 def adapter_for(account):

@@ -42,6 +42,11 @@ class MollieGateway:
 
     @staticmethod
     def _normalise(payment, checkout_url: str = "") -> GatewayPayment:
+        def amount(name):
+            value = payment.get(name) if hasattr(payment, "get") else None
+            return Decimal(value["value"]) if value else Decimal("0.00")
+
         return GatewayPayment(provider_payment_id=payment.id, status=STATUSES[payment.status],
                               amount=Decimal(payment.amount["value"]), currency=payment.amount["currency"],
-                              checkout_url=checkout_url)
+                              checkout_url=checkout_url, refunded=amount("amountRefunded"),
+                              charged_back=amount("amountChargedBack"))

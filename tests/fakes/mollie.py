@@ -44,6 +44,24 @@ class FakeMollie:
                 payment["paidAt"] = _now()
                 payment["amountRemaining"] = dict(payment["amount"])
 
+    def refund(self, payment_id: str, value: str) -> None:
+        """A refund made in Mollie's dashboard: the payment shows amountRefunded."""
+        self._add(payment_id, "amountRefunded", value, "refunds")
+
+    def chargeback(self, payment_id: str, value: str) -> None:
+        """The customer's bank reversed a (SEPA) payment: the payment shows amountChargedBack."""
+        self._add(payment_id, "amountChargedBack", value, "chargebacks")
+
+    def _add(self, payment_id: str, field: str, value: str, link: str) -> None:
+        from decimal import Decimal
+
+        with self.lock:
+            payment = self.payments[payment_id]
+            before = Decimal(payment.get(field, {"value": "0.00"})["value"])
+            payment[field] = {"value": f"{before + Decimal(value):.2f}", "currency": payment["amount"]["currency"]}
+            payment["_links"][link] = {"href": f"{self.url}/v2/payments/{payment_id}/{link}",
+                                       "type": "application/hal+json"}
+
     def _payment(self, body: dict) -> dict:
         payment_id = "tr_" + secrets.token_hex(5)
         return {

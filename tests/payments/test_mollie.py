@@ -118,3 +118,24 @@ def test_a_wrong_api_key_is_a_clear_error(setup, mollie):
 def test_unknown_webhook_gateway_is_404(db, client):
     assert client.post(reverse("payments:webhook", args=[999]), data="id=tr_x",
                        content_type="application/x-www-form-urlencoded").status_code == 404
+
+
+def test_refunds_and_chargebacks_on_the_mollie_payment_reopen_the_balance_once(setup, mollie, client):
+    client.force_login(setup["owner"])
+    _pay(client, setup)
+    [payment_id] = mollie.payments
+    mollie.set_status(payment_id, "paid")
+    _webhook(client, payment_id)
+    mollie.refund(payment_id, "21.00")
+    _webhook(client, payment_id)
+    _webhook(client, payment_id)  # the same news again: reversed once
+    with staff_scope():
+        invoice = Invoice.objects.get()
+        assert (invoice.status, invoice.open_balance) == ("partially_paid", D("21.00"))
+    mollie.chargeback(payment_id, "100.00")
+    _webhook(client, payment_id)
+    with staff_scope():
+        invoice = Invoice.objects.get()
+        assert (invoice.status, invoice.open_balance, invoice.amount_paid) == ("open", D("121.00"), D("0.00"))
+        kinds = sorted(Payment.objects.get().allocations.values_list("kind", "amount"))
+    assert kinds == [("allocation", D("121.00")), ("chargeback", D("-100.00")), ("refund", D("-21.00"))]
