@@ -75,6 +75,8 @@ class CheckoutAttempt(models.Model):
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
     provider_payment_id = models.CharField(max_length=100, blank=True)
+    provider_reference = models.CharField(max_length=100, blank=True, db_index=True,
+                                          help_text="Stripe: the PaymentIntent behind the Checkout Session.")
     checkout_url = models.URLField(max_length=500, blank=True)
     payment = models.ForeignKey("invoices.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     flagged = models.TextField(blank=True, help_text=_("Why staff must look at this attempt (nothing was applied)."))
@@ -122,6 +124,7 @@ class GatewayEvent(models.Model):
         REJECTED = "rejected", _("Rejected")
 
     gateway = models.ForeignKey(GatewayAccount, on_delete=models.PROTECT, related_name="events")
+    event_key = models.CharField(max_length=100, blank=True, help_text="Stripe's event id; Mollie sends none.")
     provider_payment_id = models.CharField(max_length=100, blank=True)
     body = EncryptedTextField()
     headers = EncryptedTextField(blank=True)
@@ -133,3 +136,6 @@ class GatewayEvent(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
+        constraints = [models.UniqueConstraint(fields=["gateway", "event_key"],
+                                               condition=~Q(event_key="") & ~Q(status="rejected"),
+                                               name="gateway_event_once")]

@@ -2,6 +2,7 @@
 gateway says exactly once (row lock on the attempt, a unique gateway payment id on Payment)."""
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from decimal import Decimal
@@ -113,13 +114,44 @@ def gateway_webhook_receive(*, gateway: GatewayAccount, body: str, headers: str 
     return event
 
 
+def stripe_webhook_receive(*, gateway: GatewayAccount, payload: bytes, signature: str | None) -> tuple[int, dict]:
+    """Verify Stripe's signature on the raw bytes, then keep the event once (by its id).
+    A bad signature is kept too, as rejected, and answered 400 with the reason."""
+    from stripe import SignatureVerificationError
+
+    from payments.gateways.stripe import StripeGateway
+    from payments.tasks import process_gateway_event
+
+    text = payload.decode("utf-8", "replace")
+    try:
+        event = StripeGateway.verify(payload, signature, gateway.webhook_secret)
+    except (SignatureVerificationError, ValueError) as exc:
+        GatewayEvent.objects.create(gateway=gateway, body=text, headers=signature or "",
+                                    status=GatewayEvent.Status.REJECTED, error=str(exc)[:2000])
+        return 400, {"error": f"signature: {exc}"}
+    try:
+        with transaction.atomic():
+            stored = GatewayEvent.objects.create(gateway=gateway, body=text, headers=signature or "",
+                                                 event_key=str(event.get("id", ""))[:100])
+    except IntegrityError:
+        return 200, {"status": "duplicate"}
+    transaction.on_commit(lambda: process_gateway_event.delay(stored.pk), robust=True)
+    return 200, {"status": "accepted"}
+
+
 def gateway_event_process(*, event_id: int) -> str:
     event = GatewayEvent.objects.select_related("gateway").get(pk=event_id)
     if event.status == GatewayEvent.Status.PROCESSED:
         return event.status
-    # Ask the gateway what is true now (the webhook only says "look at payment X").
-    reported = adapter_for(event.gateway).fetch(event.provider_payment_id)
-    checkout_apply(gateway=event.gateway, reported=reported)
+    if event.gateway.provider == GatewayAccount.Provider.STRIPE:
+        from payments.gateways.stripe import StripeGateway
+
+        reported = StripeGateway.report(json.loads(event.body))  # verified when it arrived
+    else:
+        # Ask the gateway what is true now (the webhook only says "look at payment X").
+        reported = adapter_for(event.gateway).fetch(event.provider_payment_id)
+    if reported is not None:
+        checkout_apply(gateway=event.gateway, reported=reported)
     GatewayEvent.objects.filter(pk=event.pk).update(status=GatewayEvent.Status.PROCESSED, processed_at=timezone.now(),
                                                     attempts=event.attempts + 1)
     return GatewayEvent.Status.PROCESSED
@@ -130,8 +162,13 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
     """Move the attempt to what the gateway reports and, once paid, record the payment once.
     Out-of-order news (pending after paid) changes nothing; a paid amount or currency that
     differs from the attempt is flagged for staff and not applied."""
-    attempt = (CheckoutAttempt.objects.select_for_update().select_related("client", "gateway")
-               .get(gateway=gateway, provider_payment_id=reported.provider_payment_id))
+    attempts = CheckoutAttempt.objects.select_for_update().select_related("client", "gateway")
+    attempt = (attempts.get(gateway=gateway, provider_payment_id=reported.provider_payment_id)
+               if reported.provider_payment_id else
+               attempts.get(gateway=gateway, provider_reference=reported.provider_reference))
+    if reported.provider_reference and not attempt.provider_reference:
+        attempt.provider_reference = reported.provider_reference
+        attempt.save(update_fields=["provider_reference", "updated_at"])
     if reported.status != attempt.status and reported.status in CheckoutAttempt.TRANSITIONS[attempt.status]:
         previous = attempt.status
         attempt.status = reported.status
@@ -152,9 +189,9 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
     payment, _ = payment_record(
         client=attempt.client, amount=reported.amount, currency=reported.currency, source=Payment.Source.GATEWAY,
         method=METHODS.get(attempt.method, Payment.Method.OTHER), received_at=timezone.now(),
-        reference=reported.provider_payment_id,
+        reference=attempt.provider_payment_id,
         allocations=[(item.invoice, item.amount) for item in attempt.items.select_related("invoice")],
-        gateway_payment_id=f"{gateway.provider}:{gateway.pk}:{reported.provider_payment_id}")
+        gateway_payment_id=f"{gateway.provider}:{gateway.pk}:{attempt.provider_payment_id}")
     attempt.payment = payment
     attempt.save(update_fields=["payment", "updated_at"])
     _reverse_what_the_gateway_took_back(attempt, reported)

@@ -1,7 +1,7 @@
 """Pay now, the return page, gateway webhooks and the built-in sandbox gateway's checkout."""
 import uuid
 
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -10,7 +10,7 @@ from invoices.errors import DomainError
 from invoices.selectors import client_invoices
 from payments.forms import CheckoutForm
 from payments.models import CheckoutAttempt, GatewayAccount, SandboxPayment
-from payments.services import checkout_start, gateway_for_brand, gateway_webhook_receive
+from payments.services import checkout_start, gateway_for_brand, gateway_webhook_receive, stripe_webhook_receive
 from portal.permissions import role_required
 from portal.rls import staff_scope
 from portal.views import client_required
@@ -66,6 +66,10 @@ def gateway_webhook(request, gateway_id: int):
         gateway = GatewayAccount.objects.filter(pk=gateway_id, enabled=True).first()
         if gateway is None:
             return HttpResponse("unknown gateway", status=404, content_type="text/plain")
+        if gateway.provider == GatewayAccount.Provider.STRIPE:
+            status, body = stripe_webhook_receive(gateway=gateway, payload=request.body,
+                                                  signature=request.headers.get("Stripe-Signature"))
+            return JsonResponse(body, status=status)
         gateway_webhook_receive(gateway=gateway, body=request.body.decode("utf-8", "replace"))
     return HttpResponse("ok", content_type="text/plain")
 

@@ -68,6 +68,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 # Payment gateways' API base URLs: the real ones unless set (tests point them at local fakes).
 MOLLIE_API_ENDPOINT = env.str("MOLLIE_API_ENDPOINT", default="https://api.mollie.com")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 
 INSTALLED_APPS = [
     "portal",

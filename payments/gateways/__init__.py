@@ -17,13 +17,15 @@ class GatewayPayment:
     checkout_url: str = ""
     refunded: Decimal = Decimal("0.00")
     charged_back: Decimal = Decimal("0.00")
+    provider_reference: str = ""  # Stripe: the PaymentIntent, which refunds and disputes name
 
 
 def adapter_for(account):
     from payments.gateways.mollie import MollieGateway
     from payments.gateways.sandbox import SandboxGateway
+    from payments.gateways.stripe import StripeGateway
 
-    adapters = {"sandbox": SandboxGateway, "mollie": MollieGateway}
+    adapters = {"sandbox": SandboxGateway, "mollie": MollieGateway, "stripe": StripeGateway}
     if account.provider not in adapters:
         raise NotImplementedError(f"{account.get_provider_display()} is not connected yet")
     return adapters[account.provider](account)

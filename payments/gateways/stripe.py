@@ -1,0 +1,73 @@
+"""Stripe through the `stripe` SDK: a Checkout Session per attempt; state arrives in signed
+webhook events (Stripe-Signature), which are verified before anything is kept as accepted."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from django.conf import settings
+
+from payments.gateways import GatewayPayment
+from payments.models import CheckoutAttempt
+
+S = CheckoutAttempt.Status
+METHODS = {"ideal": "ideal", "card": "card", "sepa_direct_debit": "sepa_debit"}
+HANDLED = {"checkout.session.completed", "checkout.session.async_payment_succeeded",
+           "checkout.session.async_payment_failed", "checkout.session.expired", "charge.refunded",
+           "charge.dispute.created"}
+
+
+def _money(cents: int | None) -> Decimal:
+    return (Decimal(cents or 0) / 100).quantize(Decimal("0.01"))
+
+
+class StripeGateway:
+    def __init__(self, account):
+        import stripe
+
+        self.account = account
+        self.client = stripe.StripeClient(account.api_key, base_addresses={"api": settings.STRIPE_API_BASE})
+
+    def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str) -> GatewayPayment:
+        back = settings.SITE_URL.rstrip("/") + redirect_url
+        session = self.client.v1.checkout.sessions.create(params={
+            "mode": "payment",
+            "line_items": [{"price_data": {"currency": attempt.currency.lower(),
+                                           "unit_amount": int(attempt.amount * 100),
+                                           "product_data": {"name": description}}, "quantity": 1}],
+            "payment_method_types": [METHODS[attempt.method]],
+            "success_url": back, "cancel_url": back,
+            "client_reference_id": str(attempt.idempotency_key),
+            "metadata": {"checkout": str(attempt.idempotency_key), "client": str(attempt.client_id)},
+        }, options={"idempotency_key": str(attempt.idempotency_key)})
+        return GatewayPayment(provider_payment_id=session.id, status=S.OPEN, amount=_money(session.amount_total),
+                              currency=session.currency.upper(), checkout_url=session.url)
+
+    @staticmethod
+    def verify(payload: bytes, signature: str | None, secret: str) -> dict:
+        """The event, if Stripe signed it (5 minutes' tolerance); raises otherwise."""
+        import stripe
+
+        stripe.WebhookSignature.verify_header(payload.decode(), signature, secret, 300)
+        return json.loads(payload)
+
+    @staticmethod
+    def report(event: dict) -> GatewayPayment | None:
+        """What a (verified) event says about a payment, normalised; None for other events."""
+        kind, item = event["type"], event["data"]["object"]
+        if kind not in HANDLED:
+            return None
+        if kind.startswith("checkout.session."):
+            status = {"checkout.session.completed": S.PAID if item.get("payment_status") == "paid" else S.PENDING,
+                      "checkout.session.async_payment_succeeded": S.PAID,
+                      "checkout.session.async_payment_failed": S.FAILED,
+                      "checkout.session.expired": S.EXPIRED}[kind]
+            return GatewayPayment(provider_payment_id=item["id"], status=status, amount=_money(item["amount_total"]),
+                                  currency=item["currency"].upper(), provider_reference=item.get("payment_intent") or "")
+        if kind == "charge.refunded":
+            return GatewayPayment(provider_payment_id="", status=S.PAID, amount=_money(item["amount"]),
+                                  currency=item["currency"].upper(), refunded=_money(item["amount_refunded"]),
+                                  provider_reference=item["payment_intent"])
+        return GatewayPayment(provider_payment_id="", status=S.PAID, amount=_money(item["amount"]),  # a dispute
+                              currency=item["currency"].upper(), charged_back=_money(item["amount"]),
+                              provider_reference=item["payment_intent"])
