@@ -106,7 +106,12 @@ def invoice_detail(request, pk: int):
     invoice = _invoice(request, pk)
     audit_record(action=AuditEvent.Action.RECORD_VIEWED, request=request, obj=invoice,
                  details={"number": invoice.number})
+    from payments.mandates import valid_mandate
+    from payments.models import MandateCollection
+
     return render(request, "invoices/detail.html", {
+        "mandate": valid_mandate(request.client),
+        "collection": MandateCollection.objects.filter(invoice=invoice).first(),
         "invoice": invoice, "lines": invoice.lines.all(), "tax_breakdown": document_tax_breakdown(document=invoice),
         "credit_notes": invoice.credit_notes.exclude(status=CreditNote.Status.DRAFT),
         "payments": invoice.allocations.select_related("payment").order_by("created_at")})

@@ -78,6 +78,8 @@ class CheckoutAttempt(models.Model):
     provider_reference = models.CharField(max_length=100, blank=True, db_index=True,
                                           help_text="Stripe: the PaymentIntent behind the Checkout Session.")
     checkout_url = models.URLField(max_length=500, blank=True)
+    wants_mandate = models.BooleanField(default=False, help_text=_("A first payment that also sets up a mandate."))
+    provider_customer_id = models.CharField(max_length=100, blank=True)
     payment = models.ForeignKey("invoices.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     flagged = models.TextField(blank=True, help_text=_("Why staff must look at this attempt (nothing was applied)."))
     created_at = models.DateTimeField(auto_now_add=True)
@@ -139,3 +141,48 @@ class GatewayEvent(models.Model):
         constraints = [models.UniqueConstraint(fields=["gateway", "event_key"],
                                                condition=~Q(event_key="") & ~Q(status="rejected"),
                                                name="gateway_event_once")]
+
+
+class Mandate(models.Model):
+    """A SEPA direct-debit mandate a client gave with a first payment (Mollie)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        VALID = "valid", _("Valid")
+        INVALID = "invalid", _("Invalid")
+        REVOKED = "revoked", _("Revoked")
+
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="mandates")
+    gateway = models.ForeignKey(GatewayAccount, on_delete=models.PROTECT, related_name="mandates")
+    provider_customer_id = models.CharField(max_length=100)
+    provider_mandate_id = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    consumer_name = models.CharField(max_length=200, blank=True)
+    consumer_account = models.CharField(max_length=40, blank=True, help_text=_("Shown masked."))
+    signed_on = models.DateField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["gateway", "provider_mandate_id"], name="mandate_once")]
+
+    def __str__(self):
+        return f"{self.consumer_name} {self.masked_account}"
+
+    @property
+    def masked_account(self) -> str:
+        account = self.consumer_account.replace(" ", "")
+        return f"{account[:4]} •••• {account[-4:]}" if len(account) > 8 else account
+
+
+class MandateCollection(models.Model):
+    """One invoice collected by direct debit on its due date: told a few days before, collected once."""
+
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    invoice = models.OneToOneField(Invoice, on_delete=models.CASCADE, related_name="mandate_collection")
+    mandate = models.ForeignKey(Mandate, on_delete=models.PROTECT, related_name="collections")
+    opted_in = models.BooleanField(default=False, help_text=_("Chosen by the client (recurring invoices need not be)."))
+    prenotified_at = models.DateTimeField(null=True, blank=True)
+    attempt = models.OneToOneField(CheckoutAttempt, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -60,7 +60,7 @@ def _checked_items(*, client, gateway, requested: list[tuple[Invoice, Decimal]])
 
 
 def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], method: str,
-                   idempotency_key: uuid.UUID) -> CheckoutAttempt:
+                   idempotency_key: uuid.UUID, wants_mandate: bool = False) -> CheckoutAttempt:
     """Start paying (or, for a key already used, return that same attempt: a second click
     never creates a second charge). The gateway is called after the attempt is committed."""
     existing = CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
@@ -71,6 +71,13 @@ def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], me
         raise DomainError("online payment is not available")
     if method not in gateway.methods():
         raise DomainError(f"{method} is not offered")
+    customer = ""
+    if wants_mandate:
+        if gateway.provider != GatewayAccount.Provider.MOLLIE or not gateway.sepa_direct_debit:
+            raise DomainError("automatic direct debit is not offered")
+        from payments.mandates import mandate_customer_for
+
+        customer = mandate_customer_for(client=client, gateway=gateway, user=user)
     with transaction.atomic():
         invoices = {i.pk: i for i in Invoice.objects.select_for_update().filter(pk__in=[i.pk for i, _ in requested])}
         items, currency = _checked_items(client=client, gateway=gateway,
@@ -79,7 +86,8 @@ def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], me
             with transaction.atomic():
                 attempt = CheckoutAttempt.objects.create(
                     client=client, gateway=gateway, user=user, idempotency_key=idempotency_key, method=method,
-                    amount=sum(amount for _, amount in items), currency=currency)
+                    amount=sum(amount for _, amount in items), currency=currency, wants_mandate=wants_mandate,
+                    provider_customer_id=customer)
         except IntegrityError:
             return CheckoutAttempt.objects.get(idempotency_key=idempotency_key)
         CheckoutItem.objects.bulk_create(CheckoutItem(client=client, attempt=attempt, invoice=invoice, amount=amount)
@@ -195,6 +203,10 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
     attempt.payment = payment
     attempt.save(update_fields=["payment", "updated_at"])
     _reverse_what_the_gateway_took_back(attempt, reported)
+    if attempt.wants_mandate:
+        from payments.mandates import mandates_sync
+
+        mandates_sync(attempt=attempt)
     return attempt
 
 

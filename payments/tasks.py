@@ -16,3 +16,11 @@ def process_gateway_event(self, event_id: int) -> str:
         with staff_scope():
             GatewayEvent.objects.filter(pk=event_id).update(error=f"{type(exc).__name__}: {exc}"[:2000])
         raise self.retry(exc=exc, countdown=15 * 2 ** self.request.retries)
+
+
+@shared_task
+def run_mandate_collections() -> dict:
+    from payments.mandates import collections_run
+
+    with staff_scope():
+        return collections_run()

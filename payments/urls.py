@@ -8,4 +8,7 @@ urlpatterns = [
     path("pay/<uuid:key>/", views.checkout_return, name="return"),
     path("webhooks/payments/<int:gateway_id>/", views.gateway_webhook, name="webhook"),
     path("sandbox-gateway/<str:payment_id>/", views.sandbox_checkout, name="sandbox_checkout"),
+    path("direct-debit/", views.mandates, name="mandates"),
+    path("direct-debit/<int:pk>/revoke/", views.mandate_revoke, name="mandate_revoke"),
+    path("invoices/<int:pk>/collect/", views.collect_on_due_date, name="collect_on_due_date"),
 ]

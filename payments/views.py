@@ -1,7 +1,9 @@
 """Pay now, the return page, gateway webhooks and the built-in sandbox gateway's checkout."""
 import uuid
 
+from django.contrib import messages
 from django.http import Http404, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -9,7 +11,9 @@ from django.views.decorators.http import require_POST
 from invoices.errors import DomainError
 from invoices.selectors import client_invoices
 from payments.forms import CheckoutForm
-from payments.models import CheckoutAttempt, GatewayAccount, SandboxPayment
+from payments.mandates import collection_opt_in
+from payments.mandates import mandate_revoke as mandate_revoke_service
+from payments.models import CheckoutAttempt, GatewayAccount, Mandate, SandboxPayment
 from payments.services import checkout_start, gateway_for_brand, gateway_webhook_receive, stripe_webhook_receive
 from portal.permissions import role_required
 from portal.rls import staff_scope
@@ -32,7 +36,8 @@ def checkout(request):
         try:
             attempt = checkout_start(client=request.client, user=request.user, requested=form.requested(),
                                      method=form.cleaned_data["method"],
-                                     idempotency_key=form.cleaned_data["idempotency_key"])
+                                     idempotency_key=form.cleaned_data["idempotency_key"],
+                                     wants_mandate=form.cleaned_data.get("wants_mandate", False))
         except DomainError as exc:
             form.add_error(None, str(exc))
         else:
@@ -90,3 +95,32 @@ def sandbox_checkout(request, payment_id: str):
     return render(request, "payments/sandbox_checkout.html", {"payment": payment})
 
 
+
+
+@client_required
+def mandates(request):
+    return render(request, "payments/mandates.html", {
+        "mandates": Mandate.objects.filter(client=request.client).order_by("-created_at")})
+
+
+@require_POST
+@client_required
+@role_required("pay")
+def mandate_revoke(request, pk: int):
+    mandate = get_object_or_404(Mandate, pk=pk, client=request.client, status=Mandate.Status.VALID)
+    mandate_revoke_service(mandate=mandate, user=request.user, request=request)
+    messages.success(request, _("The mandate is revoked. Nothing more will be collected with it."))
+    return redirect("payments:mandates")
+
+
+@require_POST
+@client_required
+@role_required("pay")
+def collect_on_due_date(request, pk: int):
+    invoice = get_object_or_404(client_invoices(client=request.client), pk=pk)
+    try:
+        collection_opt_in(invoice=invoice, user=request.user, request=request)
+        messages.success(request, _("This invoice will be collected by direct debit on its due date."))
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    return redirect("invoices:detail", invoice.pk)

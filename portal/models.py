@@ -162,6 +162,7 @@ class AuditEvent(models.Model):
         CHECKOUT_STARTED = "checkout.started", _("Checkout started")
         CHECKOUT_STATUS = "checkout.status_changed", _("Checkout status changed")
         CHECKOUT_FLAGGED = "checkout.flagged", _("Checkout flagged for staff")
+        MANDATE_CHANGED = "mandate.changed", _("Direct-debit mandate changed")
 
     # No database-level foreign keys: the log outlives the users and clients it names.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
@@ -194,6 +195,7 @@ class NotificationKind(models.TextChoices):
     INVOICE_ISSUED = "invoice_issued", _("New invoice")
     PAYMENT_RECEIVED = "payment_received", _("Payment received")
     CREDIT_NOTE_ISSUED = "credit_note_issued", _("Credit note issued")
+    COLLECTION_UPCOMING = "collection_upcoming", _("Direct debit coming up")
 
 
 class Notification(models.Model):

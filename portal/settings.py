@@ -204,6 +204,7 @@ CELERY_BEAT_SCHEDULE = {
     "generate-recurring-invoices": {"task": "invoices.tasks.generate_recurring_invoices", "schedule": 3600.0},
     "sweep-inbound-events": {"task": "integrations.tasks.sweep_inbound_events", "schedule": 30.0},
     "sweep-outbox": {"task": "integrations.tasks.sweep_outbox", "schedule": 30.0},
+    "mandate-collections": {"task": "payments.tasks.run_mandate_collections", "schedule": 3600.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------

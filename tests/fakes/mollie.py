@@ -19,6 +19,8 @@ class FakeMollie:
     def __init__(self, api_key: str):
         self.api_key = api_key
         self.payments: dict[str, dict] = {}
+        self.customers: dict[str, dict] = {}
+        self.mandates: dict[str, dict[str, dict]] = {}  # customer id -> mandate id -> mandate
         self.by_idempotency_key: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
@@ -43,6 +45,17 @@ class FakeMollie:
             if status == "paid":
                 payment["paidAt"] = _now()
                 payment["amountRemaining"] = dict(payment["amount"])
+                if payment.get("sequenceType") == "first":  # paying a first payment signs a mandate
+                    mandate_id = "mdt_" + secrets.token_hex(5)
+                    self.mandates.setdefault(payment["customerId"], {})[mandate_id] = {
+                        "resource": "mandate", "id": mandate_id, "mode": "test", "status": "valid",
+                        "method": "directdebit", "details": {"consumerName": "T. Tester",
+                                                             "consumerAccount": "NL55INGB0000000000",
+                                                             "consumerBic": "INGBNL2A"},
+                        "mandateReference": None, "signatureDate": _now()[:10], "createdAt": _now(),
+                        "_links": {"self": {"href": f"{self.url}/v2/customers/{payment['customerId']}/mandates/"
+                                                    f"{mandate_id}", "type": "application/hal+json"}}}
+                    payment["mandateId"] = mandate_id
 
     def refund(self, payment_id: str, value: str) -> None:
         """A refund made in Mollie's dashboard: the payment shows amountRefunded."""
@@ -70,7 +83,9 @@ class FakeMollie:
             "metadata": body.get("metadata"), "status": "open", "isCancelable": False,
             "expiresAt": (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat(timespec="seconds"),
             "profileId": "pfl_QkEhN94Ba", "sequenceType": body.get("sequenceType", "oneoff"),
-            "redirectUrl": body["redirectUrl"], "webhookUrl": body.get("webhookUrl"),
+            "redirectUrl": body.get("redirectUrl"), "webhookUrl": body.get("webhookUrl"),
+            **({"customerId": body["customerId"]} if body.get("customerId") else {}),
+            **({"mandateId": body["mandateId"]} if body.get("mandateId") else {}),
             "_links": {
                 "self": {"href": f"{self.url}/v2/payments/{payment_id}", "type": "application/hal+json"},
                 "checkout": {"href": f"{self.url}/checkout/select-method/{payment_id}", "type": "text/html"},
@@ -111,6 +126,16 @@ class FakeMollie:
                 fake.requests.append(("POST", self.path))
                 if not self._authorised():
                     return
+                if self.path == "/v2/customers":
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                    customer_id = "cst_" + secrets.token_hex(5)
+                    with fake.lock:
+                        fake.customers[customer_id] = {
+                            "resource": "customer", "id": customer_id, "mode": "test", "name": body.get("name"),
+                            "email": body.get("email"), "locale": body.get("locale"), "metadata": body.get("metadata"),
+                            "createdAt": _now(), "_links": {"self": {"href": f"{fake.url}/v2/customers/{customer_id}",
+                                                                     "type": "application/hal+json"}}}
+                    return self._send(201, fake.customers[customer_id])
                 if self.path != "/v2/payments":
                     return self._error(404, "Not Found", "The resource does not exist")
                 try:
@@ -120,9 +145,18 @@ class FakeMollie:
                 amount = body.get("amount") or {}
                 if not re.fullmatch(r"\d+\.\d{2}", str(amount.get("value", ""))) or not amount.get("currency"):
                     return self._error(422, "Unprocessable Entity", "The amount contains an invalid value", "amount")
-                for field in ("description", "redirectUrl"):
+                sequence = body.get("sequenceType", "oneoff")
+                required = ("description",) if sequence == "recurring" else ("description", "redirectUrl")
+                for field in required:
                     if not body.get(field):
                         return self._error(422, "Unprocessable Entity", f"The {field} is invalid", field)
+                if sequence in ("first", "recurring") and body.get("customerId") not in fake.customers:
+                    return self._error(422, "Unprocessable Entity", "The customer id is invalid", "customerId")
+                if sequence == "recurring":
+                    mandate = fake.mandates.get(body["customerId"], {}).get(body.get("mandateId"))
+                    if not mandate or mandate["status"] != "valid":
+                        return self._error(422, "Unprocessable Entity",
+                                           "The customer does not have a valid mandate", "mandateId")
                 if body.get("method") not in METHODS:
                     return self._error(422, "Unprocessable Entity", "The payment method is invalid", "method")
                 key = self.headers.get("Idempotency-Key")
@@ -130,15 +164,41 @@ class FakeMollie:
                     if key and key in fake.by_idempotency_key:  # a replay returns the original
                         return self._send(201, fake.payments[fake.by_idempotency_key[key]])
                     payment = fake._payment(body)
+                    if sequence == "recurring":  # a direct debit: pending until the bank settles it
+                        payment["status"], payment["method"] = "pending", "directdebit"
                     fake.payments[payment["id"]] = payment
                     if key:
                         fake.by_idempotency_key[key] = payment["id"]
                 self._send(201, payment)
 
+            def do_DELETE(self):
+                fake.requests.append(("DELETE", self.path))
+                if not self._authorised():
+                    return
+                match = re.fullmatch(r"/v2/customers/(cst_\w+)/mandates/(mdt_\w+)", self.path)
+                mandate = match and fake.mandates.get(match.group(1), {}).get(match.group(2))
+                if not mandate:
+                    return self._error(404, "Not Found", "The mandate does not exist")
+                with fake.lock:
+                    mandate["status"] = "invalid"  # Mollie: a revoked mandate is no longer listed as valid
+                self.send_response(204)
+                self.end_headers()
+
             def do_GET(self):
                 fake.requests.append(("GET", self.path))
                 if not self._authorised():
                     return
+                customer = re.fullmatch(r"/v2/customers/(cst_\w+)(/mandates)?(\?.*)?", self.path)
+                if customer:
+                    if customer.group(1) not in fake.customers:
+                        return self._error(404, "Not Found", "No customer exists with token " + customer.group(1))
+                    if not customer.group(2):
+                        return self._send(200, fake.customers[customer.group(1)])
+                    listed = [m for m in fake.mandates.get(customer.group(1), {}).values() if m["status"] == "valid"]
+                    return self._send(200, {"count": len(listed), "_embedded": {"mandates": listed},
+                                            "_links": {"self": {"href": fake.url + self.path,
+                                                                "type": "application/hal+json"},
+                                                       "previous": None, "next": None}})
                 match = re.fullmatch(r"/v2/payments/(tr_\w+)(\?.*)?", self.path)
                 if not match or match.group(1) not in fake.payments:
                     return self._error(404, "Not Found", "No payment exists with token "
