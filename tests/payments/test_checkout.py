@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from invoices.models import Invoice, Payment
 from payments import services
@@ -216,3 +217,21 @@ def test_reconciliation_page_shows_payments_per_day_and_flagged_attempts(shop, c
     assert page.status_code == 200
     assert "EUR 121.00" in page.text and "A-1" in page.text
     assert "the gateway reports EUR 6.05" in page.text
+
+
+def test_a_gateway_payment_for_an_invoice_meanwhile_paid_by_transfer_becomes_client_credit(shop, client):
+    client.force_login(shop["owner"])
+    gateway_url = _checkout(client, [shop["first"]]).url
+    with staff_scope():  # the bank transfer arrives first, through accounting
+        from invoices.services import payment_record
+
+        payment_record(client=shop["alpha"], amount=D("100.00"), currency="EUR", source=Payment.Source.ACCOUNTING,
+                       method=Payment.Method.BANK_TRANSFER, received_at=timezone.now(),
+                       allocations=[(shop["first"], D("100.00"))])
+    client.post(gateway_url, {"outcome": "paid"})
+    _deliver_webhooks()
+    from invoices.selectors import client_credit_balance
+
+    with staff_scope():
+        assert Invoice.objects.get(pk=shop["first"].pk).status == "paid"
+        assert client_credit_balance(client=shop["alpha"], currency="EUR") == D("100.00")
