@@ -39,13 +39,44 @@ def staff(db):
     return UserFactory(is_staff=True, is_superuser=True, email="staff@portal.test")
 
 
+MOLLIE_TEST_KEY = "test_dHar4XY7LxsDOtmnkVtjNVWXLSlXsM"
+
+
+@pytest.fixture(scope="session")
+def live_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mollie_server():
+    """A fake Mollie for the processes a browser test starts (web server and worker)."""
+    from tests.fakes.mollie import FakeMollie
+
+    with FakeMollie(MOLLIE_TEST_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def process_env(live_port, mollie_server, test_email_dir):
+    """The environment of the web server and worker the tests start: test settings, the fakes'
+    addresses, mail into files, and links that point at the test web server."""
+    import os
+
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir),
+            "MOLLIE_API_ENDPOINT": mollie_server.url, "SITE_URL": f"http://127.0.0.1:{live_port}"}
+
+
 @pytest.fixture(scope="session")
 def test_email_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("mail")
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(test_email_dir):
+def celery_worker_process(process_env):
     """A real Celery worker on the test broker (Redis), in its own process."""
     import os
     import subprocess
@@ -56,7 +87,7 @@ def celery_worker_process(test_email_dir):
     from portal.celery import app
 
     app.control.purge()  # messages left by tests that never had a worker
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir)}
+    env = process_env
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "-l", "warning",
          "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}@%h"],

@@ -1,6 +1,5 @@
 """Browser tests: a real gunicorn serving committed data, driven by Debian's Chromium via Playwright."""
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ ARTIFACTS = ROOT / "var" / "test-artifacts"
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def live_url():
-    port = _free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
+def live_url(live_port, process_env):
+    port = live_port
+    env = process_env
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", "1", "--threads", "4", "--log-level", "warning"],

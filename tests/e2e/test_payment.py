@@ -58,3 +58,41 @@ def test_client_pays_an_invoice_through_the_sandbox_gateway(committed, celery_wo
     [booked] = accounting.received
     assert booked["type"] == "payment.recorded" and booked["data"]["amount"] == "544.50"
     assert booked["data"]["allocations"][0]["invoice_external_id"] == "ERP-NW-PAY-1"
+
+
+def test_client_pays_through_mollie_checkout_and_accounting_hears_of_it(
+        committed, celery_worker_process, mollie_server, accounting, live_url, page):
+    from payments.models import GatewayAccount
+    from tests.conftest import MOLLIE_TEST_KEY
+
+    def build():
+        brand = BrandFactory(name="Acme Accounting B.V.", is_default=True)
+        GatewayAccount.objects.create(brand=brand, provider="mollie", api_key=MOLLIE_TEST_KEY, ideal=True,
+                                      card=True, sepa_direct_debit=False)
+        client = ClientFactory(brand=brand, name="Northwind Traders B.V.", locale="en")
+        MembershipFactory(client=client, user__email="alice@northwind.test", user__language="en")
+        erp = Connection.objects.create(name="ERP", slug="erp", brand=brand, signing_secrets=accounting.secret,
+                                        outbound_url=accounting.url)
+        ClientLink.objects.create(connection=erp, external_id="NW", client=client)
+        return make_invoice(client, number="NW-MOL-1", lines=[line("Bookkeeping", unit_price="100.00")],
+                            connection=erp, external_id="ERP-NW-MOL-1")
+
+    invoice = committed.create(build)
+    page.goto(f"{live_url}/invoices/{invoice.pk}/")
+    page.get_by_label("Email").fill("alice@northwind.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.get_by_role("link", name="Pay now").click()
+    page.get_by_label("iDEAL").check()
+    page.get_by_role("button", name="Pay € 121.00").click()
+
+    expect(page.get_by_role("heading", name="Test payment")).to_be_visible()  # Mollie's (fake) checkout
+    assert page.url.startswith(mollie_server.url)
+    page.get_by_role("button", name="Paid").click()
+
+    expect(page.get_by_role("heading", name="Paid. Thank you!")).to_be_visible(timeout=20_000)
+    deadline = time.monotonic() + 20
+    while not accounting.received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [booked] = accounting.received
+    assert booked["data"]["amount"] == "121.00" and booked["data"]["gateway_payment_id"].startswith("mollie:")

@@ -10,6 +10,8 @@ import secrets
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+from urllib.request import Request, urlopen
 
 STATUSES = {"open", "pending", "authorized", "paid", "canceled", "expired", "failed"}
 METHODS = {None, "ideal", "creditcard", "directdebit", "banktransfer"}
@@ -124,6 +126,20 @@ class FakeMollie:
 
             def do_POST(self):
                 fake.requests.append(("POST", self.path))
+                checkout = re.fullmatch(r"/checkout/select-method/(tr_\w+)", self.path)
+                if checkout:
+                    payment = self._checkout_page(checkout.group(1))
+                    if payment is None:
+                        return
+                    form = dict(parse_qsl(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()))
+                    fake.set_status(payment["id"], "paid" if form.get("outcome") == "paid" else "canceled")
+                    if payment.get("webhookUrl"):  # Mollie calls the webhook with only the id
+                        urlopen(Request(payment["webhookUrl"], data=f"id={payment['id']}".encode(),
+                                        headers={"Content-Type": "application/x-www-form-urlencoded"}), timeout=10)
+                    self.send_response(303)
+                    self.send_header("Location", payment["redirectUrl"])
+                    self.end_headers()
+                    return
                 if not self._authorised():
                     return
                 if self.path == "/v2/customers":
@@ -171,6 +187,15 @@ class FakeMollie:
                         fake.by_idempotency_key[key] = payment["id"]
                 self._send(201, payment)
 
+            def _checkout_page(self, payment_id: str):
+                """Mollie's hosted checkout, reduced to its outcome: the payer pays or cancels."""
+                payment = fake.payments.get(payment_id)
+                if payment is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return None
+                return payment
+
             def do_DELETE(self):
                 fake.requests.append(("DELETE", self.path))
                 if not self._authorised():
@@ -186,6 +211,22 @@ class FakeMollie:
 
             def do_GET(self):
                 fake.requests.append(("GET", self.path))
+                checkout = re.fullmatch(r"/checkout/select-method/(tr_\w+)", self.path)
+                if checkout:
+                    payment = self._checkout_page(checkout.group(1))
+                    if payment is None:
+                        return
+                    page = (f"<!DOCTYPE html><html lang='en'><head><title>Mollie test checkout</title></head><body>"
+                            f"<h1>Test payment</h1><p>{payment['description']}</p>"
+                            f"<p>{payment['amount']['currency']} {payment['amount']['value']}</p>"
+                            f"<form method='post'><button name='outcome' value='paid'>Paid</button>"
+                            f"<button name='outcome' value='canceled'>Canceled</button></form></body></html>").encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 if not self._authorised():
                     return
                 customer = re.fullmatch(r"/v2/customers/(cst_\w+)(/mandates)?(\?.*)?", self.path)
