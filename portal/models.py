@@ -163,6 +163,7 @@ class AuditEvent(models.Model):
         CHECKOUT_STATUS = "checkout.status_changed", _("Checkout status changed")
         CHECKOUT_FLAGGED = "checkout.flagged", _("Checkout flagged for staff")
         MANDATE_CHANGED = "mandate.changed", _("Direct-debit mandate changed")
+        REMINDER_SENT = "reminder.sent", _("Payment reminder sent")
 
     # No database-level foreign keys: the log outlives the users and clients it names.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
@@ -196,6 +197,7 @@ class NotificationKind(models.TextChoices):
     PAYMENT_RECEIVED = "payment_received", _("Payment received")
     CREDIT_NOTE_ISSUED = "credit_note_issued", _("Credit note issued")
     COLLECTION_UPCOMING = "collection_upcoming", _("Direct debit coming up")
+    REMINDER = "reminder", _("Payment reminder")
 
 
 class Notification(models.Model):

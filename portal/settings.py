@@ -205,6 +205,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-inbound-events": {"task": "integrations.tasks.sweep_inbound_events", "schedule": 30.0},
     "sweep-outbox": {"task": "integrations.tasks.sweep_outbox", "schedule": 30.0},
     "mandate-collections": {"task": "payments.tasks.run_mandate_collections", "schedule": 3600.0},
+    "scan-reminders": {"task": "reminders.tasks.scan_reminders", "schedule": 3600.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------

@@ -1,0 +1,98 @@
+"""Reminder policies (escalation steps around the due date), holds, and the dispatch log that
+makes every step go out once per invoice."""
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from invoices.models import MONEY
+
+
+class ReminderPolicy(models.Model):
+    """Either a brand's default, or a client's own (which wins)."""
+
+    name = models.CharField(_("name"), max_length=200)
+    brand = models.ForeignKey("portal.Brand", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="reminder_policies")
+    client = models.OneToOneField("portal.Client", null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="reminder_policy", help_text=_("Set for a client's own policy."))
+    business_days_only = models.BooleanField(_("send on business days only"), default=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(brand__isnull=False) ^ Q(client__isnull=False),
+                                   name="policy_for_brand_or_client"),
+            models.UniqueConstraint(fields=["brand"], condition=Q(client__isnull=True),
+                                    name="one_default_policy_per_brand"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class ReminderStep(models.Model):
+    class Channel(models.TextChoices):
+        EMAIL = "email", _("Email")
+        IN_APP = "in_app", _("In the portal")
+        BOTH = "both", _("Email and portal")
+
+    class Level(models.TextChoices):
+        FRIENDLY = "friendly", _("Friendly")
+        FIRM = "firm", _("Firm")
+        FINAL = "final", _("Final")
+
+    policy = models.ForeignKey(ReminderPolicy, on_delete=models.CASCADE, related_name="steps")
+    offset_days = models.SmallIntegerField(_("days from the due date"), help_text=_("Negative: before it."))
+    channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices, default=Channel.BOTH)
+    level = models.CharField(_("level"), max_length=10, choices=Level.choices, default=Level.FRIENDLY)
+    subject_en = models.CharField(_("subject (English)"), max_length=200)
+    body_en = models.TextField(_("text (English)"))
+    subject_nl = models.CharField(_("subject (Dutch)"), max_length=200)
+    body_nl = models.TextField(_("text (Dutch)"))
+
+    class Meta:
+        ordering = ["policy", "offset_days"]
+        constraints = [models.UniqueConstraint(fields=["policy", "offset_days"], name="one_step_per_day")]
+
+    def __str__(self):
+        return f"{self.policy}: {self.offset_days:+d} days ({self.get_level_display()})"
+
+
+class ReminderHold(models.Model):
+    """No reminders for this invoice while it is paused or disputed."""
+
+    class Reason(models.TextChoices):
+        PAUSED = "paused", _("Paused")
+        DISPUTED = "disputed", _("Disputed")
+
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    invoice = models.OneToOneField("invoices.Invoice", on_delete=models.CASCADE, related_name="reminder_hold")
+    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.PAUSED)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class ReminderDispatch(models.Model):
+    """One step for one invoice: created once (unique), then sent, failed (retried) or bounced."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+        BOUNCED = "bounced", _("Bounced")
+
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    invoice = models.ForeignKey("invoices.Invoice", on_delete=models.CASCADE, related_name="reminders")
+    step = models.ForeignKey(ReminderStep, on_delete=models.PROTECT, related_name="dispatches")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    open_balance = models.DecimalField(_("open balance when sent"), **MONEY)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["invoice", "step"], name="one_dispatch_per_invoice_step")]

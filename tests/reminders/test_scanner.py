@@ -1,0 +1,149 @@
+"""Reminder sequences: what goes out when, exactly once, and what stops or holds them."""
+import datetime
+import threading
+from decimal import Decimal
+
+import pytest
+from django.core import mail
+
+from invoices import services as ledger
+from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount
+from portal.models import Notification, NotificationKind
+from portal.rls import staff_scope
+from reminders.models import ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
+from reminders.services import reminder_send, reminders_scan
+from tests.invoices.factories import line, make_invoice, pay
+from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
+
+D = Decimal
+ISSUED = datetime.date(2026, 11, 2)  # a Monday; due 14 days later
+UTC = datetime.timezone.utc
+
+
+def _policy(brand, business_days_only=False):
+    with staff_scope():
+        policy = ReminderPolicy.objects.create(name="Default", brand=brand, business_days_only=business_days_only)
+        for offset, level, channel in ((-3, "friendly", "email"), (1, "friendly", "both"), (7, "firm", "both"),
+                                       (14, "final", "both")):
+            ReminderStep.objects.create(
+                policy=policy, offset_days=offset, level=level, channel=channel,
+                subject_en=f"[{level}] Invoice {{{{ invoice_number }}}}: {{{{ open_balance }}}}",
+                body_en="Dear {{ client }}, invoice {{ invoice_number }} of {{ open_balance }} was due "
+                        "{{ due_date }} ({{ days_overdue }} days ago). Pay: {{ pay_link }}",
+                subject_nl=f"[{level}] Factuur {{{{ invoice_number }}}}", body_nl="Beste {{ client }}")
+    return policy
+
+
+@pytest.fixture
+def world(db):
+    brand = BrandFactory(is_default=True)
+    policy = _policy(brand)
+    client = ClientFactory(brand=brand, name="Alpha B.V.", locale="en", billing_email="ap@alpha.test")
+    MembershipFactory(client=client, user__email="anna@alpha.test")
+    invoice = make_invoice(client, number="R-1", issue_date=ISSUED, due_days=14, lines=[line(unit_price="100.00")])
+    return {"brand": brand, "policy": policy, "client": client, "invoice": invoice}
+
+
+def _day(invoice, offset):
+    return datetime.datetime.combine(invoice.due_date + datetime.timedelta(days=offset), datetime.time(10), UTC)
+
+
+def _scan_and_send(now):
+    with staff_scope():
+        created = reminders_scan(now=now)
+        for pk in created:
+            reminder_send(dispatch_id=pk)
+        return [ReminderDispatch.objects.get(pk=pk).step.offset_days for pk in created]
+
+
+def test_a_whole_sequence_from_a_week_before_to_a_month_after(world, time_machine):
+    sent = {}
+    for offset in range(-7, 31):
+        time_machine.move_to(_day(world["invoice"], offset))
+        for step in _scan_and_send(_day(world["invoice"], offset)):
+            sent.setdefault(offset, []).append(step)
+    assert sent == {-3: [-3], 1: [1], 7: [7], 14: [14]}
+    subjects = [m.subject for m in mail.outbox]
+    assert subjects == ["[friendly] Invoice R-1: EUR 121.00", "[friendly] Invoice R-1: EUR 121.00",
+                        "[firm] Invoice R-1: EUR 121.00", "[final] Invoice R-1: EUR 121.00"]
+    assert "(7 days ago)" in mail.outbox[2].body and "/invoices/" in mail.outbox[2].body
+    assert sorted(mail.outbox[0].to) == ["anna@alpha.test", "ap@alpha.test"]
+    with staff_scope():  # email-only step: no in-app; the others: in-app too
+        assert Notification.objects.filter(kind=NotificationKind.REMINDER).count() == 3
+
+
+def test_after_downtime_only_the_latest_due_step_goes_out(world):
+    assert _scan_and_send(_day(world["invoice"], 10)) == [7]
+    assert _scan_and_send(_day(world["invoice"], 11)) == []
+    assert _scan_and_send(_day(world["invoice"], 14)) == [14]
+
+
+def test_payment_stops_the_sequence_and_a_partial_one_shows_the_new_balance(world):
+    _scan_and_send(_day(world["invoice"], 1))
+    pay(world["client"], [(world["invoice"], "21.00")])
+    _scan_and_send(_day(world["invoice"], 7))
+    assert "EUR 100.00" in mail.outbox[-1].subject
+    pay(world["client"], [(world["invoice"], "100.00")])
+    assert _scan_and_send(_day(world["invoice"], 14)) == []
+
+
+def test_void_credit_pause_and_dispute_stop_it(world):
+    others = [make_invoice(world["client"], number=f"R-{n}", issue_date=ISSUED, due_days=14) for n in (2, 3, 4)]
+    with staff_scope():
+        ledger.invoice_void(invoice=world["invoice"])
+        ledger.credit_note_create(invoice=others[0], number="CN-R", issue_date=ISSUED, lines=[line()])
+        ReminderHold.objects.create(client=world["client"], invoice=others[1], reason="paused")
+        ReminderHold.objects.create(client=world["client"], invoice=others[2], reason="disputed")
+    assert _scan_and_send(_day(world["invoice"], 1)) == []
+
+
+def test_a_pending_gateway_payment_holds_it_until_it_fails(world):
+    with staff_scope():
+        gateway = GatewayAccount.objects.create(brand=world["brand"], provider="sandbox")
+        attempt = CheckoutAttempt.objects.create(client=world["client"], gateway=gateway, method="sepa_direct_debit",
+                                                 amount=D("121.00"), currency="EUR", status="pending")
+        CheckoutItem.objects.create(client=world["client"], attempt=attempt, invoice=world["invoice"],
+                                    amount=D("121.00"))
+    assert _scan_and_send(_day(world["invoice"], 1)) == []
+    with staff_scope():
+        CheckoutAttempt.objects.filter(pk=attempt.pk).update(status="failed")
+    assert _scan_and_send(_day(world["invoice"], 1)) == [1]
+
+
+def test_business_days_only_waits_for_monday(db):
+    brand = BrandFactory(is_default=True)
+    _policy(brand, business_days_only=True)
+    client = ClientFactory(brand=brand)
+    invoice = make_invoice(client, issue_date=datetime.date(2026, 11, 13), due_days=14)  # due Friday 27 Nov
+    saturday = datetime.datetime(2026, 11, 28, 10, tzinfo=UTC)
+    assert _scan_and_send(saturday) == []
+    assert _scan_and_send(saturday + datetime.timedelta(days=2)) == [1]
+    assert invoice.pk
+
+
+def test_two_scanners_at_once_send_one_reminder(committed):
+    def build():
+        brand = BrandFactory()
+        _policy(brand)
+        client = ClientFactory(brand=brand)
+        return make_invoice(client, issue_date=ISSUED, due_days=14)
+
+    invoice = committed.create(build)
+    from django.db import connection
+
+    results, barrier = [], threading.Barrier(2)
+
+    def scan():
+        barrier.wait()
+        try:
+            with staff_scope():
+                results.append(reminders_scan(now=_day(invoice, 1)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=scan) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(len(r) for r in results) == [0, 1]
+    with staff_scope():
+        assert ReminderDispatch.objects.count() == 1
