@@ -147,3 +147,13 @@ def test_two_scanners_at_once_send_one_reminder(committed):
     assert sorted(len(r) for r in results) == [0, 1]
     with staff_scope():
         assert ReminderDispatch.objects.count() == 1
+
+
+def test_admin_previews_policies_and_shows_delivery_rates(world, client, staff):
+    _scan_and_send(_day(world["invoice"], 1))
+    pay(world["client"], [(world["invoice"], "121.00")])
+    client.force_login(staff)
+    policy_page = client.get(f"/admin/reminders/reminderpolicy/{world['policy'].pk}/change/")
+    assert "[firm] Invoice INV-2026-00042: EUR 1,208.33" in policy_page.text
+    rates = client.get("/admin/reminders/reminderdispatch/rates/")
+    assert rates.status_code == 200 and "100.0%" in rates.text and "121.00" in rates.text

@@ -101,6 +101,40 @@ class Command(BaseCommand):
                                 "tax_rate": Decimal("21")}])
             generated = ledger.recurring_generate_due(today=today)
             ledger.invoice_mark_overdue()
+            for brand in brands.values():
+                _default_reminder_policy(brand)
         self.stdout.write(self.style.SUCCESS(
             f"demo data ready: {len(brands)} brands, {len(clients)} clients, {len(USERS)} logins; "
             f"{accepted} new ledger events, {generated} recurring invoices"))
+
+
+REMINDER_STEPS = [
+    (-3, "friendly", "email", "Invoice {{ invoice_number }} is due on {{ due_date }}",
+     "Dear {{ client }},\n\nA friendly note: invoice {{ invoice_number }} ({{ open_balance }}) is due on {{ due_date }}.",
+     "Factuur {{ invoice_number }} vervalt op {{ due_date }}",
+     "Beste {{ client }},\n\nEen vriendelijke herinnering: factuur {{ invoice_number }} ({{ open_balance }}) vervalt op {{ due_date }}."),
+    (3, "friendly", "both", "Reminder: invoice {{ invoice_number }}",
+     "Dear {{ client }},\n\nInvoice {{ invoice_number }} was due {{ days_overdue }} days ago; {{ open_balance }} is open.",
+     "Herinnering: factuur {{ invoice_number }}",
+     "Beste {{ client }},\n\nFactuur {{ invoice_number }} is {{ days_overdue }} dagen vervallen; er staat {{ open_balance }} open."),
+    (14, "firm", "both", "Second reminder: invoice {{ invoice_number }}",
+     "Dear {{ client }},\n\nWe have not yet received {{ open_balance }} for invoice {{ invoice_number }}. Please pay now.",
+     "Tweede herinnering: factuur {{ invoice_number }}",
+     "Beste {{ client }},\n\nWe hebben {{ open_balance }} voor factuur {{ invoice_number }} nog niet ontvangen. Betaal alstublieft nu."),
+    (30, "final", "both", "Final notice: invoice {{ invoice_number }}",
+     "Dear {{ client }},\n\nThis is our final notice for invoice {{ invoice_number }} ({{ open_balance }}).",
+     "Laatste aanmaning: factuur {{ invoice_number }}",
+     "Beste {{ client }},\n\nDit is onze laatste aanmaning voor factuur {{ invoice_number }} ({{ open_balance }})."),
+]
+
+
+def _default_reminder_policy(brand):
+    from reminders.models import ReminderPolicy, ReminderStep
+
+    policy, created = ReminderPolicy.objects.get_or_create(brand=brand, client=None,
+                                                           defaults={"name": f"{brand.name}: standard"})
+    if created:
+        for offset, level, channel, subject_en, body_en, subject_nl, body_nl in REMINDER_STEPS:
+            ReminderStep.objects.create(policy=policy, offset_days=offset, level=level, channel=channel,
+                                        subject_en=subject_en, body_en=body_en, subject_nl=subject_nl,
+                                        body_nl=body_nl)

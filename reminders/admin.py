@@ -1,0 +1,95 @@
+"""Back office: reminder policies with a preview, holds, the dispatch log and delivery rates."""
+from decimal import Decimal
+
+from django.contrib import admin, messages
+from django.db.models import Count, Q, Sum
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+
+from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
+from reminders.models import ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
+from reminders.services import _render
+
+SAMPLE = {"client": "Northwind Traders B.V.", "invoice_number": "INV-2026-00042", "open_balance": "EUR 1,208.33",
+          "due_date": "2026-11-30", "days_overdue": 7, "pay_link": "https://portal.example.com/invoices/42/pay/"}
+
+
+class ReminderStepInline(admin.StackedInline):
+    model = ReminderStep
+    extra = 0
+    fields = [("offset_days", "channel", "level"), ("subject_en", "subject_nl"), ("body_en", "body_nl")]
+
+
+@admin.register(ReminderPolicy)
+class ReminderPolicyAdmin(AuditedModelAdmin):
+    list_display = ["name", "brand", "client", "business_days_only", "enabled", "steps_summary"]
+    list_filter = ["brand", "enabled"]
+    autocomplete_fields = ["client"]
+    inlines = [ReminderStepInline]
+    readonly_fields = ["preview"]
+
+    @admin.display(description=_("steps"))
+    def steps_summary(self, obj):
+        return ", ".join(f"{s.offset_days:+d} {s.level}" for s in obj.steps.all())
+
+    @admin.display(description=_("preview (sample invoice, English and Dutch)"))
+    def preview(self, obj):
+        if not obj.pk:
+            return "-"
+        return format_html_join("", "<div style='margin-bottom:1em'><strong>{} · {}</strong><br>{}<br><em>{}</em>"
+                                    "<br>{}</div>", (
+            (f"{s.offset_days:+d}", s.get_level_display(), _render(s.subject_en, SAMPLE), _render(s.body_en, SAMPLE),
+             _render(s.subject_nl, SAMPLE)) for s in obj.steps.all()))
+
+
+@admin.register(ReminderHold)
+class ReminderHoldAdmin(AuditedModelAdmin):
+    list_display = ["invoice", "client", "reason", "note", "created_at"]
+    list_filter = ["reason"]
+    raw_id_fields = ["invoice"]
+    readonly_fields = ["client"]
+
+    def save_model(self, request, obj, form, change):
+        obj.client = obj.invoice.client
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(ReminderDispatch)
+class ReminderDispatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "invoice", "client", "step", "status", "open_balance", "attempts", "error"]
+    list_filter = ["status", "step__level", "step__policy"]
+    search_fields = ["invoice__number", "client__name"]
+    list_select_related = ["invoice", "client", "step__policy"]
+    actions = ["mark_bounced"]
+
+    def get_urls(self):
+        return [path("rates/", self.admin_site.admin_view(self.rates_view), name="reminders_delivery_rates")] \
+            + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"subtitle": format_html('<a href="{}">{}</a>', reverse("admin:reminders_delivery_rates"),
+                                         _("Delivery rates and money collected per step"))}
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    @admin.action(description=_("Mark as bounced"), permissions=["view"])
+    def mark_bounced(self, request, queryset):
+        count = queryset.update(status=ReminderDispatch.Status.BOUNCED)
+        self.message_user(request, _("%(n)d marked as bounced.") % {"n": count}, messages.SUCCESS)
+
+    def rates_view(self, request):
+        rows = (ReminderDispatch.objects.values("step__policy__name", "step__policy__brand__name",
+                                                "step__offset_days", "step__level")
+                .order_by("step__policy__name", "step__offset_days")
+                .annotate(total=Count("pk"), sent=Count("pk", filter=Q(status="sent")),
+                          failed=Count("pk", filter=Q(status="failed")),
+                          bounced=Count("pk", filter=Q(status="bounced")),
+                          at_send=Sum("open_balance"), now_open=Sum("invoice__open_balance")))
+        for row in rows:
+            row["rate"] = round(100 * row["sent"] / row["total"], 1) if row["total"] else 0
+            row["collected"] = (row["at_send"] or Decimal(0)) - (row["now_open"] or Decimal(0))
+        context = {**self.admin_site.each_context(request), "title": _("Reminder delivery rates"), "rows": rows}
+        return TemplateResponse(request, "admin/reminders/rates.html", context)
+
+
