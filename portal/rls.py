@@ -49,10 +49,11 @@ def _scope(values: dict[str, str], using: str = "default"):
             previous = _current(cursor)
             _apply(cursor, values)
         yield
-        # Reached only on success; on an exception the atomic block rolls back,
-        # and set_config(..., true) is rolled back with it.
-        with connections[using].cursor() as cursor:
-            _apply(cursor, previous)
+        # Reached only on success; on an exception (or a rollback asked for) the atomic
+        # block rolls back, and set_config(..., true) is rolled back with it.
+        if not connections[using].needs_rollback:
+            with connections[using].cursor() as cursor:
+                _apply(cursor, previous)
 
 
 def client_scope(client_id: int | None, *, user_id: int | None = None, using: str = "default"):

@@ -1,0 +1,109 @@
+"""Benchmark: one reminder scan over 1,000,000 invoices of which 100,000 are overdue.
+
+    .venv/bin/python bench/reminders.py [--invoices 1000000] [--overdue 100000]
+
+Uses its own database (portal_bench) on the embedded server (or DATABASE_URL's server),
+fills it once with generated data (shows progress), then times one scan and counts its
+queries. The scan runs in a transaction that is rolled back, so every run measures the same
+work. Target: under 10 seconds on these 2-core machines.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("DATABASE_NAME", "portal_bench")
+if os.environ.get("DATABASE_URL"):
+    os.environ["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/portal_bench"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connections, transaction  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from portal.rls import staff_scope  # noqa: E402
+
+CHUNK = 100_000
+
+
+def fill(total: int, overdue: int, clients: int = 1000) -> None:
+    owner = connections["owner"]
+    with transaction.atomic(using="owner"), owner.cursor() as cursor:
+        cursor.execute("SELECT set_config('app.staff', 'on', true)")
+        cursor.execute("SELECT count(*) FROM invoices_invoice")
+        have = cursor.fetchone()[0]
+        if have >= total:
+            print(f"database already holds {have:,} invoices")
+            return
+        cursor.execute("TRUNCATE invoices_invoice, portal_client, portal_brand, reminders_reminderpolicy CASCADE")
+        cursor.execute("INSERT INTO portal_brand (name, slug, primary_colour, accent_colour, legal_footer, "
+                       "support_email, bank_account_name, iban, bic, kvk_number, vat_number, address_line, "
+                       "postal_code, city, country, is_default, allow_document_links, document_link_days, created_at, logo)"
+                       " VALUES ('Bench B.V.', 'bench', '#1f4e79', '#f2a900', '', 'b@bench.test', '', '', '', '', '',"
+                       " '', '', '', 'NL', true, false, 14, now(), '') RETURNING id")
+        brand = cursor.fetchone()[0]
+        cursor.execute("INSERT INTO portal_client (brand_id, name, kvk_number, vat_number, billing_email, address_line,"
+                       " postal_code, city, country, default_currency, locale, created_at)"
+                       " SELECT %s, 'Client ' || g, '', '', 'c' || g || '@bench.test', '', '', '', 'NL', 'EUR', 'en',"
+                       " now() FROM generate_series(1, %s) g", [brand, clients])
+        cursor.execute("INSERT INTO reminders_reminderpolicy (name, brand_id, business_days_only, enabled)"
+                       " VALUES ('Bench', %s, false, true) RETURNING id", [brand])
+        policy = cursor.fetchone()[0]
+        for offset, level in ((-3, "friendly"), (1, "friendly"), (7, "firm"), (14, "final")):
+            cursor.execute("INSERT INTO reminders_reminderstep (policy_id, offset_days, channel, level, subject_en,"
+                           " body_en, subject_nl, body_nl) VALUES (%s, %s, 'email', %s, 's', 'b', 's', 'b')",
+                           [policy, offset, level])
+        cursor.execute("SELECT min(id) FROM portal_client")
+        first_client = cursor.fetchone()[0]
+    for start in range(0, total, CHUNK):
+        stop = min(total, start + CHUNK)
+        with transaction.atomic(using="owner"), owner.cursor() as cursor:
+            cursor.execute("SELECT set_config('app.staff', 'on', true)")
+            # Every tenth invoice is overdue (due 1-30 days ago) until `overdue` are; the rest fall due later.
+            cursor.execute(f"""
+                INSERT INTO invoices_invoice (client_id, brand_id, number, external_id, issue_date, due_date,
+                    payment_terms_days, payment_terms_text, currency, purchase_order, notes, subtotal, tax_total,
+                    total, amount_paid, amount_credited, open_balance, status, created_at, updated_at)
+                SELECT {first_client} + (g % {clients}), {brand}, 'B-' || g, '',
+                       CURRENT_DATE - 60, CASE WHEN g % 10 = 0 AND g / 10 <= {overdue}
+                                               THEN CURRENT_DATE - 1 - (g % 30) ELSE CURRENT_DATE + 20 END,
+                       30, '', 'EUR', '', '', 100, 21, 121, 0, 0, 121, 'open', now(), now()
+                FROM generate_series({start + 1}, {stop}) g""")
+        print(f"  inserted {stop:,}/{total:,} invoices", flush=True)
+    with owner.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--invoices", type=int, default=1_000_000)
+    parser.add_argument("--overdue", type=int, default=100_000)
+    args = parser.parse_args()
+    print("preparing the bench database (portal_bench)")
+    call_command("db_bootstrap", verbosity=0)
+    call_command("migrate", database="owner", verbosity=0)
+    fill(args.invoices, args.overdue)
+    from reminders.services import reminders_scan
+
+    for run in (1, 2):
+        connection = connections["default"]
+        with transaction.atomic():
+            with staff_scope(), CaptureQueriesContext(connection) as queries:
+                started = time.perf_counter()
+                created = reminders_scan(now=timezone.now())
+                elapsed = time.perf_counter() - started
+            transaction.set_rollback(True)  # every run measures the same work
+        print(f"run {run}: scan created {len(created):,} dispatches in {elapsed:.2f} s "
+              f"with {len(queries.captured_queries)} queries")
+
+
+if __name__ == "__main__":
+    main()
