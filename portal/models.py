@@ -240,3 +240,14 @@ class NotificationPreference(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "kind"], name="one_preference_per_kind")]
+
+
+class ScheduledRun(models.Model):
+    """When each scheduled job last ran: the health page warns when one has gone quiet."""
+
+    name = models.CharField(max_length=100, unique=True)
+    last_run_at = models.DateTimeField()
+    last_result = models.CharField(max_length=300, blank=True)
+
+    def __str__(self):
+        return self.name

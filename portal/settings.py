@@ -199,13 +199,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "Europe/Amsterdam"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "heartbeat": {"task": "portal.tasks.beat_heartbeat", "schedule": 60.0},
+    "heartbeat": {"task": "portal.tasks.beat_heartbeat", "schedule": env.float("HEARTBEAT_INTERVAL", default=60.0)},
     "mark-overdue": {"task": "invoices.tasks.mark_overdue", "schedule": 3600.0},
     "generate-recurring-invoices": {"task": "invoices.tasks.generate_recurring_invoices", "schedule": 3600.0},
     "sweep-inbound-events": {"task": "integrations.tasks.sweep_inbound_events", "schedule": 30.0},
     "sweep-outbox": {"task": "integrations.tasks.sweep_outbox", "schedule": 30.0},
     "mandate-collections": {"task": "payments.tasks.run_mandate_collections", "schedule": 3600.0},
-    "scan-reminders": {"task": "reminders.tasks.scan_reminders", "schedule": 3600.0},
+    "scan-reminders": {"task": "reminders.tasks.scan_reminders",
+                       "schedule": env.float("REMINDER_SCAN_INTERVAL", default=3600.0)},
 }
 
 # --- Authentication (django-allauth) --------------------------------------

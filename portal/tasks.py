@@ -6,10 +6,18 @@ from django.utils import timezone
 HEARTBEAT_KEY = "beat:last-heartbeat"
 
 
+def record_run(name: str, result: str = "") -> None:
+    from portal.models import ScheduledRun
+
+    ScheduledRun.objects.update_or_create(name=name, defaults={"last_run_at": timezone.now(),
+                                                               "last_result": str(result)[:300]})
+
+
 @shared_task
 def beat_heartbeat() -> str:
     now = timezone.now().isoformat()
     cache.set(HEARTBEAT_KEY, now, timeout=None)
+    record_run("beat")
     return now
 
 

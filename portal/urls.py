@@ -2,7 +2,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import views
+from portal import health, views
 
 portal_patterns = [
     path("", views.home, name="home"),
@@ -23,5 +23,6 @@ urlpatterns = [
     path("", include("payments.urls")),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("admin/health/", health.health, name="health"),
     path("admin/", admin.site.urls),
 ]

@@ -7,8 +7,12 @@ from reminders import services
 
 @shared_task
 def scan_reminders() -> int:
+    from portal.tasks import record_run
+
     with staff_scope():
-        return len(services.reminders_scan())
+        created = len(services.reminders_scan())
+        record_run("reminder scanner", f"{created} reminders due")
+    return created
 
 
 @shared_task(bind=True, max_retries=services.MAX_ATTEMPTS - 1, acks_late=True)

@@ -157,3 +157,16 @@ def test_admin_previews_policies_and_shows_delivery_rates(world, client, staff):
     assert "[firm] Invoice INV-2026-00042: EUR 1,208.33" in policy_page.text
     rates = client.get("/admin/reminders/reminderdispatch/rates/")
     assert rates.status_code == 200 and "100.0%" in rates.text and "121.00" in rates.text
+
+
+def test_health_page_warns_when_the_scanner_has_gone_quiet(db, client, staff):
+    from django.utils import timezone
+
+    from portal.models import ScheduledRun
+
+    with staff_scope():
+        ScheduledRun.objects.create(name="beat", last_run_at=timezone.now())
+        ScheduledRun.objects.create(name="reminder scanner", last_run_at=timezone.now() - datetime.timedelta(hours=3))
+    client.force_login(staff)
+    page = client.get("/admin/health/")
+    assert page.text.count("Has not run for over two hours") == 1
