@@ -19,7 +19,8 @@ SAMPLE = {"client": "Northwind Traders B.V.", "invoice_number": "INV-2026-00042"
 class ReminderStepInline(admin.StackedInline):
     model = ReminderStep
     extra = 0
-    fields = [("offset_days", "channel", "level"), ("subject_en", "subject_nl"), ("body_en", "body_nl")]
+    fields = [("offset_days", "channel", "level"), ("subject_en", "subject_nl"), ("body_en", "body_nl"),
+              ("late_fee_fixed", "late_fee_percent", "attach_letter")]
 
 
 @admin.register(ReminderPolicy)

@@ -51,6 +51,10 @@ class ReminderStep(models.Model):
     body_en = models.TextField(_("text (English)"))
     subject_nl = models.CharField(_("subject (Dutch)"), max_length=200)
     body_nl = models.TextField(_("text (Dutch)"))
+    attach_letter = models.BooleanField(_("attach a reminder letter (PDF)"), default=False)
+    late_fee_fixed = models.DecimalField(_("late fee (fixed)"), max_digits=10, decimal_places=2, default=0)
+    late_fee_percent = models.DecimalField(_("late fee (% of the open balance)"), max_digits=5, decimal_places=2,
+                                           default=0)
 
     class Meta:
         ordering = ["policy", "offset_days"]
@@ -90,6 +94,8 @@ class ReminderDispatch(models.Model):
     open_balance = models.DecimalField(_("open balance when sent"), **MONEY)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
+    fee_invoice = models.OneToOneField("invoices.Invoice", null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="fee_for_reminder")
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 

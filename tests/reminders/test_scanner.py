@@ -170,3 +170,39 @@ def test_health_page_warns_when_the_scanner_has_gone_quiet(db, client, staff):
     client.force_login(staff)
     page = client.get("/admin/health/")
     assert page.text.count("Has not run for over two hours") == 1
+
+
+def test_a_late_fee_step_raises_one_fee_invoice_and_tells_accounting(world):
+    from integrations.models import ClientLink, Connection, OutboxMessage
+    from invoices.models import Invoice
+
+    with staff_scope():
+        ReminderStep.objects.filter(policy=world["policy"], offset_days=7).update(
+            late_fee_fixed=D("15.00"), late_fee_percent=D("2.00"))
+        erp = Connection.objects.create(name="ERP", slug="erp", brand=world["brand"], signing_secrets="whsec_x",
+                                        outbound_url="https://erp.example.test/hook")
+        ClientLink.objects.create(connection=erp, external_id="C-1", client=world["client"])
+    assert _scan_and_send(_day(world["invoice"], 7)) == [7]
+    assert _scan_and_send(_day(world["invoice"], 8)) == []  # no second fee for the same step
+    with staff_scope():
+        dispatch = ReminderDispatch.objects.get(step__offset_days=7)
+        fee = dispatch.fee_invoice
+        assert (fee.number, fee.total, fee.status) == ("R-1-FEE+7", D("17.42"), "open")  # 15.00 + 2% of 121.00
+        assert Invoice.objects.filter(number__contains="FEE").count() == 1
+        [message] = OutboxMessage.objects.filter(event_type="invoice.created")
+        assert message.payload["data"]["related_invoice_number"] == "R-1"
+
+
+def test_a_final_step_can_attach_a_reminder_letter_in_the_brands_look(world):
+    import io
+
+    from pypdf import PdfReader
+
+    with staff_scope():
+        ReminderStep.objects.filter(policy=world["policy"], offset_days=14).update(attach_letter=True)
+    _scan_and_send(_day(world["invoice"], 14))
+    [message] = mail.outbox
+    [(name, content, mime)] = message.attachments
+    assert (name, mime) == ("reminder-R-1.pdf", "application/pdf")
+    text = PdfReader(io.BytesIO(content)).pages[0].extract_text()
+    assert "[final] Invoice R-1" in text and "€ 121.00" in text and world["brand"].name in text
