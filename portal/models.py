@@ -104,6 +104,8 @@ class Client(models.Model):
     country = models.CharField(_("country"), max_length=2, default="NL")
     default_currency = models.CharField(_("default currency"), max_length=3, default="EUR", validators=[iso_currency])
     locale = models.CharField(_("locale"), max_length=8, choices=settings.LANGUAGES, default="nl")
+    time_zone = models.CharField(_("time zone"), max_length=50, default="Europe/Amsterdam",
+                                 help_text=_("Reminders respect business days and hours here."))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -25,7 +25,8 @@ class ReminderStepInline(admin.StackedInline):
 
 @admin.register(ReminderPolicy)
 class ReminderPolicyAdmin(AuditedModelAdmin):
-    list_display = ["name", "brand", "client", "business_days_only", "enabled", "steps_summary"]
+    list_display = ["name", "brand", "client", "business_days_only", "business_hours_start", "business_hours_end",
+                    "enabled", "steps_summary"]
     list_filter = ["brand", "enabled"]
     autocomplete_fields = ["client"]
     inlines = [ReminderStepInline]

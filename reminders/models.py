@@ -18,6 +18,9 @@ class ReminderPolicy(models.Model):
     client = models.OneToOneField("portal.Client", null=True, blank=True, on_delete=models.CASCADE,
                                   related_name="reminder_policy", help_text=_("Set for a client's own policy."))
     business_days_only = models.BooleanField(_("send on business days only"), default=True)
+    business_hours_start = models.TimeField(_("send from"), null=True, blank=True,
+                                            help_text=_("In the client's time zone; empty: any hour."))
+    business_hours_end = models.TimeField(_("send until"), null=True, blank=True)
     enabled = models.BooleanField(_("enabled"), default=True)
 
     class Meta:

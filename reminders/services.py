@@ -30,12 +30,14 @@ MAX_ATTEMPTS = 3
 SCAN_SQL = """
 WITH candidates AS (
     SELECT i.id AS invoice_id, i.client_id, i.open_balance, COALESCE(cp.id, bp.id) AS policy_id,
-           (%(today)s::date - i.due_date) AS days
+           (%(now)s::timestamptz AT TIME ZONE c.time_zone) AS local_time,
+           ((%(now)s::timestamptz AT TIME ZONE c.time_zone)::date - i.due_date) AS days
     FROM invoices_invoice i
+    JOIN portal_client c ON c.id = i.client_id
     LEFT JOIN reminders_reminderpolicy cp ON cp.client_id = i.client_id AND cp.enabled
     LEFT JOIN reminders_reminderpolicy bp ON bp.brand_id = i.brand_id AND bp.client_id IS NULL AND bp.enabled
     WHERE i.status IN ('open', 'partially_paid') AND i.open_balance > 0
-      AND i.due_date <= %(today)s::date + %(earliest)s
+      AND i.due_date <= %(today)s::date + %(earliest)s + 1
       AND NOT EXISTS (SELECT 1 FROM reminders_reminderhold h WHERE h.invoice_id = i.id)
       AND NOT EXISTS (SELECT 1 FROM payments_checkoutitem ci
                       JOIN payments_checkoutattempt ca ON ca.id = ci.attempt_id
@@ -44,7 +46,10 @@ WITH candidates AS (
     SELECT DISTINCT ON (c.invoice_id) c.invoice_id, c.client_id, c.open_balance, c.policy_id,
            s.id AS step_id, s.offset_days
     FROM candidates c
-    JOIN reminders_reminderpolicy p ON p.id = c.policy_id AND NOT (p.business_days_only AND %(weekend)s)
+    JOIN reminders_reminderpolicy p ON p.id = c.policy_id
+         AND NOT (p.business_days_only AND extract(isodow FROM c.local_time) >= 6)
+         AND (p.business_hours_start IS NULL
+              OR c.local_time::time BETWEEN p.business_hours_start AND p.business_hours_end)
     JOIN reminders_reminderstep s ON s.policy_id = c.policy_id AND s.offset_days <= c.days
     ORDER BY c.invoice_id, s.offset_days DESC
 )
@@ -74,8 +79,7 @@ def reminders_scan(*, now: datetime.datetime | None = None) -> list[int]:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [SCAN_LOCK])
-            cursor.execute(SCAN_SQL, {"today": local.date(), "earliest": _earliest_offset(),
-                                      "weekend": local.weekday() >= 5})
+            cursor.execute(SCAN_SQL, {"now": now, "today": local.date(), "earliest": _earliest_offset()})
             created = [row[0] for row in cursor.fetchall()]
         for dispatch in (ReminderDispatch.objects.filter(pk__in=created)
                          .filter(Q(step__late_fee_fixed__gt=0) | Q(step__late_fee_percent__gt=0))

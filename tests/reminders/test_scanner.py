@@ -206,3 +206,25 @@ def test_a_final_step_can_attach_a_reminder_letter_in_the_brands_look(world):
     assert (name, mime) == ("reminder-R-1.pdf", "application/pdf")
     text = PdfReader(io.BytesIO(content)).pages[0].extract_text()
     assert "[final] Invoice R-1" in text and "€ 121.00" in text and world["brand"].name in text
+
+
+def test_business_hours_follow_the_clients_time_zone(db):
+    brand = BrandFactory(is_default=True)
+    policy = _policy(brand)
+    with staff_scope():
+        ReminderPolicy.objects.filter(pk=policy.pk).update(business_hours_start=datetime.time(9),
+                                                           business_hours_end=datetime.time(17))
+    tokyo = ClientFactory(brand=brand, time_zone="Asia/Tokyo")
+    amsterdam = ClientFactory(brand=brand, time_zone="Europe/Amsterdam")
+    make_invoice(tokyo, number="TYO", issue_date=ISSUED, due_days=14)
+    make_invoice(amsterdam, number="AMS", issue_date=ISSUED, due_days=14)
+    # 09:30 in Amsterdam is 17:30 in Tokyo: only the Amsterdam client is reminded now.
+    morning = datetime.datetime(2026, 11, 17, 8, 30, tzinfo=UTC)
+    with staff_scope():
+        created = reminders_scan(now=morning)
+        assert list(ReminderDispatch.objects.filter(pk__in=created).values_list("invoice__number", flat=True)) == [
+            "AMS"]
+        # The next morning in Tokyo (09:30 there) it is Tokyo's turn.
+        created = reminders_scan(now=datetime.datetime(2026, 11, 18, 0, 30, tzinfo=UTC))
+        assert list(ReminderDispatch.objects.filter(pk__in=created).values_list("invoice__number", flat=True)) == [
+            "TYO"]
