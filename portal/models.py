@@ -8,6 +8,15 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+def validate_time_zone(value: str) -> None:
+    import zoneinfo
+
+    from django.core.exceptions import ValidationError
+
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(_("Use a time zone like Europe/Amsterdam."))
+
+
 hex_colour = RegexValidator(r"^#[0-9a-fA-F]{6}$", _("Use a colour like #1a73e8."))
 iso_currency = RegexValidator(r"^[A-Z]{3}$", _("Use an ISO 4217 code like EUR."))
 
@@ -105,6 +114,7 @@ class Client(models.Model):
     default_currency = models.CharField(_("default currency"), max_length=3, default="EUR", validators=[iso_currency])
     locale = models.CharField(_("locale"), max_length=8, choices=settings.LANGUAGES, default="nl")
     time_zone = models.CharField(_("time zone"), max_length=50, default="Europe/Amsterdam",
+                                 validators=[validate_time_zone],
                                  help_text=_("Reminders respect business days and hours here."))
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -176,12 +176,13 @@ def reminder_send(*, dispatch_id: int) -> str:
             notify_client(client=client, kind=NotificationKind.REMINDER,
                           url=reverse("invoices:detail", args=[invoice.pk]), title="%(subject)s",
                           title_args={"subject": subject})
-    except Exception as exc:  # noqa: BLE001 - recorded; the task retries
+    except Exception as exc:  # noqa: BLE001 - recorded (and committed); the task retries "retry"
         attempts = dispatch.attempts + 1
+        final = attempts >= MAX_ATTEMPTS
         ReminderDispatch.objects.filter(pk=dispatch.pk).update(
             attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
-            status=ReminderDispatch.Status.FAILED if attempts >= MAX_ATTEMPTS else ReminderDispatch.Status.QUEUED)
-        raise
+            status=ReminderDispatch.Status.FAILED if final else ReminderDispatch.Status.QUEUED)
+        return ReminderDispatch.Status.FAILED if final else "retry"
     ReminderDispatch.objects.filter(pk=dispatch.pk).update(
         status=ReminderDispatch.Status.SENT, sent_at=timezone.now(), attempts=dispatch.attempts + 1, error="",
         open_balance=invoice.open_balance)

@@ -15,16 +15,16 @@ def scan_reminders() -> int:
     return created
 
 
-@shared_task(bind=True, max_retries=services.MAX_ATTEMPTS - 1, acks_late=True)
+@shared_task(bind=True, max_retries=services.MAX_ATTEMPTS, acks_late=True)
 def send_reminders(self, dispatch_ids: list[int]) -> int:
-    sent, failed = 0, []
+    sent, again = 0, []
     for dispatch_id in dispatch_ids:
-        try:
-            with staff_scope():
-                services.reminder_send(dispatch_id=dispatch_id)
+        with staff_scope():
+            outcome = services.reminder_send(dispatch_id=dispatch_id)
+        if outcome == "retry":
+            again.append(dispatch_id)
+        elif outcome == "sent":
             sent += 1
-        except Exception:  # noqa: BLE001 - recorded on the dispatch; retried below
-            failed.append(dispatch_id)
-    if failed and self.request.retries < self.max_retries:
-        raise self.retry(args=[failed], countdown=60 * 2 ** self.request.retries)
+    if again:
+        raise self.retry(args=[again], countdown=60 * 2 ** self.request.retries)
     return sent

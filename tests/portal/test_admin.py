@@ -24,7 +24,7 @@ def test_staff_change_in_admin_is_audited(tenants, client, staff):
     form = {
         "brand": tenants.client_a.brand_id, "name": "Alpha Renamed B.V.", "kvk_number": "12345678",
         "vat_number": "NL123456789B01", "billing_email": "billing@alpha.test", "country": "NL",
-        "default_currency": "EUR", "locale": "nl",
+        "default_currency": "EUR", "locale": "nl", "time_zone": "Europe/Amsterdam",
         "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
     }
     response = client.post(url, form)

@@ -165,8 +165,10 @@ def test_health_page_warns_when_the_scanner_has_gone_quiet(db, client, staff):
     from portal.models import ScheduledRun
 
     with staff_scope():
-        ScheduledRun.objects.create(name="beat", last_run_at=timezone.now())
-        ScheduledRun.objects.create(name="reminder scanner", last_run_at=timezone.now() - datetime.timedelta(hours=3))
+        # update_or_create: a worker from an earlier test may have recorded a run already.
+        ScheduledRun.objects.update_or_create(name="beat", defaults={"last_run_at": timezone.now()})
+        ScheduledRun.objects.update_or_create(name="reminder scanner", defaults={
+            "last_run_at": timezone.now() - datetime.timedelta(hours=3)})
     client.force_login(staff)
     page = client.get("/admin/health/")
     assert page.text.count("Has not run for over two hours") == 1
@@ -228,3 +230,23 @@ def test_business_hours_follow_the_clients_time_zone(db):
         created = reminders_scan(now=datetime.datetime(2026, 11, 18, 0, 30, tzinfo=UTC))
         assert list(ReminderDispatch.objects.filter(pk__in=created).values_list("invoice__number", flat=True)) == [
             "TYO"]
+
+
+def test_a_failed_send_is_retried_then_recorded_and_staff_can_mark_a_bounce(world, client, staff):
+    from unittest import mock
+
+    from reminders.tasks import send_reminders
+
+    with staff_scope():
+        created = reminders_scan(now=_day(world["invoice"], 1))
+    with mock.patch("django.core.mail.backends.locmem.EmailBackend.send_messages",
+                    side_effect=ConnectionRefusedError("SMTP down")):
+        send_reminders.apply(args=[created])
+    with staff_scope():
+        dispatch = ReminderDispatch.objects.get()
+    assert (dispatch.status, dispatch.attempts) == ("failed", 3)
+    assert dispatch.error == "ConnectionRefusedError: SMTP down"
+    client.force_login(staff)
+    client.post("/admin/reminders/reminderdispatch/", {"action": "mark_bounced", "_selected_action": [dispatch.pk]})
+    with staff_scope():
+        assert ReminderDispatch.objects.get().status == "bounced"
