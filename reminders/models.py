@@ -56,7 +56,7 @@ class ReminderStep(models.Model):
     body_nl = models.TextField(_("text (Dutch)"))
     attach_letter = models.BooleanField(_("attach a reminder letter (PDF)"), default=False)
     late_fee_fixed = models.DecimalField(_("late fee (fixed)"), max_digits=10, decimal_places=2, default=0)
-    late_fee_percent = models.DecimalField(_("late fee (% of the open balance)"), max_digits=5, decimal_places=2,
+    late_fee_percent = models.DecimalField(_("late fee (percentage of the open balance)"), max_digits=5, decimal_places=2,
                                            default=0)
 
     class Meta:
