@@ -14,6 +14,17 @@ from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, Member
 pytestmark = pytest.mark.e2e
 
 
+def _sign_in_and_pay_by_ideal(page, invoice_url, pay_button):
+    """A deep link to the invoice, the login on the way, Pay now, iDEAL, pay."""
+    page.goto(invoice_url)
+    page.get_by_label("Email").fill("alice@northwind.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.get_by_role("link", name="Pay now").click()
+    page.get_by_label("iDEAL").check()
+    page.get_by_role("button", name=pay_button).click()
+
+
 @pytest.fixture
 def accounting():
     with FakeAccounting(generate_secret()) as fake:
@@ -33,13 +44,7 @@ def test_client_pays_an_invoice_through_the_sandbox_gateway(committed, celery_wo
                             connection=erp, external_id="ERP-NW-PAY-1")
 
     invoice = committed.create(build)
-    page.goto(f"{live_url}/invoices/{invoice.pk}/")
-    page.get_by_label("Email").fill("alice@northwind.test")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign In").click()
-    page.get_by_role("link", name="Pay now").click()
-    page.get_by_label("iDEAL").check()
-    page.get_by_role("button", name="Pay € 544.50").click()
+    _sign_in_and_pay_by_ideal(page, f"{live_url}/invoices/{invoice.pk}/", "Pay € 544.50")
 
     expect(page.get_by_role("heading", name="Sandbox payment gateway")).to_be_visible()
     page.get_by_role("button", name="Pay", exact=True).click()
@@ -78,13 +83,7 @@ def test_client_pays_through_mollie_checkout_and_accounting_hears_of_it(
                             connection=erp, external_id="ERP-NW-MOL-1")
 
     invoice = committed.create(build)
-    page.goto(f"{live_url}/invoices/{invoice.pk}/")
-    page.get_by_label("Email").fill("alice@northwind.test")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign In").click()
-    page.get_by_role("link", name="Pay now").click()
-    page.get_by_label("iDEAL").check()
-    page.get_by_role("button", name="Pay € 121.00").click()
+    _sign_in_and_pay_by_ideal(page, f"{live_url}/invoices/{invoice.pk}/", "Pay € 121.00")
 
     expect(page.get_by_role("heading", name="Test payment")).to_be_visible()  # Mollie's (fake) checkout
     assert page.url.startswith(mollie_server.url)

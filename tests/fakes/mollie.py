@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 from urllib.request import Request, urlopen
+
+from tests.fakes.base import JsonHandler, LocalServer
 
 STATUSES = {"open", "pending", "authorized", "paid", "canceled", "expired", "failed"}
 METHODS = {None, "ideal", "creditcard", "directdebit", "banktransfer"}
 
 
-class FakeMollie:
+class FakeMollie(LocalServer):
     def __init__(self, api_key: str):
         self.api_key = api_key
         self.payments: dict[str, dict] = {}
@@ -25,18 +25,7 @@ class FakeMollie:
         self.mandates: dict[str, dict[str, dict]] = {}  # customer id -> mandate id -> mandate
         self.by_idempotency_key: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     # What happens at Mollie's side (the customer paying, a bank settling, a refund).
     def set_status(self, payment_id: str, status: str) -> None:
@@ -98,17 +87,8 @@ class FakeMollie:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, body: dict) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/hal+json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+        class Handler(JsonHandler):
+            content_type = "application/hal+json"
 
             def _error(self, status: int, title: str, detail: str, field: str | None = None) -> None:
                 body = {"status": status, "title": title, "detail": detail,
@@ -116,7 +96,7 @@ class FakeMollie:
                                                      "type": "text/html"}}}
                 if field:
                     body["field"] = field
-                self._send(status, body)
+                self.send_json(status, body)
 
             def _authorised(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
@@ -151,7 +131,7 @@ class FakeMollie:
                             "email": body.get("email"), "locale": body.get("locale"), "metadata": body.get("metadata"),
                             "createdAt": _now(), "_links": {"self": {"href": f"{fake.url}/v2/customers/{customer_id}",
                                                                      "type": "application/hal+json"}}}
-                    return self._send(201, fake.customers[customer_id])
+                    return self.send_json(201, fake.customers[customer_id])
                 if self.path != "/v2/payments":
                     return self._error(404, "Not Found", "The resource does not exist")
                 try:
@@ -178,14 +158,14 @@ class FakeMollie:
                 key = self.headers.get("Idempotency-Key")
                 with fake.lock:
                     if key and key in fake.by_idempotency_key:  # a replay returns the original
-                        return self._send(201, fake.payments[fake.by_idempotency_key[key]])
+                        return self.send_json(201, fake.payments[fake.by_idempotency_key[key]])
                     payment = fake._payment(body)
                     if sequence == "recurring":  # a direct debit: pending until the bank settles it
                         payment["status"], payment["method"] = "pending", "directdebit"
                     fake.payments[payment["id"]] = payment
                     if key:
                         fake.by_idempotency_key[key] = payment["id"]
-                self._send(201, payment)
+                self.send_json(201, payment)
 
             def _checkout_page(self, payment_id: str):
                 """Mollie's hosted checkout, reduced to its outcome: the payer pays or cancels."""
@@ -234,9 +214,9 @@ class FakeMollie:
                     if customer.group(1) not in fake.customers:
                         return self._error(404, "Not Found", "No customer exists with token " + customer.group(1))
                     if not customer.group(2):
-                        return self._send(200, fake.customers[customer.group(1)])
+                        return self.send_json(200, fake.customers[customer.group(1)])
                     listed = [m for m in fake.mandates.get(customer.group(1), {}).values() if m["status"] == "valid"]
-                    return self._send(200, {"count": len(listed), "_embedded": {"mandates": listed},
+                    return self.send_json(200, {"count": len(listed), "_embedded": {"mandates": listed},
                                             "_links": {"self": {"href": fake.url + self.path,
                                                                 "type": "application/hal+json"},
                                                        "previous": None, "next": None}})
@@ -245,7 +225,7 @@ class FakeMollie:
                     return self._error(404, "Not Found", "No payment exists with token "
                                        f"{match.group(1) if match else self.path}.")
                 with fake.lock:
-                    self._send(200, fake.payments[match.group(1)])
+                    self.send_json(200, fake.payments[match.group(1)])
 
         return Handler
 

@@ -10,10 +10,10 @@ import hmac
 import json
 import re
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
+
+from tests.fakes.base import JsonHandler, LocalServer
 
 METHOD_TYPES = {"card", "ideal", "sepa_debit"}
 
@@ -44,23 +44,12 @@ def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-class FakeStripe:
+class FakeStripe(LocalServer):
     def __init__(self, api_key: str, webhook_secret: str):
         self.api_key, self.webhook_secret = api_key, webhook_secret
         self.sessions: dict[str, dict] = {}
         self.by_idempotency_key: dict[str, str] = {}
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     # --- Events, as Stripe would send them (payload bytes and the Stripe-Signature header) ----
     def event(self, kind: str, obj: dict) -> tuple[bytes, str]:
@@ -103,24 +92,16 @@ class FakeStripe:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, body: dict) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Request-Id", f"req_{secrets.token_hex(7)}")
-                self.end_headers()
-                self.wfile.write(payload)
+        class Handler(JsonHandler):
+            def send_json(self, status: int, body: dict) -> None:
+                self.extra_headers = {"Request-Id": f"req_{secrets.token_hex(7)}"}
+                super().send_json(status, body)
 
             def _error(self, status: int, message: str, param: str | None = None, kind="invalid_request_error"):
                 error = {"type": kind, "message": message}
                 if param:
                     error["param"] = param
-                self._send(status, {"error": error})
+                self.send_json(status, {"error": error})
 
             def do_POST(self):
                 if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
@@ -140,7 +121,7 @@ class FakeStripe:
                 key = self.headers.get("Idempotency-Key")
                 with fake.lock:
                     if key and key in fake.by_idempotency_key:
-                        return self._send(200, fake.sessions[fake.by_idempotency_key[key]])
+                        return self.send_json(200, fake.sessions[fake.by_idempotency_key[key]])
                     total = sum(int(i["price_data"]["unit_amount"]) * int(i.get("quantity", 1)) for i in items)
                     session_id = f"cs_test_{secrets.token_hex(16)}"
                     session = {
@@ -156,6 +137,6 @@ class FakeStripe:
                     fake.sessions[session_id] = session
                     if key:
                         fake.by_idempotency_key[key] = session_id
-                self._send(200, session)
+                self.send_json(200, session)
 
         return Handler
