@@ -1,6 +1,8 @@
 """Login, logout and failed-login events into the audit log."""
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.conf import settings
 from django.dispatch import receiver
+from django.utils import translation
 
 from portal.models import AuditEvent
 from portal.services import audit_record
@@ -9,6 +11,10 @@ from portal.services import audit_record
 @receiver(user_logged_in, dispatch_uid="audit_login")
 def audit_login(sender, request, user, **kwargs):
     audit_record(action=AuditEvent.Action.LOGIN, actor=user, request=request)
+    if request is not None and settings.LANGUAGE_COOKIE_NAME not in request.COOKIES:
+        # Speak the contact's language from the first message on ("Signed in as ...").
+        translation.activate(user.language)
+        request.LANGUAGE_CODE = user.language
 
 
 @receiver(user_logged_out, dispatch_uid="audit_logout")

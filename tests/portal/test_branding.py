@@ -35,3 +35,12 @@ def test_the_language_switch_is_remembered_for_the_contact(db, client):
     client.cookies.clear()
     client.force_login(User.objects.get(pk=user.pk))
     assert '<html lang="nl">' in client.get("/").text
+
+
+def test_a_dutch_contact_is_welcomed_in_dutch_straight_after_logging_in(db, client):
+    from tests.portal.factories import PASSWORD
+
+    MembershipFactory(user__email="anna@alpha.test", user__language="nl")
+    response = client.post("/accounts/login/", {"login": "anna@alpha.test", "password": PASSWORD}, follow=True)
+    assert "Welkom" in response.text
+    assert "Successfully signed in" not in response.text
