@@ -6,4 +6,12 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self):
-        from portal import receivers  # noqa: F401
+        # Imported for their side effects: signal receivers, and the row-level-security
+        # scope wrapper that every database connection gets when it opens.
+        from portal import receivers, rls  # noqa: F401
+        import os
+
+        if os.environ.get("TXGUARD_LOG"):  # a web server or worker started by the tests
+            from portal import txguard
+
+            txguard.install()

@@ -1,8 +1,7 @@
-"""Opens each request's transaction and sets its row-level-security scope."""
+"""Sets each request's row-level-security scope (a context: the views open their own short transactions)."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import transaction
 from django.urls import reverse
 from django.utils import translation
 
@@ -27,20 +26,19 @@ class TenantScopeMiddleware:
     def __call__(self, request):
         request.client = request.membership = None
         request.memberships = []
-        with transaction.atomic():
-            if self._is_back_office(request):
-                with staff_scope():
-                    return self.get_response(request)
-            user_id = request.user.pk if request.user.is_authenticated else None
-            if user_id is not None and settings.LANGUAGE_COOKIE_NAME not in request.COOKIES:
-                # No switch used in this browser: speak the contact's own language.
-                translation.activate(request.user.language)
-                request.LANGUAGE_CODE = request.user.language
-            if user_id is not None:
-                with client_scope(None, user_id=user_id):
-                    self._choose_membership(request)
-            with client_scope(request.client.pk if request.client else None, user_id=user_id):
+        if self._is_back_office(request):
+            with staff_scope():
                 return self.get_response(request)
+        user_id = request.user.pk if request.user.is_authenticated else None
+        if user_id is not None and settings.LANGUAGE_COOKIE_NAME not in request.COOKIES:
+            # No switch used in this browser: speak the contact's own language.
+            translation.activate(request.user.language)
+            request.LANGUAGE_CODE = request.user.language
+        if user_id is not None:
+            with client_scope(None, user_id=user_id):
+                self._choose_membership(request)
+        with client_scope(request.client.pk if request.client else None, user_id=user_id):
+            return self.get_response(request)
 
     @staticmethod
     def _choose_membership(request) -> None:

@@ -8,6 +8,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from portal.crypto import EncryptedJSONField, EncryptedTextField
+
 def validate_time_zone(value: str) -> None:
     import zoneinfo
 
@@ -171,6 +173,7 @@ class AuditEvent(models.Model):
         RECURRING_STATUS = "recurring.status_changed", _("Recurring schedule status changed")
         RECURRING_GENERATED = "recurring.invoice_generated", _("Recurring invoice generated")
         EVENT_REPLAYED = "integration.event_replayed", _("Inbound event replayed")
+        JOB_REPLAYED = "job.replayed", _("Background job replayed")
         CHECKOUT_STARTED = "checkout.started", _("Checkout started")
         CHECKOUT_STATUS = "checkout.status_changed", _("Checkout status changed")
         CHECKOUT_FLAGGED = "checkout.flagged", _("Checkout flagged for staff")
@@ -263,3 +266,92 @@ class ScheduledRun(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class Job(models.Model):
+    """One piece of background work, the single truth about it: claimed in a committed
+    transaction of its own, done with no transaction open, its outcome recorded in another.
+    Celery only rings the bell; a lost message or a dead worker loses nothing (the sweep)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        RETRYING = "retrying", _("Waiting to retry")
+        DONE = "done", _("Done")
+        DEAD = "dead", _("Dead")
+
+    kind = models.CharField(_("kind"), max_length=50)
+    key = models.CharField(_("key"), max_length=200, unique=True,
+                           help_text=_("What makes the job unique; also the idempotency key sent outside."))
+    subject = models.CharField(_("subject"), max_length=100, blank=True,
+                               help_text=_("Jobs with the same subject run one at a time, in the order written."))
+    payload = models.JSONField(default=dict, blank=True)
+    state = models.CharField(_("state"), max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    max_attempts = models.PositiveSmallIntegerField(_("attempts allowed"), default=6)
+    run_after = models.DateTimeField(_("next attempt"), db_index=False)
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    result = models.CharField(_("result"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("background job")
+        verbose_name_plural = _("background jobs")
+        indexes = [
+            models.Index(fields=["run_after"], condition=Q(state__in=["pending", "retrying"]), name="job_due"),
+            models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="job_leased"),
+            models.Index(fields=["subject", "id"], condition=Q(state__in=["pending", "running", "retrying"]) & ~Q(subject=""),
+                         name="job_open_subject"),
+            models.Index(fields=["kind", "state"], name="job_kind_state"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.key} ({self.get_state_display()})"
+
+
+class WebhookRequest(models.Model):
+    """A webhook as it arrived, from any source (accounting, Mollie, Stripe, the sandbox),
+    kept (encrypted) before anything else happens to it; accepted ones leave a job."""
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted", _("Accepted")
+        REJECTED = "rejected", _("Rejected")
+
+    source = models.CharField(_("source"), max_length=20)
+    account = models.CharField(_("account"), max_length=100,
+                               help_text=_("Which connection or gateway account it came for."))
+    natural_key = models.CharField(_("event id"), max_length=200, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices)
+    headers = EncryptedJSONField(default=dict)
+    body = EncryptedTextField()
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    error = models.TextField(_("why it was rejected"), blank=True)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name = _("webhook")
+        verbose_name_plural = _("webhooks")
+        constraints = [
+            # Only accepted requests claim their event id: a forged request cannot block the real one.
+            models.UniqueConstraint(fields=["source", "account", "natural_key"],
+                                    condition=Q(status="accepted") & ~Q(natural_key=""), name="webhook_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.source} {self.natural_key or self.pk} ({self.get_status_display()})"
+
+
+class WebhookRejections(models.Model):
+    """Rejected requests per source and hour: the first few are kept in full, the rest only counted."""
+
+    source = models.CharField(max_length=20)
+    account = models.CharField(max_length=100)
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "account", "hour"], name="one_rejection_count_per_hour")]

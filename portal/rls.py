@@ -1,23 +1,38 @@
-"""Row-level security: the per-transaction scope the policies read, and the migration helper.
+"""Row-level security: the scope the policies read, and the migration helper.
 
-Policies read three transaction-local settings (set with set_config(..., true),
-so nothing leaks to the next user of a pooled connection):
+Policies read three transaction-local settings:
 
   app.client_id  the client a portal request acts for
   app.user_id    the logged-in user (lets a user see its own memberships)
-  app.staff      'on' for back office, Celery tasks and management commands
+  app.staff      'on' for back office, jobs and management commands
 
-Nothing set means nothing visible. Code sets a scope only through
-`client_scope()` and `staff_scope()`; both restore the previous scope on exit.
+A scope is a context, not a transaction: `client_scope()` and `staff_scope()` set it for
+the code inside them (a context variable, so threads and tasks keep their own), and every
+transaction that code opens, however many, starts with the scope applied by
+`set_config(..., true)`. So a scope can hold several short transactions with network calls
+between them, and nothing is ever left on a pooled connection: a transaction's settings end
+with it. Nothing set means nothing visible (fail closed): a statement run outside any scope
+gets empty settings, whatever ran on that connection before.
+
+How: an execute wrapper on every connection. Before the first statement of a transaction,
+and before any statement after the scope changed inside one, it applies the scope. A
+statement run in autocommit mode is wrapped in a transaction of its own so the scope holds
+for it too.
 """
 from __future__ import annotations
 
+import contextvars
 from contextlib import contextmanager
 
 from django.db import connections, transaction
+from django.db.backends.signals import connection_created
 from django.db.migrations.operations.base import Operation
+from psycopg.pq import TransactionStatus
 
 SETTINGS = ("app.client_id", "app.user_id", "app.staff")
+NO_SCOPE = ("", "", "")
+APPLY_SQL = "SELECT set_config('app.client_id', %s, true), set_config('app.user_id', %s, true), " \
+            "set_config('app.staff', %s, true)"
 
 # SQL functions the policies call; created by portal's first migration.
 FUNCTIONS_SQL = """
@@ -29,43 +44,77 @@ CREATE OR REPLACE FUNCTION app_is_staff() RETURNS boolean LANGUAGE sql STABLE
     AS $$ SELECT coalesce(current_setting('app.staff', true), '') = 'on' $$;
 """
 
-
-def _current(cursor) -> dict[str, str]:
-    cursor.execute("SELECT " + ", ".join(f"current_setting('{name}', true)" for name in SETTINGS))
-    return dict(zip(SETTINGS, (value or "" for value in cursor.fetchone())))
+_scope_var: contextvars.ContextVar[tuple[str, str, str]] = contextvars.ContextVar("rls_scope", default=NO_SCOPE)
+_applying: contextvars.ContextVar[bool] = contextvars.ContextVar("rls_applying", default=False)
 
 
-def _apply(cursor, values: dict[str, str]) -> None:
-    cursor.execute(
-        "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in values),
-        [item for pair in values.items() for item in pair],
-    )
+def current_scope() -> tuple[str, str, str]:
+    """(client id, user id, staff) as the policies will see them; empty strings when unset."""
+    return _scope_var.get()
 
 
 @contextmanager
-def _scope(values: dict[str, str], using: str = "default"):
-    with transaction.atomic(using=using):
-        with connections[using].cursor() as cursor:
-            previous = _current(cursor)
-            _apply(cursor, values)
+def _scope(values: tuple[str, str, str]):
+    token = _scope_var.set(values)
+    try:
         yield
-        # Reached only on success; on an exception (or a rollback asked for) the atomic
-        # block rolls back, and set_config(..., true) is rolled back with it.
-        if not connections[using].needs_rollback:
-            with connections[using].cursor() as cursor:
-                _apply(cursor, previous)
+    finally:
+        _scope_var.reset(token)
 
 
-def client_scope(client_id: int | None, *, user_id: int | None = None, using: str = "default"):
-    """Scope the enclosed work (one transaction) to one client and, optionally, one user."""
-    return _scope(
-        {"app.client_id": str(client_id or ""), "app.user_id": str(user_id or ""), "app.staff": ""}, using
-    )
+def client_scope(client_id: int | None, *, user_id: int | None = None, using: str | None = None):
+    """Scope the enclosed work (any number of transactions) to one client and, optionally, one user."""
+    return _scope((str(client_id or ""), str(user_id or ""), ""))
 
 
-def staff_scope(using: str = "default"):
-    """The back office's scope: every client's rows. For admin, Celery tasks and commands only."""
-    return _scope({"app.client_id": "", "app.user_id": "", "app.staff": "on"}, using)
+def staff_scope(using: str | None = None):
+    """The back office's scope: every client's rows. For admin, jobs and commands only."""
+    return _scope(("", "", "on"))
+
+
+def no_scope():
+    """Nothing client-owned visible (the state outside any scope), e.g. for an anonymous request."""
+    return _scope(NO_SCOPE)
+
+
+def _apply(connection, values) -> None:
+    token = _applying.set(True)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(APPLY_SQL, list(values))
+    finally:
+        _applying.reset(token)
+    connection.rls_applied = values
+
+
+def _scoped_execute(execute, sql, params, many, context):
+    if _applying.get():
+        return execute(sql, params, many, context)
+    connection = context["connection"]
+    wanted = _scope_var.get()
+    if connection.get_autocommit() and not connection.in_atomic_block:
+        # One statement, one transaction: make it explicit so the scope holds for it.
+        with transaction.atomic(using=connection.alias):
+            _apply(connection, wanted)
+            return execute(sql, params, many, context)
+    status = connection.connection.info.transaction_status
+    if status == TransactionStatus.IDLE or (
+            status == TransactionStatus.INTRANS and getattr(connection, "rls_applied", None) != wanted):
+        # A new transaction starts with this statement, or the scope changed inside one.
+        _apply(connection, wanted)
+    return execute(sql, params, many, context)
+
+
+def install(connection) -> None:
+    if _scoped_execute not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, _scoped_execute)
+
+
+def _on_connection_created(sender, connection, **kwargs):
+    install(connection)
+
+
+connection_created.connect(_on_connection_created, dispatch_uid="portal.rls.install")
 
 
 def client_condition(column: str) -> str:

@@ -100,7 +100,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    # Last: opens the request's transaction and sets the row-level-security scope.
+    # Last: sets the request's row-level-security scope.
     "portal.middleware.TenantScopeMiddleware",
 ]
 
@@ -159,9 +159,9 @@ def _as_role(role: str) -> dict:
         "PORT": _admin.get("port", ""),
         "CONN_MAX_AGE": env.int("CONN_MAX_AGE", default=60),
         "CONN_HEALTH_CHECKS": True,
-        # A failing view rolls back to a savepoint inside the request transaction
-        # that TenantScopeMiddleware opens.
-        "ATOMIC_REQUESTS": True,
+        # No request-wide transaction: a view may call a gateway, and no network call
+        # happens with a transaction open. Services open short transactions of their own.
+        "ATOMIC_REQUESTS": False,
         "OPTIONS": {"sslmode": _admin["sslmode"]} if "sslmode" in _admin else {},
     }
 
@@ -202,6 +202,7 @@ CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "portal.tasks.beat_heartbeat", "schedule": env.float("HEARTBEAT_INTERVAL", default=60.0)},
     "mark-overdue": {"task": "invoices.tasks.mark_overdue", "schedule": 3600.0},
     "generate-recurring-invoices": {"task": "invoices.tasks.generate_recurring_invoices", "schedule": 3600.0},
+    "sweep-jobs": {"task": "portal.tasks.sweep_jobs", "schedule": env.float("JOB_SWEEP_INTERVAL", default=30.0)},
     "sweep-inbound-events": {"task": "integrations.tasks.sweep_inbound_events", "schedule": 30.0},
     "sweep-outbox": {"task": "integrations.tasks.sweep_outbox", "schedule": 30.0},
     "mandate-collections": {"task": "payments.tasks.run_mandate_collections", "schedule": 3600.0},

@@ -13,13 +13,15 @@ for alias in DATABASES.values():
     alias["CONN_MAX_AGE"] = 0
 
 # Redis databases 2 (cache) and 3 (broker), so a test run never touches `make run`'s queues.
+# TEST_REDIS_DB moves both (to N and N+1) so two test runs on one machine keep apart.
+_cache_db = int(os.environ.get("TEST_REDIS_DB", "2"))
 if EMBEDDED_REDIS:
-    CACHE_URL = CACHE_URL.replace("db=1", "db=2")
-    CELERY_BROKER_URL = CELERY_BROKER_URL + "?virtual_host=3"
+    CACHE_URL = CACHE_URL.replace("db=1", f"db={_cache_db}")
+    CELERY_BROKER_URL = CELERY_BROKER_URL + f"?virtual_host={_cache_db + 1}"
 else:
     base = CACHE_URL.rsplit("/", 1)[0]
-    CACHE_URL = base + "/2"
-    CELERY_BROKER_URL = base + "/3"
+    CACHE_URL = base + f"/{_cache_db}"
+    CELERY_BROKER_URL = base + f"/{_cache_db + 1}"
 CACHES = {"default": {**CACHES["default"], "LOCATION": CACHE_URL, "KEY_PREFIX": "test"}}  # noqa: F405
 
 # What a user sees, not debug pages (the web server of the browser tests uses these settings too).

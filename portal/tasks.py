@@ -3,12 +3,14 @@ from celery import shared_task
 from django.core.cache import cache
 from django.utils import timezone
 
+from portal import jobs
+from portal.models import ScheduledRun
+from portal.rls import staff_scope
+
 HEARTBEAT_KEY = "beat:last-heartbeat"
 
 
 def record_run(name: str, result: str = "") -> None:
-    from portal.models import ScheduledRun
-
     ScheduledRun.objects.update_or_create(name=name, defaults={"last_run_at": timezone.now(),
                                                                "last_result": str(result)[:300]})
 
@@ -43,3 +45,22 @@ def send_notification_email(self, notification_id: int) -> str:
     with staff_scope():
         notification_email_record(notification_id=notification_id)
     return "sent"
+
+
+# The one mechanism for background work (portal.jobs): these tasks only ring the bell.
+@shared_task(acks_late=True)
+def run_job(job_id: int):
+    return jobs.job_run(job_id)
+
+
+@shared_task(acks_late=True)
+def drain_jobs(kind: str | None = None) -> int:
+    return jobs.jobs_drain(kind=kind)
+
+
+@shared_task
+def sweep_jobs() -> int:
+    count = jobs.jobs_sweep()
+    with staff_scope():
+        record_run("job sweep", f"{count} jobs due")
+    return count
