@@ -6,7 +6,63 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.db import transaction
 
+from portal import txguard
 from portal.rls import staff_scope
+
+
+# The transaction guard (portal/txguard.py): no HTTP call or email may start while a transaction of
+# the code's own is open. Installed for the whole run; a test fails on any record made during it,
+# also when the code swallowed the exception. The web server and worker the tests start install
+# it too (PortalConfig.ready(), through TXGUARD_LOG) and write their records to a directory that
+# is checked when the session ends.
+_txguard_log_dir = None
+_txguard_subprocess_seen: dict[str, dict] = {}  # record id -> record, with the test it happened in
+_txguard_subprocess_report: list[dict] = []
+
+
+def fail_on_txguard_violations() -> None:
+    found = txguard.take_violations()
+    if found:
+        pytest.fail("External calls while a database transaction was open:\n" + txguard.describe(found),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _txguard_installed():
+    txguard.install()
+
+
+@pytest.fixture(autouse=True)
+def _no_external_calls_in_transactions(request, _txguard_installed):
+    txguard.violations.clear()
+    yield
+    if _txguard_log_dir is not None:  # what the web server and worker wrote while this test ran
+        for record in txguard.read_log(_txguard_log_dir):
+            _txguard_subprocess_seen.setdefault(record["id"], {**record, "test": request.node.nodeid})
+    fail_on_txguard_violations()
+
+
+@pytest.fixture(scope="session")
+def txguard_log_dir(tmp_path_factory):
+    global _txguard_log_dir
+    _txguard_log_dir = tmp_path_factory.mktemp("txguard")
+    return _txguard_log_dir
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _txguard_log_dir is None:
+        return
+    records = [_txguard_subprocess_seen.get(r["id"], {**r, "test": "after the last test"})
+               for r in txguard.read_log(_txguard_log_dir)]
+    if records:
+        _txguard_subprocess_report[:] = records
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _txguard_subprocess_report:
+        terminalreporter.section("external calls in transactions (web server, worker)", red=True, bold=True)
+        terminalreporter.write_line(txguard.describe(_txguard_subprocess_report))
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +117,16 @@ def mollie_server():
 
 
 @pytest.fixture(scope="session")
-def process_env(live_port, mollie_server, test_email_dir):
+def process_env(live_port, mollie_server, test_email_dir, txguard_log_dir):
     """The environment of the web server and worker the tests start: test settings, the fakes'
-    addresses, mail into files, and links that point at the test web server."""
+    addresses, mail into files, links that point at the test web server, and the transaction
+    guard's directory."""
     import os
 
-    return {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir),
-            "MOLLIE_API_ENDPOINT": mollie_server.url, "SITE_URL": f"http://127.0.0.1:{live_port}"}
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # not the first user's name
+    return {**inherited, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir),
+            "MOLLIE_API_ENDPOINT": mollie_server.url, "SITE_URL": f"http://127.0.0.1:{live_port}",
+            "TXGUARD_LOG": str(txguard_log_dir)}
 
 
 @pytest.fixture(scope="session")
