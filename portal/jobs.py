@@ -338,8 +338,15 @@ def job_replay(*, job: Job, actor=None, request=None) -> bool:
     return True
 
 
-def jobs_per_day(*, days: int = 7) -> list[dict]:
-    """Jobs created per day, kind and state, newest day first (the admin's figures)."""
+def jobs_figures(*, days: int = 7) -> list[dict]:
+    """Jobs written per day and kind, counted by state, newest day first: one row per day and
+    kind, {"day", "kind", "total", <state>: count, ...} (the admin's and health page's figures)."""
     since = timezone.now() - datetime.timedelta(days=days)
-    return list(Job.objects.filter(created_at__gte=since).annotate(day=TruncDate("created_at"))
-                .values("day", "kind", "state").annotate(count=Count("id")).order_by("-day", "kind", "state"))
+    rows: dict[tuple, dict] = {}
+    for row in (Job.objects.filter(created_at__gte=since).annotate(day=TruncDate("created_at"))
+                .values("day", "kind", "state").annotate(count=Count("id")).order_by("-day", "kind")):
+        figure = rows.setdefault((row["day"], row["kind"]), {"day": row["day"], "kind": row["kind"], "total": 0,
+                                                             **{state: 0 for state in State.values}})
+        figure[row["state"]] += row["count"]
+        figure["total"] += row["count"]
+    return list(rows.values())
