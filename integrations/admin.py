@@ -10,7 +10,7 @@ from integrations.models import ClientLink, Connection, InboundEvent, OutboxMess
 from integrations.outbox import outbox_replay
 from integrations.services import inbound_event_replay
 from invoices.errors import DomainError
-from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
 
 
 @admin.register(Connection)

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from integrations.models import ClientLink, Connection, OutboxMessage
 from integrations.signing import signed_headers
+from invoices.errors import DomainError
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
@@ -40,7 +41,7 @@ def accounting_connection(*, client, invoices) -> tuple[Connection | None, str]:
 
 
 def _enqueue(message_id: int) -> None:
-    from integrations.tasks import deliver_outbox_message
+    from integrations.tasks import deliver_outbox_message  # here: integrations.tasks imports this module
 
     try:
         deliver_outbox_message.delay(message_id)
@@ -104,8 +105,6 @@ def outbox_sweep(*, now=None) -> int:
 
 @transaction.atomic
 def outbox_replay(*, message: OutboxMessage) -> None:
-    from invoices.errors import DomainError
-
     if message.status != OutboxMessage.Status.DEAD:
         raise DomainError("only dead messages are replayed")
     OutboxMessage.objects.filter(pk=message.pk).update(status=OutboxMessage.Status.WAITING, attempts=0,

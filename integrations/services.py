@@ -38,7 +38,7 @@ def _backoff(attempts: int) -> datetime.timedelta:
 
 
 def _enqueue(event_id: int) -> None:
-    from integrations.tasks import process_inbound_event
+    from integrations.tasks import process_inbound_event  # here: integrations.tasks imports this module
 
     try:
         process_inbound_event.delay(event_id)

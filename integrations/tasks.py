@@ -2,6 +2,7 @@
 from celery import shared_task
 
 from integrations import services
+from integrations.outbox import outbox_deliver, outbox_sweep
 from portal.rls import staff_scope
 
 
@@ -19,15 +20,11 @@ def sweep_inbound_events() -> int:
 
 @shared_task(acks_late=True)
 def deliver_outbox_message(message_id: int):
-    from integrations.outbox import outbox_deliver
-
     with staff_scope():
         return outbox_deliver(message_id=message_id)
 
 
 @shared_task
 def sweep_outbox() -> int:
-    from integrations.outbox import outbox_sweep
-
     with staff_scope():
         return outbox_sweep()

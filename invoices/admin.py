@@ -15,7 +15,7 @@ from invoices.links import document_link_revoke
 from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, DocumentLink, Invoice, InvoiceLine, Payment,
                              PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import line_amounts
-from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
 from portal.http import download_response
 from portal.models import AuditEvent
 from portal.services import audit_record

@@ -14,11 +14,11 @@ from portal.models import AuditEvent
 from portal.rls import staff_scope
 from portal.services import audit_record
 
-SALT = "invoices.document-link"
+SALT = DocumentLink.TOKEN_SALT
 
 
 def link_token(link: DocumentLink) -> str:
-    return signing.dumps(link.pk, salt=SALT, compress=True)
+    return link.token()
 
 
 @transaction.atomic

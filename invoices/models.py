@@ -4,8 +4,10 @@ transition goes through invoices.services (one function per machine) with an aud
 from __future__ import annotations
 
 import datetime
+from django.core import signing
 from django.db import models
 from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -367,6 +369,8 @@ class DocumentLink(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    TOKEN_SALT = "invoices.document-link"
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -375,3 +379,11 @@ class DocumentLink(models.Model):
 
     def is_usable(self, now) -> bool:
         return self.revoked_at is None and now < self.expires_at
+
+    def token(self) -> str:
+        """The signed token that names this row (invoices.links resolves it)."""
+        return signing.dumps(self.pk, salt=self.TOKEN_SALT, compress=True)
+
+    def url_path(self) -> str:
+        """Where the link opens; the portal's notification emails use it without importing the ledger."""
+        return reverse("invoices:document_link", args=[self.token()])

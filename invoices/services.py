@@ -12,7 +12,9 @@ from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext_noop
 
+from invoices import signals
 from invoices.errors import DomainError, InvalidTransition, TotalsMismatch
+from invoices.links import document_link_issue
 from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, Invoice, InvoiceLine, NumberSequence,
                              Payment, PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import ZERO, document_totals, line_amounts, round_money
@@ -62,7 +64,7 @@ def _write_lines(model, parent_field: str, parent, client, lines: list[dict]) ->
 def _document_changed(kind: str, pk: int) -> None:
     """What a PDF shows has changed: render it again in a worker once this commits.
     (Robust: a broker that is down must not fail the change; the download renders then.)"""
-    from invoices.tasks import prerender_pdf
+    from invoices.tasks import prerender_pdf  # here: invoices.tasks imports this module
 
     transaction.on_commit(lambda: prerender_pdf.delay(kind, pk), robust=True)
 
@@ -72,8 +74,6 @@ def _amount(value: Decimal, currency: str) -> str:
 
 
 def _notify_invoice_issued(invoice: Invoice) -> None:
-    from invoices.links import document_link_issue
-
     notifications = notify_client(client=invoice.client, kind=NotificationKind.INVOICE_ISSUED,
                   url=reverse("invoices:detail", args=[invoice.pk]),
                   title=gettext_noop("New invoice %(number)s: %(amount)s, due %(due)s"),
@@ -331,30 +331,8 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
     if unallocated > 0:
         _credit_client(client=client, currency=currency, amount=unallocated,
                        source=ClientCredit.Source.OVERPAYMENT, payment=payment, actor=actor)
-    if source != Payment.Source.ACCOUNTING:  # what came from accounting needs no echo
-        _tell_accounting(payment=payment, event_type="payment.recorded")
+    signals.payment_recorded.send(sender=Payment, payment=payment)
     return payment, True
-
-
-def _tell_accounting(*, payment: Payment, event_type: str, amount: Decimal | None = None,
-                     invoice: Invoice | None = None) -> None:
-    """Write the payment (or its reversal) to the outbox, in this transaction."""
-    from integrations.outbox import accounting_connection, outbox_write
-
-    allocations = list(payment.allocations.select_related("invoice"))
-    invoices = [invoice] if invoice else [a.invoice for a in allocations]
-    connection, client_external_id = accounting_connection(client=payment.client, invoices=invoices)
-    if connection is None:
-        return
-    rows = ([{"invoice_external_id": invoice.external_id, "invoice_number": invoice.number, "amount": str(amount)}]
-            if invoice else
-            [{"invoice_external_id": a.invoice.external_id, "invoice_number": a.invoice.number, "amount": str(a.amount)}
-             for a in allocations if a.kind == PaymentAllocation.Kind.ALLOCATION])
-    outbox_write(connection=connection, event_type=event_type, data={
-        "external_id": f"portal-payment-{payment.pk}", "client_external_id": client_external_id,
-        "amount": str(amount if amount is not None else payment.amount), "currency": payment.currency,
-        "received_at": payment.received_at.isoformat(), "method": payment.method, "reference": payment.reference,
-        "gateway_payment_id": payment.gateway_payment_id, "allocations": rows})
 
 
 @transaction.atomic
@@ -373,10 +351,7 @@ def payment_reverse(*, payment: Payment, invoice: Invoice, amount: Decimal, kind
     invoice.amount_paid -= amount
     audit_record(action=AuditEvent.Action.PAYMENT_REVERSED, actor=actor, client=invoice.client, obj=payment,
                  details={"invoice": invoice.number, "amount": str(amount), "kind": kind})
-    if payment.source != Payment.Source.ACCOUNTING:
-        _tell_accounting(payment=payment, invoice=invoice, amount=amount,
-                         event_type="payment.refunded" if kind == PaymentAllocation.Kind.REFUND
-                         else "payment.charged_back")
+    signals.payment_reversed.send(sender=Payment, payment=payment, invoice=invoice, amount=amount, kind=kind)
     _rebalance(invoice, actor=actor, reason=kind, details={"payment": payment.pk, "amount": str(-amount)})
     return invoice
 

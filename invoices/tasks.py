@@ -2,6 +2,8 @@
 from celery import shared_task
 
 from invoices import services
+from invoices.documents.render import document_pdf
+from invoices.models import CreditNote, Invoice
 from portal.rls import staff_scope
 
 
@@ -20,9 +22,6 @@ def generate_recurring_invoices() -> int:
 @shared_task(acks_late=True)
 def prerender_pdf(kind: str, pk: int) -> bool:
     """Render and store a document's PDF ahead of the first download. True if it rendered."""
-    from invoices.documents.render import document_pdf
-    from invoices.models import CreditNote, Invoice
-
     model = CreditNote if kind == "credit_note" else Invoice
     with staff_scope():
         document = model.objects.select_related("client", "brand").filter(pk=pk).first()

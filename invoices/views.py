@@ -18,12 +18,12 @@ from invoices.links import LinkRefused, document_link_use
 from invoices.forms import StatementForm
 from invoices.models import CreditNote, Invoice
 from invoices.selectors import client_credit_note_get, client_invoice_get, client_invoices, document_tax_breakdown
+from invoices.signals import invoice_detail_context
 from portal.http import download_response
 from portal.models import AuditEvent
 from portal.services import audit_record
-from portal.permissions import role_required
+from portal.permissions import client_required, role_required
 from portal.rls import client_scope
-from portal.views import client_required
 
 PAGE_SIZE = 20
 ZIP_LIMIT = 50
@@ -106,12 +106,12 @@ def invoice_detail(request, pk: int):
     invoice = _invoice(request, pk)
     audit_record(action=AuditEvent.Action.RECORD_VIEWED, request=request, obj=invoice,
                  details={"number": invoice.number})
-    from payments.mandates import valid_mandate
-    from payments.models import MandateCollection
-
+    # What the apps above the ledger add to this page (payments: the direct-debit mandate).
+    extras = {}
+    for _receiver, added in invoice_detail_context.send(sender=Invoice, invoice=invoice, client=request.client):
+        extras |= added or {}
     return render(request, "invoices/detail.html", {
-        "mandate": valid_mandate(request.client),
-        "collection": MandateCollection.objects.filter(invoice=invoice).first(),
+        **extras,
         "invoice": invoice, "lines": invoice.lines.all(), "tax_breakdown": document_tax_breakdown(document=invoice),
         "credit_notes": invoice.credit_notes.exclude(status=CreditNote.Status.DRAFT),
         "payments": invoice.allocations.select_related("payment").order_by("created_at")})

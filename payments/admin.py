@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 from invoices.models import Payment, PaymentAllocation
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, GatewayEvent
-from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
 
 
 @admin.register(GatewayAccount)

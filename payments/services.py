@@ -17,6 +17,8 @@ from invoices.models import Invoice, Payment, PaymentAllocation
 from invoices.money import round_money
 from invoices.services import payment_record, payment_reverse
 from payments.gateways import GatewayPayment, adapter_for
+from payments.gateways.stripe import StripeGateway
+from payments.mandates import mandate_customer_for, mandates_sync
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, GatewayEvent
 from portal.models import AuditEvent
 from portal.services import audit_record
@@ -75,8 +77,6 @@ def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], me
     if wants_mandate:
         if gateway.provider != GatewayAccount.Provider.MOLLIE or not gateway.sepa_direct_debit:
             raise DomainError("automatic direct debit is not offered")
-        from payments.mandates import mandate_customer_for
-
         customer = mandate_customer_for(client=client, gateway=gateway, user=user)
     with transaction.atomic():
         invoices = {i.pk: i for i in Invoice.objects.select_for_update().filter(pk__in=[i.pk for i, _ in requested])}
@@ -109,7 +109,7 @@ def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], me
 
 def gateway_webhook_receive(*, gateway: GatewayAccount, body: str, headers: str = "") -> GatewayEvent:
     """Keep the webhook (encrypted) and hand it to a worker; the caller answers at once."""
-    from payments.tasks import process_gateway_event
+    from payments.tasks import process_gateway_event  # here: payments.tasks imports this module
 
     provider_payment_id = ""
     for part in body.split("&"):
@@ -125,10 +125,9 @@ def gateway_webhook_receive(*, gateway: GatewayAccount, body: str, headers: str 
 def stripe_webhook_receive(*, gateway: GatewayAccount, payload: bytes, signature: str | None) -> tuple[int, dict]:
     """Verify Stripe's signature on the raw bytes, then keep the event once (by its id).
     A bad signature is kept too, as rejected, and answered 400 with the reason."""
-    from stripe import SignatureVerificationError
+    from stripe import SignatureVerificationError  # lazy like the Stripe adapter: the SDK is large
 
-    from payments.gateways.stripe import StripeGateway
-    from payments.tasks import process_gateway_event
+    from payments.tasks import process_gateway_event  # here: payments.tasks imports this module
 
     text = payload.decode("utf-8", "replace")
     try:
@@ -152,8 +151,6 @@ def gateway_event_process(*, event_id: int) -> str:
     if event.status == GatewayEvent.Status.PROCESSED:
         return event.status
     if event.gateway.provider == GatewayAccount.Provider.STRIPE:
-        from payments.gateways.stripe import StripeGateway
-
         reported = StripeGateway.report(json.loads(event.body))  # verified when it arrived
     else:
         # Ask the gateway what is true now (the webhook only says "look at payment X").
@@ -204,8 +201,6 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
     attempt.save(update_fields=["payment", "updated_at"])
     _reverse_what_the_gateway_took_back(attempt, reported)
     if attempt.wants_mandate:
-        from payments.mandates import mandates_sync
-
         mandates_sync(attempt=attempt)
     return attempt
 

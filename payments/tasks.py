@@ -2,6 +2,8 @@
 from celery import shared_task
 
 from payments import services
+from payments.mandates import collections_run
+from payments.models import GatewayEvent
 from portal.rls import staff_scope
 
 
@@ -11,8 +13,6 @@ def process_gateway_event(self, event_id: int) -> str:
         with staff_scope():
             return services.gateway_event_process(event_id=event_id)
     except Exception as exc:
-        from payments.models import GatewayEvent
-
         with staff_scope():
             GatewayEvent.objects.filter(pk=event_id).update(error=f"{type(exc).__name__}: {exc}"[:2000])
         raise self.retry(exc=exc, countdown=15 * 2 ** self.request.retries)
@@ -20,7 +20,5 @@ def process_gateway_event(self, event_id: int) -> str:
 
 @shared_task
 def run_mandate_collections() -> dict:
-    from payments.mandates import collections_run
-
     with staff_scope():
         return collections_run()

@@ -15,9 +15,8 @@ from payments.mandates import collection_opt_in
 from payments.mandates import mandate_revoke as mandate_revoke_service
 from payments.models import CheckoutAttempt, GatewayAccount, Mandate, SandboxPayment
 from payments.services import checkout_start, gateway_for_brand, gateway_webhook_receive, stripe_webhook_receive
-from portal.permissions import role_required
+from portal.permissions import client_required, role_required
 from portal.rls import staff_scope
-from portal.views import client_required
 
 
 @client_required

@@ -1,4 +1,6 @@
-"""Back office: brands, clients, memberships, users and the audit log."""
+"""Back office: brands, clients, memberships, users, the audit log, background jobs and webhooks."""
+import json
+
 from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -8,56 +10,14 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from invoices.views import statement_response
-from portal.models import AuditEvent, Brand, Client, Membership, User
-from portal.services import audit_record
+from portal.admin_base import AuditedAdminMixin, AuditedModelAdmin, ReadOnlyAdminMixin
+from portal import jobs
+from portal.models import AuditEvent, Brand, Client, Job, Membership, User, WebhookRequest
 
 # Staff log in through allauth too: the same throttling, verification and two-factor.
 admin.site.login = secure_admin_login(admin.site.login)
 admin.site.site_header = _("Client portal back office")
 admin.site.site_title = _("Back office")
-
-
-def _client_of(obj):
-    if isinstance(obj, Client):
-        return obj
-    return getattr(obj, "client", None) if hasattr(obj, "client_id") else None
-
-
-class AuditedAdminMixin:
-    """Every add, change and delete made in admin also lands in the audit log."""
-
-    def log_addition(self, request, obj, message):
-        audit_record(action=AuditEvent.Action.ADMIN_ADDED, request=request, obj=obj, client=_client_of(obj),
-                     details={"change": str(message)})
-        return super().log_addition(request, obj, message)
-
-    def log_change(self, request, obj, message):
-        audit_record(action=AuditEvent.Action.ADMIN_CHANGED, request=request, obj=obj, client=_client_of(obj),
-                     details={"change": message if isinstance(message, (list, str)) else str(message)})
-        return super().log_change(request, obj, message)
-
-    def log_deletions(self, request, queryset):
-        for obj in queryset:
-            audit_record(action=AuditEvent.Action.ADMIN_DELETED, request=request, obj=obj,
-                         client=_client_of(obj))
-        return super().log_deletions(request, queryset)
-
-
-class AuditedModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    pass
-
-
-class ReadOnlyAdminMixin:
-    """For records nobody edits by hand: logs, ledgers, stored events."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class MembershipInline(admin.TabularInline):
@@ -139,3 +99,73 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["client"]
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every piece of background work, by kind and state; dead ones can be replayed (audited)."""
+
+    list_display = ["id", "kind", "state", "tries", "subject", "run_after", "created_at", "finished_at",
+                    "short_error"]
+    list_filter = ["state", "kind", "created_at"]
+    search_fields = ["key", "subject", "last_error"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Job._meta.fields]
+    actions = ["replay_dead_jobs"]
+
+    @admin.display(description=_("attempts"))
+    def tries(self, obj):
+        return f"{obj.attempts} / {obj.max_attempts}"
+
+    @admin.display(description=_("last error"))
+    def short_error(self, obj):
+        return obj.last_error.splitlines()[0][:120] if obj.last_error else ""
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, extra_context={
+            **(extra_context or {}), "figures": jobs.jobs_figures(days=14), "states": Job.State.choices})
+
+    @admin.action(description=_("Replay the selected dead jobs"))
+    def replay_dead_jobs(self, request, queryset):
+        replayed = sum(jobs.job_replay(job=job, actor=request.user, request=request) for job in queryset)
+        skipped = queryset.count() - replayed
+        self.message_user(request, _("%(replayed)d replayed; %(skipped)d skipped (only dead jobs are replayed).")
+                          % {"replayed": replayed, "skipped": skipped})
+
+
+@admin.register(WebhookRequest)
+class WebhookRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Webhooks as they arrived from every source (bodies decrypted for staff only), with the
+    reason a rejected one got; an accepted one's processing is its job."""
+
+    list_display = ["received_at", "source", "account", "natural_key", "status", "job_link", "short_error"]
+    list_filter = ["status", "source", "received_at"]
+    search_fields = ["natural_key", "account"]
+    date_hierarchy = "received_at"
+    fields = ["received_at", "source", "account", "natural_key", "status", "ip_address", "error", "job_link",
+              "pretty_headers", "pretty_body"]
+    readonly_fields = fields
+
+    @admin.display(description=_("job"))
+    def job_link(self, obj):
+        job = Job.objects.filter(key=f"webhook:{obj.pk}").first()
+        if job is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:portal_job_change", args=[job.pk]),
+                           job.get_state_display())
+
+    @admin.display(description=_("why it was rejected"))
+    def short_error(self, obj):
+        return obj.error[:120]
+
+    @admin.display(description=_("headers"))
+    def pretty_headers(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.headers, indent=2, ensure_ascii=False))
+
+    @admin.display(description=_("body"))
+    def pretty_body(self, obj):
+        try:
+            text = json.dumps(json.loads(obj.body), indent=2, ensure_ascii=False)
+        except ValueError:
+            text = obj.body
+        return format_html('<pre style="white-space:pre-wrap">{}</pre>', text)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from urllib.parse import quote
 
 AA_TEXT = 4.5
 
@@ -30,8 +31,6 @@ def readable_on_white(colour: str) -> str:
 
 
 def favicon_svg(*, initial: str, colour: str) -> str:
-    from urllib.parse import quote
-
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
            f'fill="{colour}"/><text x="16" y="22" font-family="sans-serif" font-size="18" font-weight="700" '
            f'fill="#fff" text-anchor="middle">{initial}</text></svg>')

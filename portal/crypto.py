@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
@@ -142,8 +143,6 @@ class EncryptedJSONField(models.TextField):
 
 def encrypted_fields():
     """Every (model, [field names]) pair that holds encrypted values."""
-    from django.apps import apps
-
     for model in apps.get_models():
         names = [f.name for f in model._meta.concrete_fields
                  if isinstance(f, (EncryptedTextField, EncryptedJSONField))]

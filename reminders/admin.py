@@ -8,7 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from portal.admin import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
 from reminders.models import ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
 from reminders.services import _render
 

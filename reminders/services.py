@@ -14,9 +14,15 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.db.models import Q
 from django.template import Context, Template
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
+from invoices.documents.render import _css, _logo, html_to_pdf
+from invoices.models import Invoice
+from invoices.money import round_money
+from invoices.services import invoice_create
+from invoices.signals import invoice_issued_by_portal
 from portal.models import AuditEvent, Membership, NotificationKind
 from portal.notifications import notify_client
 from portal.services import audit_record
@@ -85,7 +91,7 @@ def reminders_scan(*, now: datetime.datetime | None = None) -> list[int]:
                          .filter(Q(step__late_fee_fixed__gt=0) | Q(step__late_fee_percent__gt=0))
                          .select_related("step", "invoice__client", "invoice__brand")):
             _raise_late_fee(dispatch, today=local.date())
-        from reminders.tasks import send_reminders
+        from reminders.tasks import send_reminders  # here: reminders.tasks imports this module
 
         batches = [created[i:i + BATCH] for i in range(0, len(created), BATCH)]
         transaction.on_commit(lambda: [send_reminders.delay(batch) for batch in batches], robust=True)
@@ -94,40 +100,24 @@ def reminders_scan(*, now: datetime.datetime | None = None) -> list[int]:
 
 def _raise_late_fee(dispatch: ReminderDispatch, *, today: datetime.date) -> None:
     """The step's late fee as a fee invoice linked to the reminder (so never twice for one
-    step), told to the accounting system through the outbox in this same transaction."""
-    from integrations.outbox import accounting_connection, outbox_write
-    from invoices.money import round_money
-    from invoices.services import invoice_create
-
+    step), announced to the apps that listen (integrations tells accounting through its
+    outbox) in this same transaction."""
     invoice, step = dispatch.invoice, dispatch.step
     amount = round_money(step.late_fee_fixed + invoice.open_balance * step.late_fee_percent / 100)
     if amount <= 0:
         return
+    lines = [{"description": f"Late payment fee for invoice {invoice.number}", "quantity": 1, "unit": "",
+              "unit_price": amount, "discount_percent": 0, "tax_rate": 0}]
     fee = invoice_create(
         client=invoice.client, brand=invoice.brand, number=f"{invoice.number}-FEE{step.offset_days:+d}",
         issue_date=today, due_date=today + datetime.timedelta(days=14), currency=invoice.currency,
-        payment_terms_days=14, notes=f"Late payment fee for invoice {invoice.number}",
-        lines=[{"description": f"Late payment fee for invoice {invoice.number}", "quantity": 1, "unit": "",
-                "unit_price": amount, "discount_percent": 0, "tax_rate": 0}])
+        payment_terms_days=14, notes=f"Late payment fee for invoice {invoice.number}", lines=lines)
     ReminderDispatch.objects.filter(pk=dispatch.pk).update(fee_invoice=fee)
-    connection_, client_external_id = accounting_connection(client=invoice.client, invoices=[invoice])
-    if connection_ is not None:
-        outbox_write(connection=connection_, event_type="invoice.created", data={
-            "external_id": f"portal-invoice-{fee.pk}", "number": fee.number, "client_external_id": client_external_id,
-            "issue_date": fee.issue_date.isoformat(), "due_date": fee.due_date.isoformat(), "currency": fee.currency,
-            "related_invoice_external_id": invoice.external_id, "related_invoice_number": invoice.number,
-            "lines": [{"description": f"Late payment fee for invoice {invoice.number}", "quantity": "1",
-                       "unit_price": str(amount), "tax_rate": "0"}],
-            "subtotal": str(fee.subtotal), "tax_total": str(fee.tax_total), "total": str(fee.total)})
+    invoice_issued_by_portal.send(sender=Invoice, invoice=fee, lines=lines, related_invoice=invoice)
 
 
 def reminder_letter_pdf(*, invoice, subject: str, body: str, pay_link: str) -> bytes:
     """A reminder letter in the brand's look (the invoice PDFs' template and styles)."""
-    from django.template.loader import render_to_string
-    from django.utils import translation
-
-    from invoices.documents.render import _css, _logo, html_to_pdf
-
     language = invoice.client.locale
     with translation.override(language):
         html = render_to_string("reminders/letter.html", {

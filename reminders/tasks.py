@@ -2,13 +2,12 @@
 from celery import shared_task
 
 from portal.rls import staff_scope
+from portal.tasks import record_run
 from reminders import services
 
 
 @shared_task
 def scan_reminders() -> int:
-    from portal.tasks import record_run
-
     with staff_scope():
         created = len(services.reminders_scan())
         record_run("reminder scanner", f"{created} reminders due")

@@ -37,7 +37,7 @@ CSS_PATH = Path(settings.BASE_DIR) / "static" / "invoices" / "pdf.css"
 def _url_fetcher():
     """data: URIs only: logos, QR codes and styles are inlined, so a render never fetches a URL
     (and a template that tries to stops the render instead of waiting on a network)."""
-    from weasyprint.urls import URLFetcher
+    from weasyprint.urls import URLFetcher  # lazy: WeasyPrint loads Pango and fonts; only renders need it
 
     return URLFetcher(allowed_protocols={"data"}, fail_on_errors=True)
 
@@ -107,7 +107,7 @@ def _fingerprint(*parts: bytes) -> str:
 
 
 def html_to_pdf(html: str) -> bytes:
-    from weasyprint import HTML
+    from weasyprint import HTML  # lazy: see _url_fetcher
 
     return HTML(string=html, url_fetcher=_url_fetcher(), base_url=None).write_pdf(pdf_variant="pdf/a-3b")
 

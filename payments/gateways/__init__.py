@@ -21,6 +21,7 @@ class GatewayPayment:
 
 
 def adapter_for(account):
+    # Here, not at the top: each adapter module imports GatewayPayment from this package.
     from payments.gateways.mollie import MollieGateway
     from payments.gateways.sandbox import SandboxGateway
     from payments.gateways.stripe import StripeGateway

@@ -19,7 +19,7 @@ STATUSES = {"open": CheckoutAttempt.Status.OPEN, "pending": CheckoutAttempt.Stat
 
 class MollieGateway:
     def __init__(self, account):
-        from mollie.api.client import Client
+        from mollie.api.client import Client  # lazy: only Mollie accounts need the SDK
 
         self.account = account
         self.client = Client(api_endpoint=settings.MOLLIE_API_ENDPOINT)

@@ -23,7 +23,7 @@ def _money(cents: int | None) -> Decimal:
 
 class StripeGateway:
     def __init__(self, account):
-        import stripe
+        import stripe  # lazy: the SDK is large and only Stripe accounts need it
 
         self.account = account
         self.client = stripe.StripeClient(account.api_key, base_addresses={"api": settings.STRIPE_API_BASE})
@@ -46,7 +46,7 @@ class StripeGateway:
     @staticmethod
     def verify(payload: bytes, signature: str | None, secret: str) -> dict:
         """The event, if Stripe signed it (5 minutes' tolerance); raises otherwise."""
-        import stripe
+        import stripe  # lazy: see __init__
 
         stripe.WebhookSignature.verify_header(payload.decode(), signature, secret, 300)
         return json.loads(payload)

@@ -19,6 +19,7 @@ from invoices import services as ledger
 from invoices.models import RecurringSchedule
 from portal.models import Brand, Membership, User
 from portal.rls import staff_scope
+from reminders.models import ReminderPolicy, ReminderStep
 
 DEMO_PASSWORD = "portal-demo-2026"
 
@@ -129,8 +130,6 @@ REMINDER_STEPS = [
 
 
 def _default_reminder_policy(brand):
-    from reminders.models import ReminderPolicy, ReminderStep
-
     policy, created = ReminderPolicy.objects.get_or_create(brand=brand, client=None,
                                                            defaults={"name": f"{brand.name}: standard"})
     if created:
