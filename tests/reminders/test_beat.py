@@ -30,7 +30,7 @@ def test_beat_schedules_the_scan_and_a_worker_sends_the_reminder(committed, cele
     committed.create(build)
     beat = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "warning", "-s", str(tmp_path / "schedule")],
-        cwd=ROOT, env={**process_env, "REMINDER_SCAN_INTERVAL": "1", "HEARTBEAT_INTERVAL": "1"})
+        cwd=ROOT, env={**process_env, "REMINDER_SCAN_INTERVAL": "1", "HEARTBEAT_INTERVAL": "1", "JOB_SWEEP_INTERVAL": "1"})
     try:
         deadline = time.monotonic() + 40
         sent = None
@@ -45,7 +45,7 @@ def test_beat_schedules_the_scan_and_a_worker_sends_the_reminder(committed, cele
     assert sent is not None, "beat and worker did not send the reminder"
     assert sent.step.offset_days == 1  # due 6 days ago: the +1 step, not yet +7
     with staff_scope():
-        assert set(ScheduledRun.objects.values_list("name", flat=True)) >= {"beat", "reminder scanner"}
+        assert set(ScheduledRun.objects.values_list("name", flat=True)) >= {"beat", "reminder scanner", "job sweep"}
     staff = committed.create(lambda: UserFactory(is_staff=True, is_superuser=True))
     http = HttpClient()
     http.force_login(staff)

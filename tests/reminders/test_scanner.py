@@ -167,6 +167,7 @@ def test_health_page_warns_when_the_scanner_has_gone_quiet(db, client, staff):
     with staff_scope():
         # update_or_create: a worker from an earlier test may have recorded a run already.
         ScheduledRun.objects.update_or_create(name="beat", defaults={"last_run_at": timezone.now()})
+        ScheduledRun.objects.update_or_create(name="job sweep", defaults={"last_run_at": timezone.now()})
         ScheduledRun.objects.update_or_create(name="reminder scanner", defaults={
             "last_run_at": timezone.now() - datetime.timedelta(hours=3)})
     client.force_login(staff)
