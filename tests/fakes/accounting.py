@@ -1,8 +1,17 @@
 """A custom ERP's endpoint that receives payments back from the portal, verifying the Standard
-Webhooks signature like a careful receiver would. It can be told to fail the next N requests."""
+Webhooks signature like a careful receiver would.
+
+Every POST is kept in `deliveries`, in the order it arrived, with its webhook-id and what it was
+answered, so a test can count the attempts per message; `received` holds the messages booked
+(verified and answered 200), also in order and also when the same message comes twice.
+
+Faults for tests: `fail_next(n, status)` answers the next n requests with that status without
+booking them; `delay_next(n, seconds)` books the next n (if they verify) and then waits before
+answering, so a sender that times out has nonetheless been heard and may deliver again."""
 from __future__ import annotations
 
 import json
+import time
 
 from integrations.signing import SignatureError, verify
 from tests.fakes.base import JsonHandler, LocalServer
@@ -15,25 +24,71 @@ class FakeAccounting(LocalServer):
         self.secret = secret
         self.received: list[dict] = []
         self.rejected: list[str] = []
-        self.fail_next = 0
+        self.deliveries: list[dict] = []  # {"webhook_id", "body", "status"}: every POST, in order
+        self.failures: list[int] = []  # statuses still to answer with, one per coming request
+        self.delays: list[float] = []  # seconds still to wait before answering, likewise
         super().__init__()
+
+    def _fail_next(self, n: int = 1, status: int = 500) -> None:
+        """The next n requests are answered with this status and not booked."""
+        with self.lock:
+            self.failures.extend([status] * n)
+
+    def _set_fail_next(self, n: int) -> None:
+        # `fake.fail_next = n`, the older spelling: n maintenance answers (503).
+        with self.lock:
+            self.failures = [503] * n
+
+    # A method, `fake.fail_next(2, status=500)`; assigning a number still works as it used to.
+    fail_next = property(lambda self: self._fail_next, _set_fail_next)
+
+    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
+        """The next n requests are handled, then answered only after this many seconds."""
+        with self.lock:
+            self.delays.extend([seconds] * n)
+
+    def attempts(self, message_id: str) -> list[dict]:
+        """Every delivery of one message (its webhook-id), in order, with what it was answered."""
+        return [d for d in self.deliveries if d["webhook_id"] == message_id]
+
+    def booked(self, message_id: str) -> int:
+        """How many times one message was booked (more than once: the sender did not dedupe)."""
+        return sum(1 for r in self.received if r["id"] == message_id)
 
     def _handler(self):
         fake = self
 
         class Handler(JsonHandler):
 
+            def send_json(self, status: int, body: dict) -> None:
+                try:
+                    super().send_json(status, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sender stopped waiting (delay_next); what was booked stays booked
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if fake.fail_next:
-                    fake.fail_next -= 1
-                    return self.send_json(503, {"error": "maintenance"})
+                with fake.lock:
+                    failure = fake.failures.pop(0) if fake.failures else None
+                    delay = fake.delays.pop(0) if fake.delays else 0.0
+                    delivery = {"webhook_id": self.headers.get("webhook-id"), "body": body.decode(errors="replace"),
+                                "status": None}
+                    fake.deliveries.append(delivery)
+                if failure is not None:
+                    time.sleep(delay)
+                    delivery["status"] = failure
+                    return self.send_json(failure, {"error": "maintenance" if failure == 503 else "server error"})
                 try:
                     verify([fake.secret], {k.lower(): v for k, v in self.headers.items()}, body)
                 except SignatureError as exc:
                     fake.rejected.append(str(exc))
+                    delivery["status"] = 401
+                    time.sleep(delay)
                     return self.send_json(401, {"error": str(exc)})
-                fake.received.append({"id": self.headers["webhook-id"], **json.loads(body)})
+                with fake.lock:
+                    fake.received.append({"id": self.headers["webhook-id"], **json.loads(body)})
+                delivery["status"] = 200
+                time.sleep(delay)
                 self.send_json(200, {"status": "booked"})
 
         return Handler

@@ -1,20 +1,34 @@
 """A local Mollie API (v2 Payments) following docs.mollie.com: the endpoints we use, their
-JSON (HAL) shapes, statuses, Bearer API-key authentication, Idempotency-Key replays and
-error bodies ({"status", "title", "detail", "field", "_links"}). Reached through
-mollie-api-python with only the API endpoint changed."""
+JSON (HAL) shapes, statuses, Bearer API-key authentication, error bodies ({"status", "title",
+"detail", "field", "_links"}) and Idempotency-Key handling as docs.mollie.com/overview/api-idempotency
+describes it: every POST accepts a key; a repeat within 24 hours gets the cached initial response
+with `Idempotent-Replayed: true`; the same key for another endpoint or other parameters is a 400; a
+repeat while the first is still being processed is a 409. Reached through mollie-api-python with
+only the API endpoint changed.
+
+Faults for tests, as every fake here offers them: `fail_next(n, status)` answers the next n API
+requests with Mollie's error body (not executed, so no idempotency key is stored); `delay_next(n,
+seconds)` executes the next n API requests at once but answers only after that long, so a client that
+gave up has nonetheless been heard (a create's key counts as still being processed until the answer
+leaves: a retry meanwhile is a 409); `forget_idempotency_keys()` is the 24 hours passing. The hosted
+checkout pages are the payer's browser, not the API: no faults there."""
 from __future__ import annotations
 
 import json
 import re
 import secrets
+import time
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl
+from http import HTTPStatus
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
 from tests.fakes.base import JsonHandler, LocalServer
 
 STATUSES = {"open", "pending", "authorized", "paid", "canceled", "expired", "failed"}
 METHODS = {None, "ideal", "creditcard", "directdebit", "banktransfer"}
+IDEMPOTENCY_KEY_LIFETIME = 24 * 3600  # seconds; "Keys older than 24 hours will be removed from our cache."
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 250
 
 
 class FakeMollie(LocalServer):
@@ -23,9 +37,48 @@ class FakeMollie(LocalServer):
         self.payments: dict[str, dict] = {}
         self.customers: dict[str, dict] = {}
         self.mandates: dict[str, dict[str, dict]] = {}  # customer id -> mandate id -> mandate
-        self.by_idempotency_key: dict[str, str] = {}
+        # Idempotency-Key -> the initial request ("POST /v2/payments", parsed body) and its response.
+        self.idempotency_keys: dict[str, dict] = {}
+        self.in_progress: set[str] = set()
         self.requests: list[tuple[str, str]] = []
+        self.failures: list[int] = []  # statuses still to answer with, one per coming API request
+        self.delays: list[float] = []  # seconds still to wait, likewise
         super().__init__()
+
+    # Faults, for tests.
+    def fail_next(self, n: int = 1, status: int = 500) -> None:
+        """The next n API requests are answered with Mollie's error body and this status, unexecuted."""
+        with self.lock:
+            self.failures.extend([status] * n)
+
+    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
+        """The next n API requests are executed at once and answered after this many seconds."""
+        with self.lock:
+            self.delays.extend([seconds] * n)
+
+    def forget_idempotency_keys(self) -> None:
+        """What 24 hours do: a repeated key is a new request again."""
+        with self.lock:
+            self.idempotency_keys.clear()
+
+    def payments_for_metadata(self, key: str, value) -> list[dict]:
+        """The payments created with metadata[key] == value, oldest first."""
+        with self.lock:
+            return [p for p in self.payments.values()
+                    if isinstance(p.get("metadata"), dict) and p["metadata"].get(key) == value]
+
+    def _take_faults(self) -> tuple[int | None, float]:
+        with self.lock:
+            status = self.failures.pop(0) if self.failures else None
+            delay = self.delays.pop(0) if self.delays else 0.0
+        return status, delay
+
+    def _stored(self, key: str) -> dict | None:
+        stored = self.idempotency_keys.get(key)
+        if stored and time.time() - stored["stored_at"] >= IDEMPOTENCY_KEY_LIFETIME:
+            del self.idempotency_keys[key]
+            return None
+        return stored
 
     # What happens at Mollie's side (the customer paying, a bank settling, a refund).
     def set_status(self, payment_id: str, status: str) -> None:
@@ -90,13 +143,32 @@ class FakeMollie(LocalServer):
         class Handler(JsonHandler):
             content_type = "application/hal+json"
 
-            def _error(self, status: int, title: str, detail: str, field: str | None = None) -> None:
+            def _send(self, status: int, payload: bytes, replayed: bool = False) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", self.content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    if replayed:
+                        self.send_header("Idempotent-Replayed", "true")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (delay_next): Mollie has done the work all the same
+
+            def send_json(self, status: int, body: dict) -> None:
+                self._send(status, json.dumps(body).encode())
+
+            @staticmethod
+            def _error_body(status: int, title: str, detail: str, field: str | None = None) -> dict:
                 body = {"status": status, "title": title, "detail": detail,
                         "_links": {"documentation": {"href": "https://docs.mollie.com/overview/handling-errors",
                                                      "type": "text/html"}}}
                 if field:
                     body["field"] = field
-                self.send_json(status, body)
+                return body
+
+            def _error(self, status: int, title: str, detail: str, field: str | None = None) -> None:
+                self.send_json(status, self._error_body(status, title, detail, field))
 
             def _authorised(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
@@ -104,14 +176,27 @@ class FakeMollie(LocalServer):
                     return False
                 return True
 
+            def _failed(self, failure: int | None, delay: float) -> bool:
+                """Answer (late, if told to) with the injected error, if there is one (True: answered)."""
+                if failure is None:
+                    return False
+                time.sleep(delay)
+                self.send_json(failure, self._failure_body(failure))
+                return True
+
+            def _failure_body(self, status: int) -> dict:
+                return self._error_body(status, HTTPStatus(status).phrase,
+                                        "An error occurred at Mollie's side; the request was not executed")
+
             def do_POST(self):
                 fake.requests.append(("POST", self.path))
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 checkout = re.fullmatch(r"/checkout/select-method/(tr_\w+)", self.path)
                 if checkout:
                     payment = self._checkout_page(checkout.group(1))
                     if payment is None:
                         return
-                    form = dict(parse_qsl(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()))
+                    form = dict(parse_qsl(raw.decode()))
                     fake.set_status(payment["id"], "paid" if form.get("outcome") == "paid" else "canceled")
                     if payment.get("webhookUrl"):  # Mollie calls the webhook with only the id
                         urlopen(Request(payment["webhookUrl"], data=f"id={payment['id']}".encode(),
@@ -122,8 +207,55 @@ class FakeMollie(LocalServer):
                     return
                 if not self._authorised():
                     return
-                if self.path == "/v2/customers":
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                failure, delay = fake._take_faults()
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = None
+                key = self.headers.get("Idempotency-Key")
+                request = [f"POST {urlsplit(self.path).path}", body]
+                if key:
+                    with fake.lock:
+                        stored = fake._stored(key)
+                        busy = key in fake.in_progress
+                        if not stored and not busy:
+                            fake.in_progress.add(key)
+                    if busy:
+                        return self._error(409, "Conflict", "A request with this Idempotency-Key is still being "
+                                                            "processed")
+                    if stored:
+                        if self._failed(failure, delay):
+                            return
+                        time.sleep(delay)
+                        if stored["request"] != request:
+                            return self._error(400, "Bad Request", "The Idempotency-Key was already used for "
+                                                                   "another endpoint or other parameters")
+                        return self._send(stored["status"], stored["payload"], replayed=True)
+                # Executed at once; a late answer (delay_next) keeps the key "still being processed".
+                # The key is released before the answer leaves, so that a retry sent the moment the
+                # answer arrives gets the replay, not a 409.
+                try:
+                    if failure is not None:  # not executed: nothing stored under the key
+                        status, answer = failure, self._failure_body(failure)
+                    else:
+                        status, answer = self._create(body)
+                    payload = json.dumps(answer).encode()
+                    if key and failure is None:
+                        with fake.lock:
+                            fake.idempotency_keys[key] = {"request": request, "status": status, "payload": payload,
+                                                          "stored_at": time.time()}
+                    time.sleep(delay)
+                finally:
+                    with fake.lock:
+                        fake.in_progress.discard(key)
+                self._send(status, payload)
+
+            def _create(self, body) -> tuple[int, dict]:
+                """POST /v2/customers, /v2/payments and /v2/customers/{id}/payments: (status, answer)."""
+                if body is None:
+                    return 400, self._error_body(400, "Bad Request", "The JSON body is not valid")
+                path = urlsplit(self.path).path
+                if path == "/v2/customers":
                     customer_id = "cst_" + secrets.token_hex(5)
                     with fake.lock:
                         fake.customers[customer_id] = {
@@ -131,41 +263,42 @@ class FakeMollie(LocalServer):
                             "email": body.get("email"), "locale": body.get("locale"), "metadata": body.get("metadata"),
                             "createdAt": _now(), "_links": {"self": {"href": f"{fake.url}/v2/customers/{customer_id}",
                                                                      "type": "application/hal+json"}}}
-                    return self.send_json(201, fake.customers[customer_id])
-                if self.path != "/v2/payments":
-                    return self._error(404, "Not Found", "The resource does not exist")
-                try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                except ValueError:
-                    return self._error(400, "Bad Request", "The JSON body is not valid")
+                        return 201, fake.customers[customer_id]
+                for_customer = re.fullmatch(r"/v2/customers/(cst_\w+)/payments", path)
+                if for_customer:  # "an alias of the Create payment endpoint with the customerId predefined"
+                    body = {**body, "customerId": for_customer.group(1)}
+                elif path != "/v2/payments":
+                    return 404, self._error_body(404, "Not Found", "The resource does not exist")
+                return self._create_payment(body)
+
+            def _create_payment(self, body: dict) -> tuple[int, dict]:
+                def invalid(detail, field):
+                    return 422, self._error_body(422, "Unprocessable Entity", detail, field)
+
                 amount = body.get("amount") or {}
                 if not re.fullmatch(r"\d+\.\d{2}", str(amount.get("value", ""))) or not amount.get("currency"):
-                    return self._error(422, "Unprocessable Entity", "The amount contains an invalid value", "amount")
+                    return invalid("The amount contains an invalid value", "amount")
                 sequence = body.get("sequenceType", "oneoff")
                 required = ("description",) if sequence == "recurring" else ("description", "redirectUrl")
                 for field in required:
                     if not body.get(field):
-                        return self._error(422, "Unprocessable Entity", f"The {field} is invalid", field)
-                if sequence in ("first", "recurring") and body.get("customerId") not in fake.customers:
-                    return self._error(422, "Unprocessable Entity", "The customer id is invalid", "customerId")
+                        return invalid(f"The {field} is invalid", field)
+                if body.get("customerId") and body["customerId"] not in fake.customers:
+                    return invalid("The customer id is invalid", "customerId")
+                if sequence in ("first", "recurring") and not body.get("customerId"):
+                    return invalid("The customer id is invalid", "customerId")
                 if sequence == "recurring":
                     mandate = fake.mandates.get(body["customerId"], {}).get(body.get("mandateId"))
                     if not mandate or mandate["status"] != "valid":
-                        return self._error(422, "Unprocessable Entity",
-                                           "The customer does not have a valid mandate", "mandateId")
+                        return invalid("The customer does not have a valid mandate", "mandateId")
                 if body.get("method") not in METHODS:
-                    return self._error(422, "Unprocessable Entity", "The payment method is invalid", "method")
-                key = self.headers.get("Idempotency-Key")
+                    return invalid("The payment method is invalid", "method")
                 with fake.lock:
-                    if key and key in fake.by_idempotency_key:  # a replay returns the original
-                        return self.send_json(201, fake.payments[fake.by_idempotency_key[key]])
                     payment = fake._payment(body)
                     if sequence == "recurring":  # a direct debit: pending until the bank settles it
                         payment["status"], payment["method"] = "pending", "directdebit"
                     fake.payments[payment["id"]] = payment
-                    if key:
-                        fake.by_idempotency_key[key] = payment["id"]
-                self.send_json(201, payment)
+                    return 201, json.loads(json.dumps(payment))  # the answer as it was at this moment
 
             def _checkout_page(self, payment_id: str):
                 """Mollie's hosted checkout, reduced to its outcome: the payer pays or cancels."""
@@ -180,14 +313,22 @@ class FakeMollie(LocalServer):
                 fake.requests.append(("DELETE", self.path))
                 if not self._authorised():
                     return
+                failure, delay = fake._take_faults()
+                if self._failed(failure, delay):
+                    return
                 match = re.fullmatch(r"/v2/customers/(cst_\w+)/mandates/(mdt_\w+)", self.path)
                 mandate = match and fake.mandates.get(match.group(1), {}).get(match.group(2))
+                if mandate:
+                    with fake.lock:
+                        mandate["status"] = "invalid"  # Mollie: a revoked mandate is no longer listed as valid
+                time.sleep(delay)
                 if not mandate:
                     return self._error(404, "Not Found", "The mandate does not exist")
-                with fake.lock:
-                    mandate["status"] = "invalid"  # Mollie: a revoked mandate is no longer listed as valid
-                self.send_response(204)
-                self.end_headers()
+                try:
+                    self.send_response(204)
+                    self.end_headers()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def do_GET(self):
                 fake.requests.append(("GET", self.path))
@@ -209,23 +350,74 @@ class FakeMollie(LocalServer):
                     return
                 if not self._authorised():
                     return
-                customer = re.fullmatch(r"/v2/customers/(cst_\w+)(/mandates)?(\?.*)?", self.path)
+                failure, delay = fake._take_faults()
+                if self._failed(failure, delay):
+                    return
+                time.sleep(delay)  # nothing to execute for a read: only the answer is late
+                path, query = urlsplit(self.path).path, parse_qs(urlsplit(self.path).query)
+                if path == "/v2/payments":
+                    with fake.lock:
+                        payments = list(fake.payments.values())
+                    return self._list_payments(payments, query, path,
+                                               "https://docs.mollie.com/reference/v2/payments-api/list-payments")
+                customer = re.fullmatch(r"/v2/customers/(cst_\w+)(/mandates|/payments)?", path)
                 if customer:
-                    if customer.group(1) not in fake.customers:
-                        return self._error(404, "Not Found", "No customer exists with token " + customer.group(1))
+                    customer_id = customer.group(1)
+                    if customer_id not in fake.customers:
+                        return self._error(404, "Not Found", "No customer exists with token " + customer_id)
                     if not customer.group(2):
-                        return self.send_json(200, fake.customers[customer.group(1)])
-                    listed = [m for m in fake.mandates.get(customer.group(1), {}).values() if m["status"] == "valid"]
+                        return self.send_json(200, fake.customers[customer_id])
+                    if customer.group(2) == "/payments":
+                        with fake.lock:
+                            payments = [p for p in fake.payments.values() if p.get("customerId") == customer_id]
+                        return self._list_payments(
+                            payments, query, path,
+                            "https://docs.mollie.com/reference/v2/customers-api/list-customer-payments")
+                    listed = [m for m in fake.mandates.get(customer_id, {}).values() if m["status"] == "valid"]
                     return self.send_json(200, {"count": len(listed), "_embedded": {"mandates": listed},
                                             "_links": {"self": {"href": fake.url + self.path,
                                                                 "type": "application/hal+json"},
                                                        "previous": None, "next": None}})
-                match = re.fullmatch(r"/v2/payments/(tr_\w+)(\?.*)?", self.path)
+                match = re.fullmatch(r"/v2/payments/(tr_\w+)", path)
                 if not match or match.group(1) not in fake.payments:
                     return self._error(404, "Not Found", "No payment exists with token "
                                        f"{match.group(1) if match else self.path}.")
                 with fake.lock:
                     self.send_json(200, fake.payments[match.group(1)])
+
+            def _list_payments(self, payments: list[dict], query: dict, path: str, documentation: str) -> None:
+                """A page of a payments list as docs.mollie.com describes it: newest first; `from` is the
+                id of the first payment on the page (included); `limit` at most 250; HAL links to the
+                previous and next pages, null where there is none."""
+                newest_first = list(reversed(payments))
+                try:
+                    limit = int(query.get("limit", [LIST_LIMIT_DEFAULT])[0])
+                except ValueError:
+                    limit = 0
+                if not 1 <= limit <= LIST_LIMIT_MAX:
+                    return self._error(400, "Bad Request", f"The limit must be between 1 and {LIST_LIMIT_MAX}",
+                                       "limit")
+                start = 0
+                if "from" in query:
+                    ids = [p["id"] for p in newest_first]
+                    if query["from"][0] not in ids:
+                        return self._error(400, "Bad Request", "Invalid 'from' parameter: no such payment", "from")
+                    start = ids.index(query["from"][0])
+                page = newest_first[start:start + limit]
+
+                def link(first_id):
+                    params = {"from": first_id, "limit": limit} if first_id else {"limit": limit}
+                    return {"href": f"{fake.url}{path}?{urlencode(params)}", "type": "application/hal+json"}
+
+                previous = newest_first[max(start - limit, 0)]["id"] if start > 0 else None
+                following = newest_first[start + limit]["id"] if start + limit < len(newest_first) else None
+                with fake.lock:
+                    self.send_json(200, {
+                        "count": len(page), "_embedded": {"payments": page},
+                        "_links": {"self": link(query["from"][0] if "from" in query else None),
+                                   "previous": link(previous) if previous else None,
+                                   "next": link(following) if following else None,
+                                   "documentation": {"href": documentation, "type": "text/html"}}})
 
         return Handler
 
