@@ -1,8 +1,7 @@
-"""Connections to accounting systems, the inbound event store and client links."""
+"""Connections to accounting systems, client links and the outbox of messages back to them."""
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from portal.crypto import EncryptedJSONField, EncryptedTextField
@@ -55,73 +54,29 @@ class ClientLink(models.Model):
         return f"{self.connection} {self.external_id} → {self.client}"
 
 
-class InboundEvent(models.Model):
-    """A webhook as it arrived, kept (encrypted) before anything else happens to it."""
-
-    class Status(models.TextChoices):
-        REJECTED = "rejected", _("Rejected (4xx)")
-        PENDING = "pending", _("Pending")
-        PROCESSING = "processing", _("Processing")
-        WAITING = "waiting", _("Waiting (retry scheduled)")
-        PROCESSED = "processed", _("Processed")
-        IGNORED = "ignored", _("Ignored (stale)")
-        DEAD = "dead", _("Dead")
-
-    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="events")
-    event_id = models.CharField(_("event id"), max_length=200, blank=True)
-    event_type = models.CharField(_("type"), max_length=50, blank=True)
-    status = models.CharField(_("status"), max_length=12, choices=Status.choices)
-    headers = EncryptedJSONField(default=dict)
-    body = EncryptedTextField()
-    ip_address = models.GenericIPAddressField(null=True, blank=True)
-    error = models.TextField(_("error"), blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-received_at", "-id"]
-        constraints = [
-            # Only accepted events claim their id: a forged request cannot block the real one.
-            models.UniqueConstraint(fields=["connection", "event_id"], condition=~Q(status="rejected"),
-                                    name="inbound_event_once"),
-        ]
-        indexes = [
-            models.Index(fields=["next_attempt_at"], condition=Q(status__in=["pending", "waiting"]),
-                         name="inbound_event_due"),
-        ]
-
-    def __str__(self):
-        return f"{self.event_type or '?'} {self.event_id or '?'} ({self.get_status_display()})"
-
-
 class OutboxMessage(models.Model):
     """A message for an accounting system, written in the same transaction as the change it
-    reports, then delivered (signed), retried with backoff, and parked as dead after the last try."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", _("Pending")
-        WAITING = "waiting", _("Waiting (retry scheduled)")
-        DELIVERED = "delivered", _("Delivered")
-        DEAD = "dead", _("Dead")
+    reports, with the job that delivers it (portal.jobs, kind "outbox.deliver"). The job is the
+    one truth about delivery (state, attempts, next try, last error); the message keeps only
+    what the other side answered, for staff to read."""
 
     connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="outbox")
-    message_id = models.CharField(max_length=64, unique=True)
-    event_type = models.CharField(max_length=50)
+    message_id = models.CharField(_("message id"), max_length=64, unique=True,
+                                  help_text=_("Sent as webhook-id: the receiver books a message id once."))
+    event_type = models.CharField(_("type"), max_length=50)
     payload = EncryptedJSONField()
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveSmallIntegerField(_("last answer (HTTP status)"), null=True, blank=True)
+    created_at = models.DateTimeField(_("written"), auto_now_add=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["next_attempt_at"], condition=Q(status__in=["pending", "waiting"]),
-                                name="outbox_due")]
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("outbox message")
+        verbose_name_plural = _("outbox messages")
 
     def __str__(self):
-        return f"{self.event_type} {self.message_id} ({self.get_status_display()})"
+        return f"{self.event_type} {self.message_id}"
+
+    @property
+    def job_key(self) -> str:
+        return f"outbox:{self.message_id}"

@@ -21,6 +21,11 @@ def _payment_data(payment: Payment, *, client_external_id: str, amount: Decimal,
             "gateway_payment_id": payment.gateway_payment_id, "allocations": rows}
 
 
+def _payment_subject(payment: Payment) -> str:
+    # A refund or chargeback reaches accounting after the payment it reverses.
+    return f"outbox:payment:{payment.pk}"
+
+
 @receiver(payment_recorded, dispatch_uid="integrations.payment_recorded")
 def payment_recorded_to_outbox(sender, *, payment: Payment, **kwargs) -> None:
     if payment.source == Payment.Source.ACCOUNTING:
@@ -32,8 +37,9 @@ def payment_recorded_to_outbox(sender, *, payment: Payment, **kwargs) -> None:
         return
     rows = [{"invoice_external_id": a.invoice.external_id, "invoice_number": a.invoice.number, "amount": str(a.amount)}
             for a in allocations if a.kind == PaymentAllocation.Kind.ALLOCATION]
-    outbox_write(connection=connection, event_type="payment.recorded", data=_payment_data(
-        payment, client_external_id=client_external_id, amount=payment.amount, rows=rows))
+    outbox_write(connection=connection, event_type="payment.recorded", subject=_payment_subject(payment),
+                 data=_payment_data(payment, client_external_id=client_external_id, amount=payment.amount,
+                                    rows=rows))
 
 
 @receiver(payment_reversed, dispatch_uid="integrations.payment_reversed")
@@ -46,6 +52,7 @@ def payment_reversed_to_outbox(sender, *, payment: Payment, invoice: Invoice, am
         return
     rows = [{"invoice_external_id": invoice.external_id, "invoice_number": invoice.number, "amount": str(amount)}]
     outbox_write(connection=connection, event_type=REVERSAL_EVENTS.get(kind, "payment.charged_back"),
+                 subject=_payment_subject(payment),
                  data=_payment_data(payment, client_external_id=client_external_id, amount=amount, rows=rows))
 
 
@@ -65,4 +72,5 @@ def invoice_issued_to_outbox(sender, *, invoice: Invoice, lines: list[dict], rel
     data |= {"lines": [{"description": line["description"], "quantity": str(line["quantity"]),
                         "unit_price": str(line["unit_price"]), "tax_rate": str(line["tax_rate"])} for line in lines],
              "subtotal": str(invoice.subtotal), "tax_total": str(invoice.tax_total), "total": str(invoice.total)}
-    outbox_write(connection=connection, event_type="invoice.created", data=data)
+    outbox_write(connection=connection, event_type="invoice.created", subject=f"outbox:invoice:{invoice.pk}",
+                 data=data)

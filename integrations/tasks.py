@@ -1,30 +1,18 @@
-"""Inbound events: processing, and the sweep that makes the database the outbox."""
-from celery import shared_task
-
-from integrations import services
-from integrations.outbox import outbox_deliver, outbox_sweep
-from portal.rls import staff_scope
+"""The integrations' background work, as portal.jobs handlers (no Celery tasks of their own:
+portal.tasks rings for every kind, and its sweep catches up on what was never rung)."""
+from integrations import outbox, services
+from portal import jobs
 
 
-@shared_task(acks_late=True)
-def process_inbound_event(event_id: int):
-    with staff_scope():
-        return services.inbound_event_process(event_id=event_id)
+@jobs.handler(services.JOB_KIND, max_attempts=6, backoff_seconds=30, transactional=True)
+def apply_accounting_event(job) -> str:
+    """Database-only: applied in the transaction that records the job done, so exactly once.
+    Key: webhook:<stored request>; subject: the invoice, client, payment or credit note."""
+    return services.accounting_event_apply(job=job)
 
 
-@shared_task
-def sweep_inbound_events() -> int:
-    with staff_scope():
-        return services.inbound_events_sweep()
-
-
-@shared_task(acks_late=True)
-def deliver_outbox_message(message_id: int):
-    with staff_scope():
-        return outbox_deliver(message_id=message_id)
-
-
-@shared_task
-def sweep_outbox() -> int:
-    with staff_scope():
-        return outbox_sweep()
+@jobs.handler(outbox.JOB_KIND, max_attempts=6, backoff_seconds=30, lease_seconds=120)
+def deliver_outbox_message(job) -> str:
+    """Posts outside with no transaction open; the message id (webhook-id) makes a second post
+    of the same message recognisable to the receiver. Key: outbox:<message id>."""
+    return outbox.outbox_deliver(job=job)

@@ -203,8 +203,6 @@ CELERY_BEAT_SCHEDULE = {
     "mark-overdue": {"task": "invoices.tasks.mark_overdue", "schedule": 3600.0},
     "generate-recurring-invoices": {"task": "invoices.tasks.generate_recurring_invoices", "schedule": 3600.0},
     "sweep-jobs": {"task": "portal.tasks.sweep_jobs", "schedule": env.float("JOB_SWEEP_INTERVAL", default=30.0)},
-    "sweep-inbound-events": {"task": "integrations.tasks.sweep_inbound_events", "schedule": 30.0},
-    "sweep-outbox": {"task": "integrations.tasks.sweep_outbox", "schedule": 30.0},
     "mandate-collections": {"task": "payments.tasks.run_mandate_collections", "schedule": 3600.0},
     "scan-reminders": {"task": "reminders.tasks.scan_reminders",
                        "schedule": env.float("REMINDER_SCAN_INTERVAL", default=3600.0)},

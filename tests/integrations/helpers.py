@@ -4,6 +4,8 @@ import json
 import time
 
 from integrations.signing import signed_headers
+from portal.models import Job
+from portal.rls import staff_scope
 
 _ids = itertools.count(1)
 
@@ -40,3 +42,9 @@ def post(http, connection_slug, secret, payload, *, msg_id=None, timestamp=None,
                              timestamp=int(time.time()) if timestamp is None else timestamp)
     return http.post(f"/webhooks/accounting/{connection_slug}/", data=body, content_type="application/json",
                      headers=headers)
+
+
+def job_for(response):
+    """The job an accepted webhook left (the answer names the stored request)."""
+    with staff_scope():
+        return Job.objects.get(key=f"webhook:{response.json()['webhook']}")

@@ -1,56 +1,64 @@
-"""The inbound accounting webhook: signed, kept, answered at once, applied once by a worker."""
-import datetime
+"""The accounting webhook: signed, stored, answered at once like every source's, then applied
+once by a job (kind "accounting.event"), events about one invoice in the order sent."""
 import json
 import time
 from decimal import Decimal
-from unittest import mock
 
 import pytest
 from django.db import connection as db
-from django.urls import reverse
-from kombu.exceptions import OperationalError
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from integrations import services
-from integrations.models import InboundEvent
 from integrations.signing import generate_secret
 from invoices.models import Invoice, Payment
-from portal.models import AuditEvent, Client
+from portal import jobs
+from portal.models import AuditEvent, Client, Job, WebhookRequest
 from portal.rls import staff_scope
-from tests.integrations.helpers import CLIENT, event, invoice_data, post
+from tests.integrations.helpers import CLIENT, event, invoice_data, job_for, post
 
 D = Decimal
-ES = InboundEvent.Status
+State = Job.State
 
 
-def _events():
+def _job(job: Job) -> Job:
     with staff_scope():
-        return list(InboundEvent.objects.order_by("id"))
+        return Job.objects.get(pk=job.pk)
 
 
-def _process_all():
+def _webhooks():
     with staff_scope():
-        # What a worker does with each newly received event (retries wait for their turn).
-        for pk in InboundEvent.objects.filter(status=ES.PENDING).order_by("id").values_list("pk", flat=True):
-            services.inbound_event_process(event_id=pk)
+        return list(WebhookRequest.objects.filter(source="accounting").order_by("id"))
 
 
-def _send(client, connection, secret, *payloads, **kwargs):
-    responses = [post(client, connection.slug, secret, p, **kwargs) for p in payloads]
-    _process_all()
-    return responses
+def statements(captured) -> list[str]:
+    """The SQL statements sent, less the transaction's own BEGIN and COMMIT."""
+    return [q["sql"] for q in captured if q["sql"] not in ("BEGIN", "COMMIT")]
+
+
+def _accepted(response) -> Job:
+    assert response.status_code == 200, response.content
+    assert response.json() == {"status": "accepted", "webhook": response.json()["webhook"]}
+    return job_for(response)
+
+
+PAYMENT = {"external_id": "BANK-9", "client_external_id": "C-100", "amount": "1208.33", "currency": "EUR",
+           "received_at": "2026-11-20T09:30:00Z", "method": "bank_transfer", "reference": "2026-0001",
+           "allocations": [{"invoice_external_id": "INV-EXT-1", "amount": "1208.33"}]}
 
 
 def test_signed_invoice_is_accepted_at_once_then_applied_with_lines_and_tax_breakdown(
-        client, connection, secret, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        first = post(client, "erp", secret, event("client.upserted", CLIENT))
-        second = post(client, "erp", secret, event("invoice.created", invoice_data()))
-    assert (first.status_code, second.status_code) == (202, 202)
-    assert second.json()["status"] == "accepted"
-    assert len(callbacks) == 2  # each enqueued on commit, nothing processed in the request
+        client, connection, secret, worker):
+    first = _accepted(post(client, "erp", secret, event("client.upserted", CLIENT)))
+    second = _accepted(post(client, "erp", secret, event("invoice.created", invoice_data())))
+    # Answered before anything is applied; a worker was rung for each.
     with staff_scope():
         assert not Invoice.objects.exists()
-    _process_all()
+    assert [bell[:2] for bell in worker.bells] == [("portal.tasks.run_job", [first.pk]),
+                                                   ("portal.tasks.run_job", [second.pk])]
+    assert (first.kind, first.subject) == ("accounting.event", f"accounting:{connection.pk}:client:C-100")
+    assert second.subject == f"accounting:{connection.pk}:invoice:INV-EXT-1"
+
+    assert worker.run() == 2
     with staff_scope():
         invoice = Invoice.objects.select_related("client").get(external_id="INV-EXT-1")
         lines = list(invoice.lines.values_list("description", "net_amount", "tax_amount", "tax_rate"))
@@ -66,27 +74,48 @@ def test_signed_invoice_is_accepted_at_once_then_applied_with_lines_and_tax_brea
     assert lines == [("Consulting", D("950.00"), D("199.50"), D("21.00")), ("Books", D("53.97"), D("4.86"), D("9.00"))]
     assert breakdown == {D("9.00"): (D("53.97"), D("4.86")), D("21.00"): (D("950.00"), D("199.50"))}
     assert trail == ["invoice.created", "invoice.status_changed"]
-    assert [e.status for e in _events()] == [ES.PROCESSED, ES.PROCESSED]
+    assert [(_job(j).state, _job(j).result) for j in (first, second)] == [
+        (State.DONE, "applied client.upserted"), (State.DONE, "applied invoice.created")]
 
 
-def test_raw_event_is_stored_encrypted(client, connection, secret):
-    post(client, "erp", secret, event("client.upserted", CLIENT))
-    with db.cursor() as cursor:
-        cursor.execute("SELECT body FROM integrations_inboundevent")
+def test_the_raw_request_is_stored_encrypted_with_its_standard_webhooks_headers(client, connection, secret, worker):
+    _accepted(post(client, "erp", secret, event("client.upserted", CLIENT), msg_id="msg_raw"))
+    with staff_scope(), db.cursor() as cursor:
+        cursor.execute("SELECT body FROM portal_webhookrequest")
         [(raw,)] = cursor.fetchall()
     assert "Northwind" not in raw
-    assert json.loads(_events()[0].body)["data"]["name"] == "Northwind Traders B.V."
+    [stored] = _webhooks()
+    assert json.loads(stored.body)["data"]["name"] == "Northwind Traders B.V."
+    assert (stored.account, stored.natural_key, stored.headers["webhook-id"]) == ("erp", "msg_raw", "msg_raw")
+    assert stored.headers["webhook-signature"].startswith("v1,") and stored.headers["webhook-timestamp"]
 
 
-def test_the_same_event_id_twice_changes_nothing(client, connection, secret):
+def test_accepting_an_accounting_webhook_takes_at_most_four_sql_statements(client, connection, secret, worker):
+    body = event("invoice.created", invoice_data())
+    with CaptureQueriesContext(db) as accepted:
+        response = post(client, "erp", secret, body, msg_id="msg_budget")
+    _accepted(response)
+    with CaptureQueriesContext(db) as duplicate:
+        assert post(client, "erp", secret, body, msg_id="msg_budget").json() == {"status": "duplicate"}
+    # The scope, the connection, the stored request, its job: one transaction.
+    assert len(statements(accepted)) <= 4, statements(accepted)
+    assert len(statements(duplicate)) <= 3, statements(duplicate)
+
+
+def test_a_duplicate_changes_nothing(client, connection, secret, worker):
     payload = event("client.upserted", CLIENT)
-    assert post(client, "erp", secret, payload, msg_id="msg_same").status_code == 202
+    _accepted(post(client, "erp", secret, payload, msg_id="msg_same"))
     again = post(client, "erp", secret, payload, msg_id="msg_same")
-    assert again.status_code == 200 and again.json()["status"] == "duplicate"
-    _process_all()
-    assert len(_events()) == 1
+    assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
+    worker.run()
+    # Also after it was applied, and whatever the body now says: the id was seen.
+    renamed = post(client, "erp", secret, event("client.upserted", CLIENT | {"name": "Renamed"}), msg_id="msg_same")
+    assert (renamed.status_code, renamed.json()) == (200, {"status": "duplicate"})
+    assert worker.run() == 0
     with staff_scope():
-        assert Client.objects.filter(name="Northwind Traders B.V.").count() == 1
+        assert list(Client.objects.values_list("name", flat=True)) == ["Northwind Traders B.V."]
+        assert Job.objects.filter(kind="accounting.event").count() == 1
+    assert len(_webhooks()) == 1
 
 
 @pytest.mark.parametrize("tamper, status, reason", [
@@ -103,146 +132,183 @@ def test_the_same_event_id_twice_changes_nothing(client, connection, secret):
         tax_breakdown=[{"rate": "21", "base": "950.00", "tax": "199.50"}]))), 422,
      "totals do not add up: tax_breakdown[9%].base: expected 53.97, received 0.00"),
 ])
-def test_bad_requests_get_a_reason_and_are_kept_for_inspection(client, connection, secret, tamper, status, reason):
+def test_a_bad_request_gets_a_4xx_with_the_reason_is_kept_and_loses_nothing(
+        client, connection, secret, worker, tamper, status, reason):
     payload = tamper.pop("payload", event("client.upserted", CLIENT))
     use_secret = generate_secret() if tamper.pop("secret", None) else secret
-    response = post(client, "erp", use_secret, payload, **tamper)
+    response = post(client, "erp", use_secret, payload, msg_id="msg_1", **tamper)
     assert response.status_code == status
     assert response.json()["status"] == "rejected" and response.json()["error"].startswith(reason)
-    [kept] = _events()
-    assert kept.status == ES.REJECTED and kept.error.startswith(reason)
-    _process_all()
+    [kept] = _webhooks()
+    assert (kept.status, kept.natural_key) == (WebhookRequest.Status.REJECTED, "")
+    assert kept.error.startswith(reason) and kept.body == (tamper.get("raw") or json.dumps(payload).encode()).decode()
+    assert worker.run() == 0
     with staff_scope():
-        assert not Client.objects.filter(name="Northwind Traders B.V.").exists()
+        assert not Client.objects.exists() and not Job.objects.exists()
+    # The sender fixes it and sends the event again under the same id: it is not taken for a duplicate.
+    job = _accepted(post(client, "erp", secret, event("client.upserted", CLIENT), msg_id="msg_1"))
+    worker.run()
+    assert _job(job).state == State.DONE
+    with staff_scope():
+        assert Client.objects.filter(name="Northwind Traders B.V.").exists()
 
 
-def test_missing_signature_headers_are_named(client, connection):
+def test_missing_signature_headers_are_named(client, connection, worker):
     response = client.post("/webhooks/accounting/erp/", data=b"{}", content_type="application/json")
     assert response.status_code == 401
-    assert response.json()["error"] == "signature: missing header: webhook-id, webhook-timestamp, webhook-signature"
+    assert response.json() == {"status": "rejected",
+                               "error": "signature: missing header: webhook-id, webhook-timestamp, webhook-signature"}
 
 
-def test_unknown_or_disabled_connection_is_404(client, connection, secret):
-    assert post(client, "nope", secret, event("client.upserted", CLIENT)).status_code == 404
+def test_unknown_or_disabled_connection_is_404(client, connection, secret, worker):
+    response = post(client, "nope", secret, event("client.upserted", CLIENT))
+    assert (response.status_code, response.json()) == (
+        404, {"status": "rejected", "error": "no enabled accounting account 'nope'"})
     with staff_scope():
         connection.enabled = False
         connection.save()
     assert post(client, "erp", secret, event("client.upserted", CLIENT)).status_code == 404
 
 
-def test_during_secret_rotation_both_secrets_are_accepted(client, connection, secret):
+def test_during_secret_rotation_both_secrets_are_accepted(client, connection, secret, worker):
     new = generate_secret()
     with staff_scope():
         connection.signing_secrets = f"{new}\n{secret}"
         connection.save()
-    assert post(client, "erp", secret, event("client.upserted", CLIENT)).status_code == 202
-    assert post(client, "erp", new, event("client.upserted", CLIENT | {"name": "Renamed"})).status_code == 202
+    _accepted(post(client, "erp", secret, event("client.upserted", CLIENT)))
+    _accepted(post(client, "erp", new, event("client.upserted", CLIENT | {"name": "Renamed"})))
 
 
-def test_an_update_older_than_the_stored_one_is_ignored(client, connection, secret):
-    _send(client, connection, secret, event("client.upserted", CLIENT),
-          event("invoice.created", invoice_data(updated_at="2026-11-02T10:00:00Z")))
-    older = invoice_data(updated_at="2026-11-01T09:00:00Z", purchase_order="OLD")
-    newer = invoice_data(updated_at="2026-11-03T09:00:00Z", purchase_order="NEW")
-    _send(client, connection, secret, event("invoice.updated", older))
+def test_an_update_older_than_the_stored_one_is_done_as_ignored_with_the_reason(client, connection, secret, worker):
+    post(client, "erp", secret, event("client.upserted", CLIENT))
+    post(client, "erp", secret, event("invoice.created", invoice_data(updated_at="2026-11-02T10:00:00Z")))
+    older = _accepted(post(client, "erp", secret, event("invoice.updated", invoice_data(
+        updated_at="2026-11-01T09:00:00Z", purchase_order="OLD"))))
+    worker.run()
     with staff_scope():
         assert Invoice.objects.get().purchase_order == "PO-77"
-    assert _events()[-1].status == ES.IGNORED and "not newer" in _events()[-1].error
-    _send(client, connection, secret, event("invoice.updated", newer))
+    ignored = _job(older)
+    assert ignored.state == State.DONE and ignored.result.startswith("ignored (invoice.updated): invoice 2026-0001")
+    assert "not newer" in ignored.result
+    post(client, "erp", secret, event("invoice.updated", invoice_data(updated_at="2026-11-03T09:00:00Z",
+                                                                      purchase_order="NEW")))
+    worker.run()
     with staff_scope():
         assert Invoice.objects.get().purchase_order == "NEW"
 
 
-def test_payment_for_an_invoice_not_yet_known_waits_and_is_applied_when_it_arrives(client, connection, secret):
-    payment = {"external_id": "BANK-9", "client_external_id": "C-100", "amount": "1208.33", "currency": "EUR",
-               "received_at": "2026-11-20T09:30:00Z", "method": "bank_transfer", "reference": "2026-0001",
-               "allocations": [{"invoice_external_id": "INV-EXT-1", "amount": "1208.33"}]}
-    _send(client, connection, secret, event("client.upserted", CLIENT), event("payment.recorded", payment))
-    waiting = _events()[-1]
-    assert waiting.status == ES.WAITING and "invoice INV-EXT-1 is not known yet" in waiting.error
-    _send(client, connection, secret, event("invoice.created", invoice_data()))
+def test_events_about_one_invoice_apply_in_the_order_sent_even_when_the_first_must_wait(
+        client, connection, secret, worker):
+    created = _accepted(post(client, "erp", secret, event("invoice.created", invoice_data())))
+    updated = _accepted(post(client, "erp", secret, event("invoice.updated", invoice_data(
+        updated_at="2026-11-02T10:00:00Z", purchase_order="PO-78"))))
+    worker.run()
+    assert (_job(created).state, _job(updated).state) == (State.RETRYING, State.PENDING)  # behind the first
+    assert "client C-100 is not known yet" in _job(created).last_error
+    post(client, "erp", secret, event("client.upserted", CLIENT))  # another subject: not held up
+    worker.run()
+    assert _job(updated).state == State.PENDING
+    worker.make_due(created)
+    worker.run()
+    assert (_job(created).state, _job(updated).state) == (State.DONE, State.DONE)
     with staff_scope():
-        # Not due yet: the retry waits for its backoff.
-        assert waiting.pk not in services.inbound_events_due()
-        assert waiting.pk in services.inbound_events_due(now=waiting.next_attempt_at + datetime.timedelta(seconds=1))
-        services.inbound_event_process(event_id=waiting.pk)
+        assert Invoice.objects.get().purchase_order == "PO-78"
+
+
+def test_payment_for_an_invoice_not_yet_known_waits_and_is_applied_when_it_arrives(client, connection, secret,
+                                                                                    worker):
+    post(client, "erp", secret, event("client.upserted", CLIENT))
+    waiting = _accepted(post(client, "erp", secret, event("payment.recorded", PAYMENT)))
+    worker.run()
+    assert _job(waiting).state == State.RETRYING
+    assert "invoice INV-EXT-1 is not known yet" in _job(waiting).last_error
+    post(client, "erp", secret, event("invoice.created", invoice_data()))
+    worker.run()  # the invoice is applied; the payment waits for its backoff
+    with staff_scope():
+        assert Invoice.objects.get().status == Invoice.Status.OPEN and not Payment.objects.exists()
+    worker.make_due(waiting)
+    worker.run()
+    assert (_job(waiting).state, _job(waiting).attempts) == (State.DONE, 2)
+    with staff_scope():
         invoice = Invoice.objects.get()
         assert (invoice.status, invoice.open_balance) == (Invoice.Status.PAID, D("0.00"))
         assert Payment.objects.get().source == Payment.Source.ACCOUNTING
-    # The same payment again (a new event id) is recognised and changes nothing.
-    _send(client, connection, secret, event("payment.recorded", payment))
+    # The same payment again under a new event id is recognised and changes nothing.
+    again = _accepted(post(client, "erp", secret, event("payment.recorded", PAYMENT)))
+    worker.run()
+    assert _job(again).result == "ignored (payment.recorded): payment BANK-9 is already recorded"
     with staff_scope():
         assert Payment.objects.count() == 1
-    assert _events()[-1].status == ES.IGNORED
 
 
-def test_a_failing_event_is_retried_with_backoff_then_dead_then_replayed_from_admin(
-        client, connection, secret, staff):
-    _send(client, connection, secret, event("client.upserted", CLIENT))
-    post(client, "erp", secret, event("credit_note.created", {
+def test_a_failing_event_is_retried_with_backoff_then_dead_then_replayed_by_staff(
+        client, connection, secret, worker, staff):
+    post(client, "erp", secret, event("client.upserted", CLIENT))
+    failing = _accepted(post(client, "erp", secret, event("credit_note.created", {
         "external_id": "CN-1", "number": "CN-2026-1", "invoice_external_id": "INV-EXT-1", "issue_date": "2026-11-05",
         "lines": [{"description": "Goodwill", "quantity": "1", "unit_price": "100.00", "tax_rate": "21"}],
         "tax_breakdown": [{"rate": "21", "base": "100.00", "tax": "21.00"}],
-        "subtotal": "100.00", "tax_total": "21.00", "total": "121.00"}))
-    failing = _events()[-1]
-    delays = []
-    with staff_scope():
-        for attempt in range(services.MAX_ATTEMPTS):
-            before = InboundEvent.objects.get(pk=failing.pk)
-            services.inbound_event_process(event_id=failing.pk)
-            after = InboundEvent.objects.get(pk=failing.pk)
-            if after.next_attempt_at:
-                delays.append(round((after.next_attempt_at - before.received_at).total_seconds() / 30))
-        dead = InboundEvent.objects.get(pk=failing.pk)
-    assert dead.status == ES.DEAD and dead.attempts == services.MAX_ATTEMPTS
-    assert "invoice INV-EXT-1 is not known yet" in dead.error
-    assert delays == sorted(delays) and len(set(delays)) == len(delays)  # the waits grow
+        "subtotal": "100.00", "tax_total": "21.00", "total": "121.00"})))
+    waits = []
+    for _ in range(jobs.handler_for("accounting.event").max_attempts):
+        worker.make_due(failing)
+        worker.run()
+        job = _job(failing)
+        if job.state == State.RETRYING:
+            waits.append((job.run_after - timezone.now()).total_seconds())
+    dead = _job(failing)
+    assert (dead.state, dead.attempts) == (State.DEAD, 6)
+    assert dead.last_error == "invoice INV-EXT-1 is not known yet"
+    assert waits == sorted(waits) and len(waits) == 5  # the waits grow
 
-    _send(client, connection, secret, event("invoice.created", invoice_data()))
+    post(client, "erp", secret, event("invoice.created", invoice_data()))
+    worker.run()
     client.force_login(staff)
-    response = client.post(reverse("admin:integrations_inboundevent_changelist"),
-                           {"action": "replay_dead_events", "_selected_action": [failing.pk]})
-    assert response.status_code == 302
+    page = client.post("/admin/portal/job/", {"action": "replay_dead_jobs", "_selected_action": [failing.pk]},
+                       follow=True)
+    assert b"1 replayed; 0 skipped" in page.content
+    worker.run()
+    assert _job(failing).state == State.DONE
     with staff_scope():
-        assert InboundEvent.objects.get(pk=failing.pk).status == ES.WAITING
-        assert AuditEvent.objects.filter(action=AuditEvent.Action.EVENT_REPLAYED, actor=staff).count() == 1
-        assert failing.pk in services.inbound_events_due()
-        services.inbound_event_process(event_id=failing.pk)
-        assert InboundEvent.objects.get(pk=failing.pk).status == ES.PROCESSED
         assert Invoice.objects.get().amount_credited == D("121.00")
+        assert AuditEvent.objects.filter(action=AuditEvent.Action.JOB_REPLAYED, actor=staff).count() == 1
 
 
-def test_a_failure_half_way_leaves_nothing_applied(client, connection, secret):
+def test_a_failure_half_way_leaves_nothing_applied(client, connection, secret, worker):
     other = CLIENT | {"external_id": "C-200", "name": "Other B.V."}
-    _send(client, connection, secret, event("client.upserted", CLIENT), event("client.upserted", other),
-          event("invoice.created", invoice_data()))
+    for payload in (event("client.upserted", CLIENT), event("client.upserted", other),
+                    event("invoice.created", invoice_data())):
+        post(client, "erp", secret, payload)
     # A payment by the other client that points at Northwind's invoice: refused after the
     # payment row was already written, so everything must roll back.
-    _send(client, connection, secret, event("payment.recorded", {
+    refused = _accepted(post(client, "erp", secret, event("payment.recorded", {
         "external_id": "BANK-X", "client_external_id": "C-200", "amount": "10.00", "currency": "EUR",
-        "received_at": "2026-11-20T09:30:00Z", "allocations": [{"invoice_external_id": "INV-EXT-1", "amount": "10.00"}]}))
-    assert "belongs to another client" in _events()[-1].error
+        "received_at": "2026-11-20T09:30:00Z",
+        "allocations": [{"invoice_external_id": "INV-EXT-1", "amount": "10.00"}]})))
+    worker.run()
+    assert _job(refused).state == State.RETRYING and "belongs to another client" in _job(refused).last_error
     with staff_scope():
         assert not Payment.objects.exists()
         assert Invoice.objects.get().amount_paid == D("0.00")
 
 
-def test_when_redis_is_down_the_webhook_still_answers_202_and_the_sweep_catches_up(
-        client, connection, secret, django_capture_on_commit_callbacks):
-    from integrations.tasks import process_inbound_event
+def test_a_redelivery_after_redis_was_down_is_processed_once_when_the_sweep_rings(
+        client, connection, secret, worker, monkeypatch):
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
 
-    with mock.patch.object(process_inbound_event, "delay", side_effect=OperationalError("Connection refused")):
-        with django_capture_on_commit_callbacks(execute=True):
-            response = post(client, "erp", secret, event("client.upserted", CLIENT))
-    assert response.status_code == 202
-    [stored] = _events()
-    assert stored.status == ES.PENDING
+    monkeypatch.setattr(jobs.current_app, "send_task", redis_down)
+    job = _accepted(post(client, "erp", secret, event("client.upserted", CLIENT), msg_id="msg_lost_bell"))
+    # The sender did not trust the first answer and sends again: a duplicate, no second job.
+    again = post(client, "erp", secret, event("client.upserted", CLIENT), msg_id="msg_lost_bell")
+    assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
+    assert _job(job).state == State.PENDING
+
+    monkeypatch.setattr(jobs.current_app, "send_task", worker.send_task)  # Redis is back
+    assert jobs.jobs_sweep() == 1
+    assert worker.bells == [("portal.tasks.run_job", [job.pk], None)]
+    assert worker.run() == 1
+    assert jobs.jobs_sweep() == 0 and worker.run() == 0
+    assert (_job(job).state, _job(job).attempts) == (State.DONE, 1)
     with staff_scope():
-        assert services.inbound_events_due() == []  # the direct enqueue gets its chance first
-        later = stored.next_attempt_at + datetime.timedelta(seconds=1)
-        assert services.inbound_events_due(now=later) == [stored.pk]
-        with mock.patch.object(process_inbound_event, "delay") as enqueue:
-            assert services.inbound_events_sweep(now=later) == 1
-        enqueue.assert_called_once_with(stored.pk)
-        services.inbound_event_process(event_id=stored.pk)
-        assert Client.objects.filter(name="Northwind Traders B.V.").exists()
+        assert Client.objects.filter(name="Northwind Traders B.V.").count() == 1

@@ -90,7 +90,7 @@ class Command(BaseCommand):
         accepted = 0
         for key, (brand, prefix, _data) in CLIENTS.items():
             answers = demo.send(connections[brand], demo.ledger_events(key, prefix, today))
-            accepted += sum(1 for status in answers.values() if status == 202)
+            accepted += sum(1 for status in answers.values() if status == "accepted")
         with transaction.atomic(), staff_scope():
             for key, client in clients.items():
                 if not RecurringSchedule.objects.filter(client=client).exists():
