@@ -23,28 +23,14 @@ def beat_heartbeat() -> str:
     return now
 
 
-@shared_task(bind=True, max_retries=4, acks_late=True)
-def send_notification_email(self, notification_id: int) -> str:
-    """Send, record, and retry with a growing wait; the last failure is kept on the row."""
-    from portal.models import Notification
-    from portal.notifications import notification_email_record, notification_email_send
-    from portal.rls import staff_scope
+@jobs.handler("notification.email", max_attempts=5, backoff_seconds=30)
+def email_notification(job) -> str:
+    """Key `notification:<id>`: one notification's email, sent once (a retry after it went out
+    skips); after the last attempt the notification shows failed, with the reason."""
+    from portal.notifications import notification_email_deliver
 
-    with staff_scope():
-        notification = Notification.objects.select_related("user", "client__brand", "document_link").filter(pk=notification_id).first()
-        if notification is None or notification.email_status != Notification.EmailStatus.PENDING:
-            return "skipped"
-    try:
-        notification_email_send(notification=notification)
-    except Exception as exc:  # noqa: BLE001 - SMTP and network errors alike are retried
-        with staff_scope():
-            notification_email_record(notification_id=notification_id, error=f"{type(exc).__name__}: {exc}")
-        if self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries)
-        return "failed"
-    with staff_scope():
-        notification_email_record(notification_id=notification_id)
-    return "sent"
+    return notification_email_deliver(notification_id=job.payload["notification"],
+                                      final=job.attempts >= job.max_attempts)
 
 
 # The one mechanism for background work (portal.jobs): these tasks only ring the bell.

@@ -10,7 +10,7 @@ from invoices.links import link_token
 from invoices.models import DocumentLink
 from portal.models import AuditEvent, Notification
 from portal.rls import staff_scope
-from portal.tasks import send_notification_email
+from portal.notifications import notification_email_deliver
 from tests.invoices.factories import line, make_invoice
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
 
@@ -29,7 +29,8 @@ def linked(db):
 
 
 def test_the_email_carries_a_personal_link_that_opens_the_invoice_without_a_password(linked, client):
-    send_notification_email.apply(args=[linked["notification"].pk])
+    with staff_scope():
+        notification_email_deliver(notification_id=linked["notification"].pk)
     [message] = [m for m in mail.outbox if "INV-LINK-1" in m.subject]
     path = re.search(r"https?://[^/\s]+(/d/[^/\s]+/)", message.body).group(1)
     page = client.get(path)

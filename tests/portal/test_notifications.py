@@ -1,21 +1,25 @@
 """Notifications: in-app for every contact, email (HTML and text, brand, language) unless turned off,
-deep links that survive a login, retried sends, and nothing of another client."""
+each email a job written with its notification and sent once however often it is retried,
+deep links that survive a login, and nothing of another client."""
 from unittest import mock
 
 import pytest
 from django.core import mail
 from django.urls import reverse
+from django.utils import timezone
 
 from invoices import services
-from portal.models import Notification, NotificationKind, NotificationPreference
+from portal import jobs
+from portal.models import Job, Notification, NotificationKind, NotificationPreference
+from portal.notifications import notification_email_deliver
 from portal.rls import staff_scope
-from portal.tasks import send_notification_email
 from tests.invoices.factories import TODAY, line, make_invoice, pay
 from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory
 
+SEND = "django.core.mail.backends.locmem.EmailBackend.send_messages"
 
-@pytest.fixture
-def contacts(db):
+
+def _contacts():
     brand = BrandFactory(name="Acme Accounting B.V.", is_default=True, primary_colour="#0b6e4f",
                          support_email="support@acme.test", legal_footer="Acme · KvK 12345678")
     alpha = ClientFactory(brand=brand, name="Alpha B.V.")
@@ -28,6 +32,11 @@ def contacts(db):
     return {"alpha": alpha, "bravo": bravo, "anna": anna, "erik": erik, "outsider": outsider}
 
 
+@pytest.fixture
+def contacts(db):
+    return _contacts()
+
+
 def _notifications(user=None):
     with staff_scope():
         rows = Notification.objects.order_by("id")
@@ -35,8 +44,32 @@ def _notifications(user=None):
 
 
 def _send_all():
-    for notification in _notifications():
-        send_notification_email.apply(args=[notification.pk])
+    """What the email jobs do (tests with `db` cannot run jobs: they refuse an open transaction)."""
+    with staff_scope():
+        for notification in _notifications():
+            notification_email_deliver(notification_id=notification.pk)
+
+
+def _email_job(notification) -> Job:
+    with staff_scope():
+        return Job.objects.get(kind="notification.email", key=f"notification:{notification.pk}")
+
+
+def _make_due(job):
+    with staff_scope():
+        Job.objects.filter(pk=job.pk).update(run_after=timezone.now())
+
+
+def test_each_email_is_a_job_written_with_its_notification(contacts):
+    with staff_scope():
+        NotificationPreference.objects.create(user=contacts["anna"], kind=NotificationKind.INVOICE_ISSUED,
+                                              email=False)
+    make_invoice(contacts["alpha"], number="INV-76")
+    anna, erik = _notifications(contacts["anna"])[0], _notifications(contacts["erik"])[0]
+    assert _email_job(erik).payload == {"notification": erik.pk}
+    assert anna.email_status == Notification.EmailStatus.OFF
+    with staff_scope():  # email turned off: no job
+        assert not Job.objects.filter(key=f"notification:{anna.pk}").exists()
 
 
 def test_new_invoice_notifies_each_contact_in_its_language_with_a_deep_link(contacts):
@@ -88,24 +121,52 @@ def test_email_can_be_turned_off_per_kind_but_in_app_stays(contacts, client):
     assert [m.to for m in mail.outbox] == [["anna@alpha.test"]]
 
 
-def test_a_failed_send_is_retried_and_recorded(contacts):
-    make_invoice(contacts["alpha"], number="INV-80")
-    [anna, erik] = _notifications()
-    # A hiccup: the first attempt fails, the retry goes through.
-    with mock.patch("django.core.mail.backends.locmem.EmailBackend.send_messages",
-                    side_effect=[ConnectionRefusedError("SMTP down"), 1]):
-        assert send_notification_email.apply(args=[erik.pk]).get() == "sent"
+@pytest.fixture
+def bells(monkeypatch):
+    """The test runs the jobs itself: no bell reaches a worker (one may be running already)."""
+    monkeypatch.setattr(jobs.current_app, "send_task", lambda name, args=None, kwargs=None: None)
+
+
+def test_an_email_retried_after_a_failure_is_sent_once(committed, bells):
+    people = committed.create(_contacts)
+    committed.create(lambda: make_invoice(people["alpha"], number="INV-80"))
+    [erik] = _notifications(people["erik"])
+    job = _email_job(erik)
+    with mock.patch(SEND, side_effect=ConnectionRefusedError("SMTP down")):
+        assert jobs.job_run(job.pk) == Job.State.RETRYING
+    with staff_scope():
+        erik.refresh_from_db()
+    assert (erik.email_status, erik.email_attempts) == (Notification.EmailStatus.PENDING, 1)
+    assert erik.email_error == "ConnectionRefusedError: SMTP down"
+    _make_due(job)
+    assert jobs.job_run(job.pk) == Job.State.DONE
+    assert jobs.job_run(job.pk) is None  # a late bell changes nothing
+    with staff_scope():  # nor does the work of the job run again
+        assert notification_email_deliver(notification_id=erik.pk) == "skipped"
+    assert [m.to for m in mail.outbox] == [["erik@alpha.test"]]
     with staff_scope():
         erik.refresh_from_db()
     assert (erik.email_status, erik.email_attempts, erik.email_error) == (Notification.EmailStatus.SENT, 2, "")
-    # A server that stays down: every retry is recorded, and the last failure is kept.
-    with mock.patch("django.core.mail.backends.locmem.EmailBackend.send_messages",
-                    side_effect=ConnectionRefusedError("SMTP down")):
-        assert send_notification_email.apply(args=[anna.pk]).get() == "failed"
+    assert erik.emailed_at is not None
+
+
+def test_an_email_that_keeps_failing_shows_failed_after_the_last_attempt(committed, bells):
+    people = committed.create(_contacts)
+    committed.create(lambda: make_invoice(people["alpha"], number="INV-81"))
+    [anna] = _notifications(people["anna"])
+    job = _email_job(anna)
+    outcomes = []
+    with mock.patch(SEND, side_effect=ConnectionRefusedError("SMTP down")):
+        for _ in range(job.max_attempts):
+            _make_due(job)
+            outcomes.append(jobs.job_run(job.pk))
+    assert outcomes == [Job.State.RETRYING] * (job.max_attempts - 1) + [Job.State.DEAD]
     with staff_scope():
         anna.refresh_from_db()
-    assert (anna.email_status, anna.email_attempts) == (Notification.EmailStatus.FAILED, 5)
+        assert "SMTP down" in Job.objects.get(pk=job.pk).last_error
+    assert (anna.email_status, anna.email_attempts) == (Notification.EmailStatus.FAILED, job.max_attempts)
     assert anna.email_error == "ConnectionRefusedError: SMTP down"
+    assert mail.outbox == []
 
 
 def test_notification_centre_counts_unread_and_marks_read(contacts, client):
