@@ -1,4 +1,5 @@
-"""Back office: reminder policies with a preview, holds, the dispatch log and delivery rates."""
+"""Back office: reminder policies with a preview, holds, the dispatch log (with who each reminder
+reached, and why not) and delivery rates."""
 from decimal import Decimal
 
 from django.contrib import admin, messages
@@ -9,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
-from reminders.models import ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
+from reminders.models import ReminderDelivery, ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
 from reminders.services import _render
 
 SAMPLE = {"client": "Northwind Traders B.V.", "invoice_number": "INV-2026-00042", "open_balance": "EUR 1,208.33",
@@ -58,12 +59,19 @@ class ReminderHoldAdmin(AuditedModelAdmin):
         super().save_model(request, obj, form, change)
 
 
+class ReminderDeliveryInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = ReminderDelivery
+    fields = readonly_fields = ["channel", "recipient", "sent_at", "error"]
+    extra = 0
+
+
 @admin.register(ReminderDispatch)
 class ReminderDispatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "invoice", "client", "step", "status", "open_balance", "attempts", "error"]
     list_filter = ["status", "step__level", "step__policy"]
     search_fields = ["invoice__number", "client__name"]
     list_select_related = ["invoice", "client", "step__policy"]
+    inlines = [ReminderDeliveryInline]
     actions = ["mark_bounced"]
 
     def get_urls(self):

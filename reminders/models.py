@@ -82,7 +82,8 @@ class ReminderHold(models.Model):
 
 
 class ReminderDispatch(models.Model):
-    """One step for one invoice: created once (unique), then sent, failed (retried) or bounced."""
+    """One step for one invoice: created once (unique) with its send job, then sent (every
+    recipient reached, see ReminderDelivery), failed (after the job's last attempt) or bounced."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
@@ -105,3 +106,31 @@ class ReminderDispatch(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["invoice", "step"], name="one_dispatch_per_invoice_step")]
+
+
+class ReminderDelivery(models.Model):
+    """One recipient of one reminder on one channel, recorded the moment it went out (or why
+    it did not), so that a retry sends only to whom the reminder has not reached yet."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", _("Email")
+        IN_APP = "in_app", _("In the portal")
+
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    dispatch = models.ForeignKey(ReminderDispatch, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices)
+    recipient = models.CharField(_("recipient"), max_length=254,
+                                 help_text=_("The email address; in the portal, the contact's user id."))
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    error = models.TextField(_("last error"), blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["dispatch", "channel", "recipient"]
+        verbose_name = _("reminder delivery")
+        verbose_name_plural = _("reminder deliveries")
+        constraints = [models.UniqueConstraint(fields=["dispatch", "channel", "recipient"],
+                                               name="one_delivery_per_recipient")]
+
+    def __str__(self):
+        return f"{self.get_channel_display()} → {self.recipient}"

@@ -2,17 +2,24 @@
 invoice with an open balance whose policy has a step due, keeps only the latest due step
 (after downtime the earlier, missed ones are skipped), and inserts its dispatch row with
 ON CONFLICT DO NOTHING under a transaction-level advisory lock, so reruns and two scanners
-at once never create a second dispatch. Sends are enqueued after commit, in batches."""
+at once never create a second dispatch. Each dispatch gets its send job ("reminder.send",
+portal.jobs) in that same transaction, written in bulk.
+
+A send reaches each recipient once: the portal's notifications commit together with their
+delivery records, and every email goes to one address with no transaction open and is
+recorded right after, so a retry only sends what has not gone out yet."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import zoneinfo
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -23,15 +30,22 @@ from invoices.models import Invoice
 from invoices.money import round_money
 from invoices.services import invoice_create
 from invoices.signals import invoice_issued_by_portal
+from portal.jobs import jobs_enqueue_bulk
 from portal.models import AuditEvent, Membership, NotificationKind
 from portal.notifications import notify_client
 from portal.services import audit_record
-from reminders.models import ReminderDispatch, ReminderStep
+from reminders.models import ReminderDelivery, ReminderDispatch, ReminderStep
 
 log = logging.getLogger(__name__)
-BATCH = 500
 SCAN_LOCK = "reminders:scan"
-MAX_ATTEMPTS = 3
+SEND_JOB = "reminder.send"
+MAX_ATTEMPTS = 6  # of a send job: with a minute's backoff, doubling, the last is about half an hour later
+Status = ReminderDispatch.Status
+Channel = ReminderDelivery.Channel
+
+
+class NotDelivered(Exception):
+    """Some recipients were not reached in this attempt; each reason is on its delivery record."""
 
 SCAN_SQL = """
 WITH candidates AS (
@@ -79,7 +93,7 @@ def _earliest_offset() -> int:
 
 
 def reminders_scan(*, now: datetime.datetime | None = None) -> list[int]:
-    """Create the dispatches that are due now; returns their ids (sends are enqueued on commit)."""
+    """Create the dispatches that are due now, each with its send job; returns their ids."""
     now = now or timezone.now()
     local = now.astimezone(zoneinfo.ZoneInfo(settings.TIME_ZONE))
     with transaction.atomic():
@@ -91,10 +105,7 @@ def reminders_scan(*, now: datetime.datetime | None = None) -> list[int]:
                          .filter(Q(step__late_fee_fixed__gt=0) | Q(step__late_fee_percent__gt=0))
                          .select_related("step", "invoice__client", "invoice__brand")):
             _raise_late_fee(dispatch, today=local.date())
-        from reminders.tasks import send_reminders  # here: reminders.tasks imports this module
-
-        batches = [created[i:i + BATCH] for i in range(0, len(created), BATCH)]
-        transaction.on_commit(lambda: [send_reminders.delay(batch) for batch in batches], robust=True)
+        jobs_enqueue_bulk(kind=SEND_JOB, jobs=[(f"reminder:{pk}", {"dispatch": pk}, "") for pk in created])
     return created
 
 
@@ -131,51 +142,143 @@ def _render(text: str, context: dict) -> str:
     return Template(text).render(Context(context, autoescape=False))
 
 
-def reminder_send(*, dispatch_id: int) -> str:
-    """Send one reminder (email and/or in-app) with today's open balance; record the outcome."""
-    dispatch = (ReminderDispatch.objects.select_related("invoice", "invoice__client", "invoice__brand", "step")
-                .get(pk=dispatch_id))
-    if dispatch.status in (ReminderDispatch.Status.SENT, ReminderDispatch.Status.BOUNCED):
-        return dispatch.status
-    invoice, step = dispatch.invoice, dispatch.step
-    if invoice.open_balance <= 0 or invoice.status not in ("open", "partially_paid"):
-        ReminderDispatch.objects.filter(pk=dispatch.pk).update(status=ReminderDispatch.Status.FAILED,
-                                                              error="settled before it went out")
-        return "skipped"
-    client = invoice.client
+@dataclass(frozen=True)
+class _Text:
+    """What one reminder says, in the client's language, with today's open balance."""
+
+    subject: str
+    body: str
+    pay_link: str
+
+
+def _reminder_text(dispatch: ReminderDispatch) -> _Text:
+    invoice, step, client = dispatch.invoice, dispatch.step, dispatch.invoice.client
     pay_link = settings.SITE_URL.rstrip("/") + reverse("invoices:pay", args=[invoice.pk])
     context = {"client": client.name, "invoice_number": invoice.number, "due_date": invoice.due_date,
                "open_balance": f"{invoice.currency} {invoice.open_balance}", "pay_link": pay_link,
                "days_overdue": max(0, (timezone.localdate() - invoice.due_date).days)}
     dutch = client.locale == "nl"
-    subject = _render(step.subject_nl if dutch else step.subject_en, context)
-    body = _render(step.body_nl if dutch else step.body_en, context)
-    try:
+    return _Text(subject=_render(step.subject_nl if dutch else step.subject_en, context),
+                 body=_render(step.body_nl if dutch else step.body_en, context), pay_link=pay_link)
+
+
+def _email_recipients(client) -> list[str]:
+    """The billing address and every active contact's, each once."""
+    contacts = Membership.objects.filter(client=client, user__is_active=True).values_list("user__email", flat=True)
+    return sorted({address for address in (client.billing_email, *contacts) if address})
+
+
+def reminder_send(*, dispatch_id: int, final: bool = False) -> str:
+    """Send one reminder, with today's open balance, to every recipient it has not reached yet:
+    in the portal first (notifications and their delivery records in one transaction), then by
+    email, one message per address, each sent with no transaction open and recorded right after
+    in a transaction of its own. Call it with no transaction open.
+
+    All reached: the dispatch is sent. Someone missing: the reasons are recorded on the dispatch
+    and NotDelivered is raised (the send job retries it); after the `final` attempt the dispatch
+    is failed."""
+    with transaction.atomic():
+        dispatch = (ReminderDispatch.objects.select_related("invoice", "invoice__client", "invoice__brand", "step")
+                    .get(pk=dispatch_id))
+        if dispatch.status in (Status.SENT, Status.BOUNCED):
+            return dispatch.status
+        invoice, step = dispatch.invoice, dispatch.step
+        if invoice.open_balance <= 0 or invoice.status not in ("open", "partially_paid"):
+            ReminderDispatch.objects.filter(pk=dispatch.pk).update(status=Status.FAILED,
+                                                                  error="settled before it went out")
+            return "skipped"
+        emails_to = []
         if step.channel in (ReminderStep.Channel.EMAIL, ReminderStep.Channel.BOTH):
-            recipients = sorted({client.billing_email} | set(
-                Membership.objects.filter(client=client, user__is_active=True).values_list("user__email", flat=True)))
-            message = EmailMultiAlternatives(subject=subject, body=f"{body}\n\n{pay_link}\n\n--\n{invoice.brand.name}\n"
-                                             f"{invoice.brand.legal_footer}", to=recipients,
-                                             from_email=f"{invoice.brand.name} <{settings.DEFAULT_FROM_EMAIL}>",
-                                             reply_to=[invoice.brand.support_email])
-            if step.attach_letter:
-                message.attach(f"reminder-{invoice.number}.pdf", reminder_letter_pdf(
-                    invoice=invoice, subject=subject, body=body, pay_link=pay_link), "application/pdf")
-            message.send()
+            reached = set(dispatch.deliveries.filter(channel=Channel.EMAIL, sent_at__isnull=False)
+                          .values_list("recipient", flat=True))
+            emails_to = [address for address in _email_recipients(invoice.client) if address not in reached]
+    try:
+        text = _reminder_text(dispatch)
         if step.channel in (ReminderStep.Channel.IN_APP, ReminderStep.Channel.BOTH):
-            notify_client(client=client, kind=NotificationKind.REMINDER,
-                          url=reverse("invoices:detail", args=[invoice.pk]), title="%(subject)s",
-                          title_args={"subject": subject})
-    except Exception as exc:  # noqa: BLE001 - recorded (and committed); the task retries "retry"
-        attempts = dispatch.attempts + 1
-        final = attempts >= MAX_ATTEMPTS
-        ReminderDispatch.objects.filter(pk=dispatch.pk).update(
-            attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
-            status=ReminderDispatch.Status.FAILED if final else ReminderDispatch.Status.QUEUED)
-        return ReminderDispatch.Status.FAILED if final else "retry"
-    ReminderDispatch.objects.filter(pk=dispatch.pk).update(
-        status=ReminderDispatch.Status.SENT, sent_at=timezone.now(), attempts=dispatch.attempts + 1, error="",
-        open_balance=invoice.open_balance)
-    audit_record(action=AuditEvent.Action.REMINDER_SENT, client=client, obj=invoice,
-                 details={"step": step.offset_days, "level": step.level, "open_balance": str(invoice.open_balance)})
-    return ReminderDispatch.Status.SENT
+            _deliver_in_app(dispatch, text)
+        failures = _deliver_emails(dispatch, text, emails_to) if emails_to else {}
+    except Exception as exc:
+        _record_failure(dispatch, f"{type(exc).__name__}: {exc}", final=final)
+        raise
+    if failures:
+        reason = "; ".join(f"{address}: {error}" for address, error in failures.items())
+        _record_failure(dispatch, reason, final=final)
+        raise NotDelivered(reason)
+    with transaction.atomic():
+        marked = ReminderDispatch.objects.filter(pk=dispatch.pk, status__in=[Status.QUEUED, Status.FAILED]).update(
+            status=Status.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1, error="",
+            open_balance=invoice.open_balance)
+        if marked:
+            audit_record(action=AuditEvent.Action.REMINDER_SENT, client=invoice.client, obj=invoice,
+                         details={"step": step.offset_days, "level": step.level,
+                                  "open_balance": str(invoice.open_balance)})
+    return Status.SENT
+
+
+def _deliver_in_app(dispatch: ReminderDispatch, text: _Text) -> None:
+    """The notifications (and their email jobs) commit with the delivery records that say they
+    exist, or neither does: each contact gets the reminder in the portal exactly once."""
+    with transaction.atomic():
+        reached = set(dispatch.deliveries.filter(channel=Channel.IN_APP).values_list("recipient", flat=True))
+        users = [membership.user for membership in
+                 Membership.objects.filter(client_id=dispatch.client_id, user__is_active=True).select_related("user")
+                 if str(membership.user_id) not in reached]
+        if not users:
+            return
+        invoice = dispatch.invoice
+        notify_client(client=invoice.client, kind=NotificationKind.REMINDER,
+                      url=reverse("invoices:detail", args=[invoice.pk]), title="%(subject)s",
+                      title_args={"subject": text.subject}, users=users)
+        now = timezone.now()
+        # A second worker doing the same breaks the unique constraint: all of this rolls back.
+        ReminderDelivery.objects.bulk_create([
+            ReminderDelivery(client_id=dispatch.client_id, dispatch=dispatch, channel=Channel.IN_APP,
+                             recipient=str(user.pk), sent_at=now) for user in users])
+
+
+def _deliver_emails(dispatch: ReminderDispatch, text: _Text, addresses: list[str]) -> dict[str, str]:
+    """Send to each address on its own; returns {address: reason} for those that failed."""
+    invoice, step = dispatch.invoice, dispatch.step
+    letter = reminder_letter_pdf(invoice=invoice, subject=text.subject, body=text.body,
+                                 pay_link=text.pay_link) if step.attach_letter else None
+    failures = {}
+    for address in addresses:
+        try:
+            _reminder_email(dispatch, text, address, letter).send()
+        except Exception as exc:  # noqa: BLE001 - recorded for this address; the others still go out
+            failures[address] = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("reminder %s to %s failed: %s", dispatch.pk, address, failures[address])
+        _record_email(dispatch, address, error=failures.get(address, ""))
+    return failures
+
+
+def _reminder_email(dispatch: ReminderDispatch, text: _Text, address: str, letter: bytes | None):
+    invoice = dispatch.invoice
+    brand = invoice.brand
+    message = EmailMultiAlternatives(
+        subject=text.subject, body=f"{text.body}\n\n{text.pay_link}\n\n--\n{brand.name}\n{brand.legal_footer}",
+        to=[address], from_email=f"{brand.name} <{settings.DEFAULT_FROM_EMAIL}>", reply_to=[brand.support_email],
+        # The same id each time it is sent (a retry after a lost answer), so a repeat can be recognised.
+        headers={"Message-ID": _message_id(f"reminder-{dispatch.pk}", address)})
+    if letter is not None:
+        message.attach(f"reminder-{invoice.number}.pdf", letter, "application/pdf")
+    return message
+
+
+def _message_id(prefix: str, address: str) -> str:
+    domain = settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip("> ") or "localhost"
+    return f"<{prefix}-{hashlib.sha256(address.lower().encode()).hexdigest()[:16]}@{domain}>"
+
+
+def _record_email(dispatch: ReminderDispatch, address: str, *, error: str = "") -> None:
+    outcome = {"error": error} if error else {"sent_at": timezone.now(), "error": ""}
+    with transaction.atomic():
+        ReminderDelivery.objects.update_or_create(
+            dispatch=dispatch, channel=Channel.EMAIL, recipient=address,
+            defaults=outcome, create_defaults={**outcome, "client_id": dispatch.client_id})
+
+
+def _record_failure(dispatch: ReminderDispatch, reason: str, *, final: bool) -> None:
+    with transaction.atomic():
+        ReminderDispatch.objects.filter(pk=dispatch.pk, status__in=[Status.QUEUED, Status.FAILED]).update(
+            attempts=F("attempts") + 1, error=reason[:2000], status=Status.FAILED if final else Status.QUEUED)

@@ -1,6 +1,7 @@
-"""The hourly scan and the sends it enqueues."""
+"""The hourly scan, and the job that sends one reminder (portal.jobs)."""
 from celery import shared_task
 
+from portal.jobs import Retry, handler
 from portal.rls import staff_scope
 from portal.tasks import record_run
 from reminders import services
@@ -14,16 +15,11 @@ def scan_reminders() -> int:
     return created
 
 
-@shared_task(bind=True, max_retries=services.MAX_ATTEMPTS, acks_late=True)
-def send_reminders(self, dispatch_ids: list[int]) -> int:
-    sent, again = 0, []
-    for dispatch_id in dispatch_ids:
-        with staff_scope():
-            outcome = services.reminder_send(dispatch_id=dispatch_id)
-        if outcome == "retry":
-            again.append(dispatch_id)
-        elif outcome == "sent":
-            sent += 1
-    if again:
-        raise self.retry(args=[again], countdown=60 * 2 ** self.request.retries)
-    return sent
+@handler(services.SEND_JOB, max_attempts=services.MAX_ATTEMPTS, backoff_seconds=60)
+def send_reminder(job) -> str:
+    """Key `reminder:<dispatch id>`. Reaches each recipient once: a retry sends only to whom the
+    reminder has not gone yet; after the last attempt the dispatch shows failed, with the reasons."""
+    try:
+        return services.reminder_send(dispatch_id=job.payload["dispatch"], final=job.attempts >= job.max_attempts)
+    except services.NotDelivered as exc:
+        raise Retry(str(exc)) from exc

@@ -8,9 +8,9 @@ from django.core import mail
 
 from invoices import services as ledger
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount
-from portal.models import Notification, NotificationKind
+from portal.models import Job, Notification, NotificationKind
 from portal.rls import staff_scope
-from reminders.models import ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
+from reminders.models import ReminderDelivery, ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
 from reminders.services import reminder_send, reminders_scan
 from tests.invoices.factories import line, make_invoice, pay
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
@@ -63,13 +63,24 @@ def test_a_whole_sequence_from_a_week_before_to_a_month_after(world, time_machin
         for step in _scan_and_send(_day(world["invoice"], offset)):
             sent.setdefault(offset, []).append(step)
     assert sent == {-3: [-3], 1: [1], 7: [7], 14: [14]}
-    subjects = [m.subject for m in mail.outbox]
-    assert subjects == ["[friendly] Invoice R-1: EUR 121.00", "[friendly] Invoice R-1: EUR 121.00",
-                        "[firm] Invoice R-1: EUR 121.00", "[final] Invoice R-1: EUR 121.00"]
-    assert "(7 days ago)" in mail.outbox[2].body and "/invoices/" in mail.outbox[2].body
-    assert sorted(mail.outbox[0].to) == ["anna@alpha.test", "ap@alpha.test"]
+    # One message per recipient (the billing address and the contact), each step once.
+    assert [(m.subject, m.to) for m in mail.outbox] == [
+        (f"[{level}] Invoice R-1: EUR 121.00", [address]) for level in ("friendly", "friendly", "firm", "final")
+        for address in ("anna@alpha.test", "ap@alpha.test")]
+    assert "(7 days ago)" in mail.outbox[4].body and "/invoices/" in mail.outbox[4].body
     with staff_scope():  # email-only step: no in-app; the others: in-app too
         assert Notification.objects.filter(kind=NotificationKind.REMINDER).count() == 3
+        assert set(ReminderDispatch.objects.values_list("status", flat=True)) == {"sent"}
+        assert ReminderDelivery.objects.filter(channel="email", sent_at__isnull=False).count() == 8
+        assert ReminderDelivery.objects.filter(channel="in_app", sent_at__isnull=False).count() == 3
+
+
+def test_the_scan_writes_one_send_job_per_dispatch_and_a_rerun_none(world):
+    with staff_scope():
+        created = reminders_scan(now=_day(world["invoice"], 1))
+        assert reminders_scan(now=_day(world["invoice"], 1)) == []
+        jobs = list(Job.objects.filter(kind="reminder.send").values_list("key", "payload", "state"))
+    assert jobs == [(f"reminder:{created[0]}", {"dispatch": created[0]}, "pending")]
 
 
 def test_after_downtime_only_the_latest_due_step_goes_out(world):
@@ -147,6 +158,7 @@ def test_two_scanners_at_once_send_one_reminder(committed):
     assert sorted(len(r) for r in results) == [0, 1]
     with staff_scope():
         assert ReminderDispatch.objects.count() == 1
+        assert Job.objects.filter(kind="reminder.send").count() == 1
 
 
 def test_admin_previews_policies_and_shows_delivery_rates(world, client, staff):
@@ -204,9 +216,11 @@ def test_a_final_step_can_attach_a_reminder_letter_in_the_brands_look(world):
     with staff_scope():
         ReminderStep.objects.filter(policy=world["policy"], offset_days=14).update(attach_letter=True)
     _scan_and_send(_day(world["invoice"], 14))
-    [message] = mail.outbox
-    [(name, content, mime)] = message.attachments
-    assert (name, mime) == ("reminder-R-1.pdf", "application/pdf")
+    assert sorted(m.to[0] for m in mail.outbox) == ["anna@alpha.test", "ap@alpha.test"]
+    for message in mail.outbox:  # the letter is rendered once and goes to each recipient
+        [(name, content, mime)] = message.attachments
+        assert (name, mime) == ("reminder-R-1.pdf", "application/pdf")
+        assert content == mail.outbox[0].attachments[0][1]
     text = PdfReader(io.BytesIO(content)).pages[0].extract_text()
     assert "[final] Invoice R-1" in text and "€ 121.00" in text and world["brand"].name in text
 
@@ -233,21 +247,23 @@ def test_business_hours_follow_the_clients_time_zone(db):
             "TYO"]
 
 
-def test_a_failed_send_is_retried_then_recorded_and_staff_can_mark_a_bounce(world, client, staff):
-    from unittest import mock
-
-    from reminders.tasks import send_reminders
-
+def test_a_reminder_settled_before_it_went_out_is_not_sent(world):
     with staff_scope():
-        created = reminders_scan(now=_day(world["invoice"], 1))
-    with mock.patch("django.core.mail.backends.locmem.EmailBackend.send_messages",
-                    side_effect=ConnectionRefusedError("SMTP down")):
-        send_reminders.apply(args=[created])
+        [pk] = reminders_scan(now=_day(world["invoice"], 1))
+    pay(world["client"], [(world["invoice"], "121.00")])
     with staff_scope():
-        dispatch = ReminderDispatch.objects.get()
-    assert (dispatch.status, dispatch.attempts) == ("failed", 3)
-    assert dispatch.error == "ConnectionRefusedError: SMTP down"
+        assert reminder_send(dispatch_id=pk) == "skipped"
+        dispatch = ReminderDispatch.objects.get(pk=pk)
+    assert (dispatch.status, dispatch.error) == ("failed", "settled before it went out")
+    assert mail.outbox == []
+
+
+def test_staff_can_mark_a_bounce_and_a_bounced_reminder_is_not_sent_again(world, client, staff):
+    with staff_scope():
+        [pk] = reminders_scan(now=_day(world["invoice"], 1))
     client.force_login(staff)
-    client.post("/admin/reminders/reminderdispatch/", {"action": "mark_bounced", "_selected_action": [dispatch.pk]})
+    client.post("/admin/reminders/reminderdispatch/", {"action": "mark_bounced", "_selected_action": [pk]})
     with staff_scope():
-        assert ReminderDispatch.objects.get().status == "bounced"
+        assert ReminderDispatch.objects.get(pk=pk).status == "bounced"
+        assert reminder_send(dispatch_id=pk) == "bounced"
+    assert mail.outbox == []
