@@ -1,10 +1,14 @@
-"""docs/webhooks.md: every example is valid against the schema and its totals add up."""
+"""docs/webhooks.md: every example is valid against the schema and its totals add up, and every
+documented answer is what the webhook really answers."""
 import json
 import re
 from pathlib import Path
 
 from integrations import normalise
+from integrations.signing import generate_secret
 from invoices.services import totals_validate
+from portal.webhooks import MAX_BODY_BYTES
+from tests.integrations.helpers import CLIENT, event, invoice_data, post
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 
@@ -12,6 +16,12 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 def _examples():
     blocks = re.findall(r"### `([a-z_.]+)`.*?```json\n(.*?)\n```", DOC.read_text(), re.S)
     return {name: json.loads(body) for name, body in blocks}
+
+
+def _answers() -> list[tuple[int, dict]]:
+    """The rows of the answers table: (HTTP status, body)."""
+    rows = re.findall(r"^\| (\d{3}) \| `(\{.*?\})` \|", DOC.read_text(), re.M)
+    return [(int(status), json.loads(body)) for status, body in rows]
 
 
 def test_there_is_one_valid_example_per_event_type():
@@ -23,3 +33,25 @@ def test_there_is_one_valid_example_per_event_type():
         assert normalise.schema_errors(payload) == [], name
         if "lines" in payload["data"]:
             totals_validate(**normalise.totals(payload["data"]))
+
+
+def test_every_documented_answer_is_what_the_webhook_answers(client, connection, secret, worker):
+    answers = _answers()
+    assert [status for status, _ in answers] == [200, 200, 400, 401, 404, 413, 422]
+    good = event("client.upserted", CLIENT)
+    requests = {  # one request per documented row, in the table's order
+        "accepted": lambda: post(client, "erp", secret, good, msg_id="msg_docs"),
+        "duplicate": lambda: post(client, "erp", secret, good, msg_id="msg_docs"),
+        400: lambda: post(client, "erp", secret, None, raw=b"not json"),
+        401: lambda: post(client, "erp", generate_secret(), good),
+        404: lambda: post(client, "old-erp", secret, good),
+        413: lambda: post(client, "erp", secret, None, raw=b" " * (MAX_BODY_BYTES + 1)),
+        422: lambda: post(client, "erp", secret, event("invoice.created", invoice_data(total="1208.34"))),
+    }
+    for (status, documented), send in zip(answers, requests.values(), strict=True):
+        response = send()
+        assert response.status_code == status, documented
+        if documented["status"] == "accepted":
+            assert set(response.json()) == set(documented) and isinstance(response.json()["webhook"], int)
+        else:
+            assert response.json() == documented
