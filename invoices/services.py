@@ -6,7 +6,7 @@ import calendar
 import datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import number_format
@@ -18,11 +18,13 @@ from invoices.links import document_link_issue
 from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, Invoice, InvoiceLine, NumberSequence,
                              Payment, PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import ZERO, document_totals, line_amounts, round_money
+from portal.jobs import job_enqueue
 from portal.models import AuditEvent, NotificationKind
 from portal.notifications import notify_client
 from portal.services import audit_record
 
 Status = Invoice.Status
+PRERENDER_JOB = "pdf.prerender"
 
 
 # --- Totals ------------------------------------------------------------------------
@@ -62,11 +64,14 @@ def _write_lines(model, parent_field: str, parent, client, lines: list[dict]) ->
 
 
 def _document_changed(kind: str, pk: int) -> None:
-    """What a PDF shows has changed: render it again in a worker once this commits.
-    (Robust: a broker that is down must not fail the change; the download renders then.)"""
-    from invoices.tasks import prerender_pdf  # here: invoices.tasks imports this module
-
-    transaction.on_commit(lambda: prerender_pdf.delay(kind, pk), robust=True)
+    """What a PDF shows has changed: a job ("pdf.prerender") written in this transaction renders
+    it again once it commits. Keyed by the document and this transaction, so the several changes
+    one use case makes render once, and any later change renders again."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current()")
+        revision = cursor.fetchone()[0]
+    job_enqueue(kind=PRERENDER_JOB, key=f"pdf:{kind}:{pk}:{revision}", payload={"kind": kind, "pk": pk},
+                subject=f"{kind}:{pk}")
 
 
 def _amount(value: Decimal, currency: str) -> str:

@@ -1,9 +1,11 @@
-"""Scheduled ledger work: thin wrappers that run the services in the staff scope."""
+"""Scheduled ledger work (thin wrappers that run the services in the staff scope) and the job
+that pre-renders a document's PDF."""
 from celery import shared_task
 
 from invoices import services
 from invoices.documents.render import document_pdf
 from invoices.models import CreditNote, Invoice
+from portal.jobs import handler
 from portal.rls import staff_scope
 
 
@@ -19,12 +21,12 @@ def generate_recurring_invoices() -> int:
         return services.recurring_generate_due()
 
 
-@shared_task(acks_late=True)
-def prerender_pdf(kind: str, pk: int) -> bool:
-    """Render and store a document's PDF ahead of the first download. True if it rendered."""
-    model = CreditNote if kind == "credit_note" else Invoice
-    with staff_scope():
-        document = model.objects.select_related("client", "brand").filter(pk=pk).first()
-        if document is None:
-            return False
-        return document_pdf(document).rendered_now
+@handler(services.PRERENDER_JOB, max_attempts=3, backoff_seconds=60)
+def prerender_pdf(job) -> str:
+    """Key `pdf:<kind>:<id>:<transaction>`, subject the document: render and store its PDF ahead
+    of the first download. Rendering again when nothing changed finds it stored (a fingerprint)."""
+    model = CreditNote if job.payload["kind"] == "credit_note" else Invoice
+    document = model.objects.select_related("client", "brand").filter(pk=job.payload["pk"]).first()
+    if document is None:
+        return "gone"
+    return "rendered" if document_pdf(document).rendered_now else "current"
