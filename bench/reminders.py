@@ -1,4 +1,5 @@
-"""Benchmark: one reminder scan over 1,000,000 invoices of which 100,000 are overdue.
+"""Benchmark: one reminder scan over 1,000,000 invoices of which 100,000 are overdue, with
+the send job ("reminder.send") it writes for each dispatch.
 
     .venv/bin/python bench/reminders.py [--invoices 1000000] [--overdue 100000]
 
@@ -29,6 +30,7 @@ from django.db import connections, transaction  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from portal.models import Job  # noqa: E402
 from portal.rls import staff_scope  # noqa: E402
 
 CHUNK = 100_000
@@ -51,16 +53,16 @@ def fill(total: int, overdue: int, clients: int = 1000) -> None:
                        " '', '', '', 'NL', true, false, 14, now(), '') RETURNING id")
         brand = cursor.fetchone()[0]
         cursor.execute("INSERT INTO portal_client (brand_id, name, kvk_number, vat_number, billing_email, address_line,"
-                       " postal_code, city, country, default_currency, locale, created_at)"
+                       " postal_code, city, country, default_currency, locale, time_zone, created_at)"
                        " SELECT %s, 'Client ' || g, '', '', 'c' || g || '@bench.test', '', '', '', 'NL', 'EUR', 'en',"
-                       " now() FROM generate_series(1, %s) g", [brand, clients])
+                       " 'Europe/Amsterdam', now() FROM generate_series(1, %s) g", [brand, clients])
         cursor.execute("INSERT INTO reminders_reminderpolicy (name, brand_id, business_days_only, enabled)"
                        " VALUES ('Bench', %s, false, true) RETURNING id", [brand])
         policy = cursor.fetchone()[0]
         for offset, level in ((-3, "friendly"), (1, "friendly"), (7, "firm"), (14, "final")):
             cursor.execute("INSERT INTO reminders_reminderstep (policy_id, offset_days, channel, level, subject_en,"
-                           " body_en, subject_nl, body_nl) VALUES (%s, %s, 'email', %s, 's', 'b', 's', 'b')",
-                           [policy, offset, level])
+                           " body_en, subject_nl, body_nl, late_fee_fixed, late_fee_percent, attach_letter)"
+                           " VALUES (%s, %s, 'email', %s, 's', 'b', 's', 'b', 0, 0, false)", [policy, offset, level])
         cursor.execute("SELECT min(id) FROM portal_client")
         first_client = cursor.fetchone()[0]
     for start in range(0, total, CHUNK):
@@ -100,8 +102,10 @@ def main() -> None:
                 started = time.perf_counter()
                 created = reminders_scan(now=timezone.now())
                 elapsed = time.perf_counter() - started
+            with staff_scope():
+                send_jobs = Job.objects.filter(kind="reminder.send").count()
             transaction.set_rollback(True)  # every run measures the same work
-        print(f"run {run}: scan created {len(created):,} dispatches in {elapsed:.2f} s "
+        print(f"run {run}: scan created {len(created):,} dispatches and {send_jobs:,} send jobs in {elapsed:.2f} s "
               f"with {len(queries.captured_queries)} queries")
 
 
