@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.models import Job
 from reminders.models import ReminderDelivery, ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
 from reminders.services import _render
 
@@ -72,7 +73,17 @@ class ReminderDispatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["invoice__number", "client__name"]
     list_select_related = ["invoice", "client", "step__policy"]
     inlines = [ReminderDeliveryInline]
+    readonly_fields = ["send_job"]
     actions = ["mark_bounced"]
+
+    @admin.display(description=_("send job"))
+    def send_job(self, obj):
+        """Its attempts, last error and replay live on the job."""
+        job = Job.objects.filter(key=f"reminder:{obj.pk}").first()
+        if job is None:
+            return "—"
+        return format_html('<a href="{}">{} ({}/{})</a>', reverse("admin:portal_job_change", args=[job.pk]),
+                           job.get_state_display(), job.attempts, job.max_attempts)
 
     def get_urls(self):
         return [path("rates/", self.admin_site.admin_view(self.rates_view), name="reminders_delivery_rates")] \

@@ -150,6 +150,7 @@ def test_a_send_that_keeps_failing_is_dead_after_its_last_attempt_shows_failed_a
     client.force_login(staff)
     page = client.get(f"/admin/reminders/reminderdispatch/{dispatch_id}/change/")
     assert page.status_code == 200 and "Failed" in page.text and "mailbox unavailable" in page.text
+    assert f"Dead ({services.MAX_ATTEMPTS}/{services.MAX_ATTEMPTS})" in page.text  # its send job, to replay
 
     smtp.refuse.clear()  # the address works again: staff replay the dead job
     with staff_scope():
