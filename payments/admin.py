@@ -1,4 +1,5 @@
-"""Back office for gateways, checkout attempts, gateway webhooks and reconciliation."""
+"""Back office for gateways, checkout attempts and reconciliation. Gateway webhooks and the jobs
+that process them are in portal's admin (webhooks, background jobs), with the other sources'."""
 from django.contrib import admin
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
@@ -7,8 +8,10 @@ from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
 from invoices.models import Payment, PaymentAllocation
-from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, GatewayEvent
+from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount
+from payments.webhooks import GATEWAY_EVENT
 from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.models import Job
 
 
 @admin.register(GatewayAccount)
@@ -35,11 +38,22 @@ class GatewayAccountAdmin(AuditedModelAdmin):
         flagged = CheckoutAttempt.objects.exclude(flagged="").select_related("client", "gateway")
         unmatched = (CheckoutAttempt.objects.filter(status=CheckoutAttempt.Status.PAID, payment__isnull=True,
                                                     flagged="").select_related("client", "gateway"))
-        failed_events = GatewayEvent.objects.exclude(error="").exclude(status=GatewayEvent.Status.PROCESSED)
+        failed_events = _gateway_events_failing()
         context = {**self.admin_site.each_context(request), "title": _("Payment reconciliation"),
                    "per_day": per_day, "allocations": allocations, "flagged": flagged, "unmatched": unmatched,
                    "failed_events": failed_events}
         return TemplateResponse(request, "admin/payments/reconciliation.html", context)
+
+
+def _gateway_events_failing(limit: int = 100) -> list[dict]:
+    """Gateway webhooks whose job is waiting to retry or dead, as the reconciliation page lists
+    them (when, which gateway, which payment, the last error); replay is in the jobs admin."""
+    failing = (Job.objects.filter(kind=GATEWAY_EVENT, state__in=[Job.State.RETRYING, Job.State.DEAD])
+               .order_by("-created_at")[:limit])
+    gateways = {str(g.pk): g for g in GatewayAccount.objects.select_related("brand")}
+    return [{"received_at": job.created_at, "gateway": gateways.get(str(job.payload.get("account")), ""),
+             "provider_payment_id": job.subject.partition(":")[2], "error": job.last_error[:300]}
+            for job in failing]
 
 
 class CheckoutItemInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -66,12 +80,3 @@ class CheckoutAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["provider_payment_id", "client__name", "idempotency_key"]
     list_select_related = ["client", "gateway"]
     inlines = [CheckoutItemInline]
-
-
-@admin.register(GatewayEvent)
-class GatewayEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["received_at", "gateway", "provider_payment_id", "status", "attempts", "error"]
-    list_filter = ["status", "gateway__provider"]
-    search_fields = ["provider_payment_id"]
-    fields = readonly_fields = ["gateway", "provider_payment_id", "status", "attempts", "error", "received_at",
-                                "processed_at", "body"]

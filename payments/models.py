@@ -1,5 +1,6 @@
 """Paying in the portal: gateway accounts per brand, checkout attempts (one per click, with an
-idempotency key), what the built-in sandbox gateway holds, and raw gateway webhooks."""
+idempotency key), what the built-in sandbox gateway holds, and direct-debit mandates and their
+collections. Gateway webhooks are kept by the one intake (portal.webhooks), not here."""
 from __future__ import annotations
 
 import uuid
@@ -114,33 +115,6 @@ class SandboxPayment(models.Model):
     status = models.CharField(max_length=10, default="open")
     redirect_url = models.CharField(max_length=500)
     created_at = models.DateTimeField(auto_now_add=True)
-
-
-class GatewayEvent(models.Model):
-    """A gateway webhook as it arrived (encrypted), kept before anything else."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", _("Pending")
-        PROCESSED = "processed", _("Processed")
-        FAILED = "failed", _("Failed")
-        REJECTED = "rejected", _("Rejected")
-
-    gateway = models.ForeignKey(GatewayAccount, on_delete=models.PROTECT, related_name="events")
-    event_key = models.CharField(max_length=100, blank=True, help_text="Stripe's event id; Mollie sends none.")
-    provider_payment_id = models.CharField(max_length=100, blank=True)
-    body = EncryptedTextField()
-    headers = EncryptedTextField(blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    received_at = models.DateTimeField(auto_now_add=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-received_at"]
-        constraints = [models.UniqueConstraint(fields=["gateway", "event_key"],
-                                               condition=~Q(event_key="") & ~Q(status="rejected"),
-                                               name="gateway_event_once")]
 
 
 class Mandate(models.Model):

@@ -1,5 +1,7 @@
-"""Paying: start a checkout (once per click), receive gateway webhooks, and apply what the
-gateway says exactly once (row lock on the attempt, a unique gateway payment id on Payment)."""
+"""Paying: start a checkout (once per click), process what a gateway's webhook announces, and
+apply what the gateway says exactly once (row lock on the attempt, a unique gateway payment id
+on Payment). A gateway is only ever called with no transaction open: what the call needs is read
+in one short transaction, and what it answered is recorded in another."""
 from __future__ import annotations
 
 import json
@@ -11,22 +13,25 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from invoices.errors import DomainError
 from invoices.models import Invoice, Payment, PaymentAllocation
 from invoices.money import round_money
 from invoices.services import payment_record, payment_reverse
-from payments.gateways import GatewayPayment, adapter_for
+from payments.gateways import GatewayError, GatewayPayment, PaymentNotFound, adapter_for, idempotency_key_for
 from payments.gateways.stripe import StripeGateway
-from payments.mandates import mandate_customer_for, mandates_sync
-from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, GatewayEvent
-from portal.models import AuditEvent
+from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, Mandate
+from payments.webhooks import named_payment
+from portal.jobs import job_enqueue
+from portal.models import AuditEvent, WebhookRequest
 from portal.services import audit_record
 
 log = logging.getLogger(__name__)
 Status = CheckoutAttempt.Status
 METHODS = {"ideal": Payment.Method.IDEAL, "card": Payment.Method.CARD,
            "sepa_direct_debit": Payment.Method.SEPA_DIRECT_DEBIT}
+MANDATE_SYNC = "mandate.sync"
 
 
 def gateway_for_brand(brand) -> GatewayAccount | None:
@@ -61,13 +66,30 @@ def _checked_items(*, client, gateway, requested: list[tuple[Invoice, Decimal]])
     return items, currencies.pop()
 
 
+def mandate_customer_for(*, client, gateway: GatewayAccount) -> str:
+    """The client's Mollie customer (one per client and gateway), made when first needed. Its
+    key is the client's, so two first payments at once make one customer."""
+    known = (Mandate.objects.filter(client=client, gateway=gateway)
+             .values_list("provider_customer_id", flat=True).first())
+    known = known or CheckoutAttempt.objects.filter(client=client, gateway=gateway).exclude(
+        provider_customer_id="").values_list("provider_customer_id", flat=True).first()
+    return known or adapter_for(gateway).customer(
+        name=client.name, email=client.billing_email, client_id=client.pk,
+        idempotency_key=idempotency_key_for(f"customer:{gateway.pk}:{client.pk}"))
+
+
 def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], method: str,
                    idempotency_key: uuid.UUID, wants_mandate: bool = False) -> CheckoutAttempt:
     """Start paying (or, for a key already used, return that same attempt: a second click
-    never creates a second charge). The gateway is called after the attempt is committed."""
-    existing = CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
-    if existing is not None:
-        return existing
+    never creates a second charge). The attempt is committed before the gateway is called."""
+    attempt = CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
+    if attempt is None:
+        attempt = _checkout_attempt_create(client=client, user=user, requested=requested, method=method,
+                                           idempotency_key=idempotency_key, wants_mandate=wants_mandate)
+    return _checkout_open(attempt, user=user)
+
+
+def _checkout_attempt_create(*, client, user, requested, method, idempotency_key, wants_mandate) -> CheckoutAttempt:
     gateway = gateway_for_brand(client.brand)
     if gateway is None:
         raise DomainError("online payment is not available")
@@ -77,7 +99,7 @@ def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], me
     if wants_mandate:
         if gateway.provider != GatewayAccount.Provider.MOLLIE or not gateway.sepa_direct_debit:
             raise DomainError("automatic direct debit is not offered")
-        customer = mandate_customer_for(client=client, gateway=gateway, user=user)
+        customer = mandate_customer_for(client=client, gateway=gateway)
     with transaction.atomic():
         invoices = {i.pk: i for i in Invoice.objects.select_for_update().filter(pk__in=[i.pk for i, _ in requested])}
         items, currency = _checked_items(client=client, gateway=gateway,
@@ -88,89 +110,98 @@ def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], me
                     client=client, gateway=gateway, user=user, idempotency_key=idempotency_key, method=method,
                     amount=sum(amount for _, amount in items), currency=currency, wants_mandate=wants_mandate,
                     provider_customer_id=customer)
-        except IntegrityError:
+        except IntegrityError:  # the same click, twice at once: the other one made it
             return CheckoutAttempt.objects.get(idempotency_key=idempotency_key)
         CheckoutItem.objects.bulk_create(CheckoutItem(client=client, attempt=attempt, invoice=invoice, amount=amount)
                                          for invoice, amount in items)
-    numbers = ", ".join(invoice.number for invoice, _ in items)
-    created = adapter_for(gateway).create(
-        attempt, description=f"{client.brand.name}: {numbers}"[:250],
-        redirect_url=reverse("payments:return", args=[attempt.idempotency_key]))
-    with transaction.atomic():
-        CheckoutAttempt.objects.filter(pk=attempt.pk).update(
-            provider_payment_id=created.provider_payment_id, checkout_url=created.checkout_url,
-            status=created.status)
-        audit_record(action=AuditEvent.Action.CHECKOUT_STARTED, actor=user, client=client, obj=attempt,
-                     details={"amount": str(attempt.amount), "currency": currency, "invoices": numbers,
-                              "gateway": gateway.provider, "method": method})
-    attempt.refresh_from_db()
     return attempt
 
 
-def gateway_webhook_receive(*, gateway: GatewayAccount, body: str, headers: str = "") -> GatewayEvent:
-    """Keep the webhook (encrypted) and hand it to a worker; the caller answers at once."""
-    from payments.tasks import process_gateway_event  # here: payments.tasks imports this module
-
-    provider_payment_id = ""
-    for part in body.split("&"):
-        key, _, value = part.partition("=")
-        if key == "id":
-            provider_payment_id = value[:100]
-    event = GatewayEvent.objects.create(gateway=gateway, body=body, headers=headers,
-                                        provider_payment_id=provider_payment_id)
-    transaction.on_commit(lambda: process_gateway_event.delay(event.pk), robust=True)
-    return event
-
-
-def stripe_webhook_receive(*, gateway: GatewayAccount, payload: bytes, signature: str | None) -> tuple[int, dict]:
-    """Verify Stripe's signature on the raw bytes, then keep the event once (by its id).
-    A bad signature is kept too, as rejected, and answered 400 with the reason."""
-    from stripe import SignatureVerificationError  # lazy like the Stripe adapter: the SDK is large
-
-    from payments.tasks import process_gateway_event  # here: payments.tasks imports this module
-
-    text = payload.decode("utf-8", "replace")
+def _checkout_open(attempt: CheckoutAttempt, *, user) -> CheckoutAttempt:
+    """Ask the gateway for the payment (no transaction open) and record its answer. An attempt
+    the gateway has answered for already is returned as it is; one whose call failed is asked
+    for again with the same key, so the gateway makes one payment however often this runs."""
+    if attempt.provider_payment_id or attempt.status != Status.CREATED:
+        return attempt
+    gateway = attempt.gateway
+    numbers = ", ".join(attempt.items.order_by("id").values_list("invoice__number", flat=True))
     try:
-        event = StripeGateway.verify(payload, signature, gateway.webhook_secret)
-    except (SignatureVerificationError, ValueError) as exc:
-        GatewayEvent.objects.create(gateway=gateway, body=text, headers=signature or "",
-                                    status=GatewayEvent.Status.REJECTED, error=str(exc)[:2000])
-        return 400, {"error": f"signature: {exc}"}
-    try:
-        with transaction.atomic():
-            stored = GatewayEvent.objects.create(gateway=gateway, body=text, headers=signature or "",
-                                                 event_key=str(event.get("id", ""))[:100])
-    except IntegrityError:
-        return 200, {"status": "duplicate"}
-    transaction.on_commit(lambda: process_gateway_event.delay(stored.pk), robust=True)
-    return 200, {"status": "accepted"}
+        created = adapter_for(gateway).create(
+            attempt, description=f"{attempt.client.brand.name}: {numbers}"[:250],
+            redirect_url=reverse("payments:return", args=[attempt.idempotency_key]))
+    except GatewayError as exc:
+        log.warning("checkout %s: %s", attempt.pk, exc)
+        raise DomainError(gettext("The payment provider could not be reached. Please try again in a moment.")) \
+            from exc
+    with transaction.atomic():
+        attempt = CheckoutAttempt.objects.select_for_update().select_related("client", "gateway").get(pk=attempt.pk)
+        first_answer = not attempt.provider_payment_id
+        if first_answer:
+            attempt.provider_payment_id = created.provider_payment_id
+        attempt.checkout_url = created.checkout_url
+        if attempt.status == Status.CREATED and created.status in CheckoutAttempt.TRANSITIONS[Status.CREATED]:
+            attempt.status = created.status  # not when a webhook got here first: that news is newer
+        attempt.save(update_fields=["provider_payment_id", "checkout_url", "status", "updated_at"])
+        if first_answer:
+            audit_record(action=AuditEvent.Action.CHECKOUT_STARTED, actor=user, client=attempt.client, obj=attempt,
+                         details={"amount": str(attempt.amount), "currency": attempt.currency, "invoices": numbers,
+                                  "gateway": gateway.provider, "method": attempt.method})
+    return attempt
 
 
-def gateway_event_process(*, event_id: int) -> str:
-    event = GatewayEvent.objects.select_related("gateway").get(pk=event_id)
-    if event.status == GatewayEvent.Status.PROCESSED:
-        return event.status
-    if event.gateway.provider == GatewayAccount.Provider.STRIPE:
-        reported = StripeGateway.report(json.loads(event.body))  # verified when it arrived
+def gateway_event_process(*, gateway: GatewayAccount, webhook: WebhookRequest) -> str:
+    """Apply what one stored gateway webhook announces; returns what happened (the job's result).
+    Stripe's event says it all (its signature was checked when it arrived). Mollie's and the
+    sandbox's only name a payment: the gateway is asked what is true now, with no transaction
+    open. A payment the gateway does not know, or that is not ours, changes nothing."""
+    if gateway.provider == GatewayAccount.Provider.STRIPE:
+        event = json.loads(webhook.body)
+        reported = StripeGateway.report(event)
+        if reported is None:
+            return f"{event.get('type')}: not handled"
     else:
-        # Ask the gateway what is true now (the webhook only says "look at payment X").
-        reported = adapter_for(event.gateway).fetch(event.provider_payment_id)
-    if reported is not None:
-        checkout_apply(gateway=event.gateway, reported=reported)
-    GatewayEvent.objects.filter(pk=event.pk).update(status=GatewayEvent.Status.PROCESSED, processed_at=timezone.now(),
-                                                    attempts=event.attempts + 1)
-    return GatewayEvent.Status.PROCESSED
+        payment_id = named_payment(gateway.provider, webhook.body)
+        try:
+            reported = adapter_for(gateway).fetch(payment_id)
+        except PaymentNotFound:
+            return f"{payment_id}: unknown to the gateway"
+    attempt = checkout_apply(gateway=gateway, reported=reported)
+    if attempt is None:
+        return f"{reported.provider_payment_id or reported.provider_reference}: no checkout of ours"
+    return f"{attempt.provider_payment_id}: {attempt.status}" + (" (flagged)" if attempt.flagged else "")
+
+
+def _attempt_reported(attempts, *, gateway: GatewayAccount, reported: GatewayPayment) -> CheckoutAttempt | None:
+    """The attempt a report is about: by the gateway's payment id; else by the key we sent
+    along, for an attempt whose create answer was never recorded (then the id is linked now);
+    for Stripe's refunds and disputes, by the PaymentIntent."""
+    if reported.provider_payment_id:
+        attempt = attempts.filter(gateway=gateway, provider_payment_id=reported.provider_payment_id).first()
+        if attempt is None and reported.checkout_key:
+            try:
+                key = uuid.UUID(reported.checkout_key)
+            except ValueError:
+                return None
+            attempt = attempts.filter(gateway=gateway, idempotency_key=key, provider_payment_id="").first()
+            if attempt is not None:
+                attempt.provider_payment_id = reported.provider_payment_id
+                attempt.save(update_fields=["provider_payment_id", "updated_at"])
+        return attempt
+    if reported.provider_reference:
+        return attempts.filter(gateway=gateway, provider_reference=reported.provider_reference).first()
+    return None
 
 
 @transaction.atomic
-def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> CheckoutAttempt:
+def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> CheckoutAttempt | None:
     """Move the attempt to what the gateway reports and, once paid, record the payment once.
     Out-of-order news (pending after paid) changes nothing; a paid amount or currency that
-    differs from the attempt is flagged for staff and not applied."""
+    differs from the attempt is flagged for staff and not applied. A paid first payment leaves
+    a job that records the mandate it signed. None: the payment is not one of our attempts."""
     attempts = CheckoutAttempt.objects.select_for_update().select_related("client", "gateway")
-    attempt = (attempts.get(gateway=gateway, provider_payment_id=reported.provider_payment_id)
-               if reported.provider_payment_id else
-               attempts.get(gateway=gateway, provider_reference=reported.provider_reference))
+    attempt = _attempt_reported(attempts, gateway=gateway, reported=reported)
+    if attempt is None:
+        return None
     if reported.provider_reference and not attempt.provider_reference:
         attempt.provider_reference = reported.provider_reference
         attempt.save(update_fields=["provider_reference", "updated_at"])
@@ -201,7 +232,9 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
     attempt.save(update_fields=["payment", "updated_at"])
     _reverse_what_the_gateway_took_back(attempt, reported)
     if attempt.wants_mandate:
-        mandates_sync(attempt=attempt)
+        # Mollie is asked for the mandate by a job of its own, after this commits.
+        job_enqueue(kind=MANDATE_SYNC, key=f"mandate.sync:{attempt.pk}", payload={"attempt": attempt.pk},
+                    subject=f"mollie-customer:{attempt.provider_customer_id}")
     return attempt
 
 

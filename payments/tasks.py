@@ -1,21 +1,47 @@
-"""Gateway webhooks are processed here, retried when the gateway cannot be reached."""
+"""Payments' background work, as jobs of the one mechanism (portal.jobs), and the beat task that
+writes the day's direct-debit collections. Every handler runs with no transaction open, calls
+the gateway outside any, and records in short transactions of its own."""
 from celery import shared_task
 
 from payments import services
-from payments.mandates import collections_run
-from payments.models import GatewayEvent
+from payments.gateways import GatewayRefused
+from payments.mandates import MANDATE_COLLECT, collection_collect, collections_run, mandates_sync
+from payments.models import CheckoutAttempt, GatewayAccount
+from payments.webhooks import GATEWAY_EVENT
+from portal.jobs import Permanent, Retry, handler
 from portal.rls import staff_scope
+from portal.webhooks import webhook_for
 
 
-@shared_task(bind=True, max_retries=6, acks_late=True)
-def process_gateway_event(self, event_id: int) -> str:
+# Mollie's webhook names a payment whose news we fetch: a gateway that cannot be reached is
+# tried again for about a day (30 s doubling, capped at 6 hours), as Mollie itself would.
+@handler(GATEWAY_EVENT, max_attempts=10, backoff_seconds=30)
+def gateway_event(job) -> str:
+    webhook = webhook_for(job)
+    gateway = GatewayAccount.objects.filter(pk=int(webhook.account)).first()
+    if gateway is None:
+        raise Permanent(f"gateway account {webhook.account} no longer exists")
+    return services.gateway_event_process(gateway=gateway, webhook=webhook)
+
+
+@handler(services.MANDATE_SYNC, max_attempts=8, backoff_seconds=60)
+def mandate_sync(job) -> str:
+    attempt = CheckoutAttempt.objects.select_related("gateway", "client").get(pk=job.payload["attempt"])
     try:
-        with staff_scope():
-            return services.gateway_event_process(event_id=event_id)
-    except Exception as exc:
-        with staff_scope():
-            GatewayEvent.objects.filter(pk=event_id).update(error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise self.retry(exc=exc, countdown=15 * 2 ** self.request.retries)
+        found = mandates_sync(attempt=attempt)
+    except GatewayRefused as exc:
+        raise Permanent(str(exc)) from exc
+    if not found:
+        raise Retry(f"Mollie lists no mandate for {attempt.provider_customer_id} yet")
+    return ", ".join(f"{mandate.provider_mandate_id}: {mandate.status}" for mandate in found)
+
+
+@handler(MANDATE_COLLECT, max_attempts=8, lease_seconds=120, backoff_seconds=60)
+def mandate_collect(job) -> str:
+    try:
+        return collection_collect(job_key=job.key, invoice_id=job.payload["invoice"])
+    except GatewayRefused as exc:
+        raise Permanent(str(exc)) from exc
 
 
 @shared_task

@@ -2,21 +2,24 @@
 import uuid
 
 from django.contrib import messages
-from django.http import Http404, HttpResponse, JsonResponse
-from django.utils.translation import gettext as _
+from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from invoices.errors import DomainError
 from invoices.selectors import client_invoices
 from payments.forms import CheckoutForm
+from payments.gateways import GatewayError
 from payments.mandates import collection_opt_in
 from payments.mandates import mandate_revoke as mandate_revoke_service
-from payments.models import CheckoutAttempt, GatewayAccount, Mandate, SandboxPayment
-from payments.services import checkout_start, gateway_for_brand, gateway_webhook_receive, stripe_webhook_receive
+from payments.models import CheckoutAttempt, Mandate, SandboxPayment
+from payments.services import checkout_start, gateway_for_brand
+from payments.webhooks import SOURCES
 from portal.permissions import client_required, role_required
 from portal.rls import staff_scope
+from portal.webhooks import webhook_receive
 
 
 @client_required
@@ -64,18 +67,12 @@ def checkout_return(request, key):
 
 @csrf_exempt
 @require_POST
-def gateway_webhook(request, gateway_id: int):
-    """Mollie-style: the body names a payment id; the worker asks the gateway what is true."""
-    with staff_scope():
-        gateway = GatewayAccount.objects.filter(pk=gateway_id, enabled=True).first()
-        if gateway is None:
-            return HttpResponse("unknown gateway", status=404, content_type="text/plain")
-        if gateway.provider == GatewayAccount.Provider.STRIPE:
-            status, body = stripe_webhook_receive(gateway=gateway, payload=request.body,
-                                                  signature=request.headers.get("Stripe-Signature"))
-            return JsonResponse(body, status=status)
-        gateway_webhook_receive(gateway=gateway, body=request.body.decode("utf-8", "replace"))
-    return HttpResponse("ok", content_type="text/plain")
+def gateway_webhook(request, provider: str, gateway_id: int):
+    """Every gateway's webhook, through the one intake: stored, answered at once, left as a job."""
+    source = SOURCES.get(provider)
+    if source is None:
+        return JsonResponse({"status": "rejected", "error": f"no gateway {provider!r}"}, status=404)
+    return webhook_receive(request, source=source, account_key=str(gateway_id))
 
 
 def sandbox_checkout(request, payment_id: str):
@@ -84,16 +81,25 @@ def sandbox_checkout(request, payment_id: str):
         payment = get_object_or_404(SandboxPayment, provider_payment_id=payment_id)
         attempt = CheckoutAttempt.objects.select_related("gateway").get(provider_payment_id=payment_id,
                                                                          gateway__provider="sandbox")
-        if request.method == "POST" and request.POST.get("outcome") in ("paid", "failed", "canceled", "pending"):
-            if payment.status in ("open", "pending"):
-                payment.status = request.POST["outcome"]
-                payment.save(update_fields=["status"])
-                # The gateway tells us, as Mollie does: a webhook that only names the payment.
-                gateway_webhook_receive(gateway=attempt.gateway, body=f"id={payment_id}")
-            return redirect(payment.redirect_url)
+    if request.method == "POST" and request.POST.get("outcome") in ("paid", "failed", "canceled", "pending"):
+        if payment.status in ("open", "pending"):
+            with staff_scope():
+                SandboxPayment.objects.filter(pk=payment.pk).update(status=request.POST["outcome"])
+            # The gateway tells us, as Mollie does: a webhook that only names the payment.
+            _sandbox_calls_webhook(request, attempt.gateway, payment_id)
+        return redirect(payment.redirect_url)
     return render(request, "payments/sandbox_checkout.html", {"payment": payment})
 
 
+def _sandbox_calls_webhook(request, gateway, payment_id: str) -> None:
+    """The sandbox's webhook call, made in this process rather than over HTTP (it is our own
+    server): the same request the intake would get from a gateway."""
+    hook = HttpRequest()
+    hook.method = "POST"
+    hook.META = {"CONTENT_TYPE": "application/x-www-form-urlencoded", "HTTP_USER_AGENT": "Sandbox gateway",
+                 "REMOTE_ADDR": request.META.get("REMOTE_ADDR", "127.0.0.1")}
+    hook._body = f"id={payment_id}".encode()
+    webhook_receive(hook, source=SOURCES["sandbox"], account_key=str(gateway.pk))
 
 
 @client_required
@@ -106,9 +112,15 @@ def mandates(request):
 @client_required
 @role_required("pay")
 def mandate_revoke(request, pk: int):
-    mandate = get_object_or_404(Mandate, pk=pk, client=request.client, status=Mandate.Status.VALID)
-    mandate_revoke_service(mandate=mandate, user=request.user, request=request)
-    messages.success(request, _("The mandate is revoked. Nothing more will be collected with it."))
+    mandate = get_object_or_404(Mandate.objects.select_related("gateway", "client"), pk=pk, client=request.client,
+                                status=Mandate.Status.VALID)
+    try:
+        mandate_revoke_service(mandate=mandate, user=request.user, request=request)
+    except GatewayError:
+        messages.error(request, _("The mandate could not be revoked: Mollie could not be reached. "
+                                  "Nothing has changed; please try again in a moment."))
+    else:
+        messages.success(request, _("The mandate is revoked. Nothing more will be collected with it."))
     return redirect("payments:mandates")
 
 

@@ -2,8 +2,18 @@
 answers, so the rest of the code never branches on the provider."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+
+# Keys we send to a gateway for work of our own (a collection, a customer, a revocation) are
+# uuid5(this, what the work is), so a retry, a rerun or a second worker sends the same key.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("402ed689-b1d5-52ed-9492-635d1ac30a2e")
+
+
+def idempotency_key_for(purpose: str) -> uuid.UUID:
+    """The idempotency key for one piece of work, e.g. `collect:<invoice>:<due date>`."""
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, purpose)
 
 
 @dataclass(frozen=True)
@@ -18,6 +28,20 @@ class GatewayPayment:
     refunded: Decimal = Decimal("0.00")
     charged_back: Decimal = Decimal("0.00")
     provider_reference: str = ""  # Stripe: the PaymentIntent, which refunds and disputes name
+    checkout_key: str = ""  # the attempt's idempotency key, as we sent it along (metadata, reference)
+
+
+class PaymentNotFound(Exception):
+    """The gateway knows no payment by that id (a webhook naming one that is not ours)."""
+
+
+class GatewayError(Exception):
+    """The gateway could not be reached, or did not say whether it did the work: try again
+    (with the same idempotency key)."""
+
+
+class GatewayRefused(GatewayError):
+    """The gateway refused the call as such (say, no valid mandate): trying again cannot help."""
 
 
 def adapter_for(account):

@@ -1,13 +1,19 @@
 """Mollie through mollie-api-python. The webhook only names a payment id; we fetch the payment
-and map its status. `authorized` is not paid; only `paid` is money."""
+and map its status. `authorized` is not paid; only `paid` is money. Every create carries an
+idempotency key we derive (never one made at call time), and a collection whose answer was lost
+is found again among the customer's payments by the key in its metadata."""
 from __future__ import annotations
 
+import datetime
+import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 
-from payments.gateways import GatewayPayment
+from payments.gateways import GatewayError, GatewayPayment, GatewayRefused, PaymentNotFound
 from payments.models import CheckoutAttempt
 
 METHODS = {"ideal": "ideal", "card": "creditcard", "sepa_direct_debit": "directdebit"}
@@ -15,6 +21,24 @@ STATUSES = {"open": CheckoutAttempt.Status.OPEN, "pending": CheckoutAttempt.Stat
             "authorized": CheckoutAttempt.Status.PENDING, "paid": CheckoutAttempt.Status.PAID,
             "canceled": CheckoutAttempt.Status.CANCELED, "expired": CheckoutAttempt.Status.EXPIRED,
             "failed": CheckoutAttempt.Status.FAILED}
+LIST_PAGE = 250  # the most Mollie lists at once
+TRY_AGAIN = {409, 429}  # 4xx that are not a refusal: the same key still in progress, too many requests
+
+
+@contextmanager
+def _answers():
+    """Mollie's errors as ours: a 4xx is a refusal (GatewayRefused), anything else (5xx, no
+    answer, a timeout) leaves the outcome open (GatewayError)."""
+    from mollie.api.error import Error, ResponseError
+
+    try:
+        yield
+    except ResponseError as exc:
+        if 400 <= (exc.status or 0) < 500 and exc.status not in TRY_AGAIN:
+            raise GatewayRefused(f"Mollie refused: {exc}") from exc
+        raise GatewayError(f"Mollie: {exc}") from exc
+    except Error as exc:
+        raise GatewayError(f"Mollie: {exc}") from exc
 
 
 class MollieGateway:
@@ -25,45 +49,88 @@ class MollieGateway:
         self.client = Client(api_endpoint=settings.MOLLIE_API_ENDPOINT)
         self.client.set_api_key(account.api_key)
 
+    def _customer(self, customer_id: str):
+        """The customer as the SDK's parent object, without asking Mollie for it first."""
+        from mollie.api.objects.customer import Customer
+
+        return Customer({"id": customer_id}, self.client)
+
+    def _webhook_url(self) -> str:
+        return settings.SITE_URL.rstrip("/") + reverse("payments:webhook", args=["mollie", self.account.pk])
+
+    @staticmethod
+    def _metadata(attempt: CheckoutAttempt) -> dict:
+        return {"checkout": str(attempt.idempotency_key), "client": attempt.client_id}
+
     def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str) -> GatewayPayment:
-        site = settings.SITE_URL.rstrip("/")
         data = {
             "amount": {"currency": attempt.currency, "value": f"{attempt.amount:.2f}"},
             "description": description,
-            "redirectUrl": site + redirect_url,
-            "webhookUrl": site + reverse("payments:webhook", args=[self.account.pk]),
+            "redirectUrl": settings.SITE_URL.rstrip("/") + redirect_url,
+            "webhookUrl": self._webhook_url(),
             "method": METHODS[attempt.method],
-            "metadata": {"checkout": str(attempt.idempotency_key), "client": attempt.client_id},
+            "metadata": self._metadata(attempt),
         }
         if attempt.wants_mandate:
             # Mollie's first payment: paid by iDEAL (or card), it also signs a SEPA mandate.
             data.update(sequenceType="first", customerId=attempt.provider_customer_id)
-        payment = self.client.payments.create(data, idempotency_key=str(attempt.idempotency_key))
+        with _answers():
+            payment = self.client.payments.create(data, idempotency_key=str(attempt.idempotency_key))
         return self._normalise(payment, checkout_url=payment.checkout_url or "")
 
-    def customer(self, *, name: str, email: str, client_id: int) -> str:
-        return self.client.customers.create({"name": name, "email": email, "metadata": {"client": client_id}}).id
+    def customer(self, *, name: str, email: str, client_id: int, idempotency_key: uuid.UUID) -> str:
+        with _answers():
+            return self.client.customers.create({"name": name, "email": email, "metadata": {"client": client_id}},
+                                                idempotency_key=str(idempotency_key)).id
 
     def mandates(self, customer_id: str) -> list[dict]:
-        customer = self.client.customers.get(customer_id)
-        return [dict(m) for m in customer.mandates.list()]
+        with _answers():
+            return [dict(m) for m in self._customer(customer_id).mandates.list()]
 
-    def revoke_mandate(self, customer_id: str, mandate_id: str) -> None:
-        self.client.customers.get(customer_id).mandates.delete(mandate_id)
+    def revoke_mandate(self, customer_id: str, mandate_id: str, *, idempotency_key: uuid.UUID) -> None:
+        from mollie.api.error import NotFoundError
+
+        with _answers():
+            try:
+                self._customer(customer_id).mandates.delete(mandate_id, idempotency_key=str(idempotency_key))
+            except NotFoundError:
+                pass  # gone at Mollie already: revoked is what we wanted
 
     def collect(self, attempt: CheckoutAttempt, *, mandate_id: str, description: str) -> GatewayPayment:
         """A recurring payment on a mandate: a SEPA direct debit, pending until the bank settles."""
-        site = settings.SITE_URL.rstrip("/")
-        payment = self.client.payments.create({
-            "amount": {"currency": attempt.currency, "value": f"{attempt.amount:.2f}"},
-            "description": description, "sequenceType": "recurring", "customerId": attempt.provider_customer_id,
-            "mandateId": mandate_id, "webhookUrl": site + reverse("payments:webhook", args=[self.account.pk]),
-            "metadata": {"checkout": str(attempt.idempotency_key), "client": attempt.client_id},
-        }, idempotency_key=str(attempt.idempotency_key))
+        with _answers():
+            payment = self.client.payments.create({
+                "amount": {"currency": attempt.currency, "value": f"{attempt.amount:.2f}"},
+                "description": description, "sequenceType": "recurring", "customerId": attempt.provider_customer_id,
+                "mandateId": mandate_id, "webhookUrl": self._webhook_url(), "metadata": self._metadata(attempt),
+            }, idempotency_key=str(attempt.idempotency_key))
         return self._normalise(payment)
 
+    def find_made_for(self, attempt: CheckoutAttempt) -> GatewayPayment | None:
+        """The payment Mollie made for this attempt, if any: its customer's payments, newest
+        first, searched for the attempt's key in the metadata, back to a day before the attempt
+        (for a create whose answer was lost, after Mollie forgot the idempotency key)."""
+        since = attempt.created_at - datetime.timedelta(days=1)
+        with _answers():
+            page = self._customer(attempt.provider_customer_id).payments.list(limit=LIST_PAGE)
+            while page is not None:
+                for payment in page:
+                    metadata = payment.metadata if isinstance(payment.metadata, dict) else {}
+                    if metadata.get("checkout") == str(attempt.idempotency_key):
+                        return self._normalise(payment)
+                    created = parse_datetime(payment.created_at or "")
+                    if created is not None and created < since:
+                        return None
+                page = page.get_next() if page.has_next() else None
+        return None
+
     def fetch(self, provider_payment_id: str) -> GatewayPayment:
-        return self._normalise(self.client.payments.get(provider_payment_id))
+        from mollie.api.error import IdentifierError, NotFoundError
+
+        try:
+            return self._normalise(self.client.payments.get(provider_payment_id))
+        except (NotFoundError, IdentifierError) as exc:
+            raise PaymentNotFound(provider_payment_id) from exc
 
     @staticmethod
     def _normalise(payment, checkout_url: str = "") -> GatewayPayment:
@@ -71,7 +138,9 @@ class MollieGateway:
             value = payment.get(name) if hasattr(payment, "get") else None
             return Decimal(value["value"]) if value else Decimal("0.00")
 
+        metadata = payment.metadata if isinstance(payment.metadata, dict) else {}
         return GatewayPayment(provider_payment_id=payment.id, status=STATUSES[payment.status],
                               amount=Decimal(payment.amount["value"]), currency=payment.amount["currency"],
                               checkout_url=checkout_url, refunded=amount("amountRefunded"),
-                              charged_back=amount("amountChargedBack"))
+                              charged_back=amount("amountChargedBack"),
+                              checkout_key=str(metadata.get("checkout") or ""))

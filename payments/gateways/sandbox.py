@@ -2,13 +2,13 @@
 failed, cancelled, pending), so development and demos pay without keys or network."""
 from __future__ import annotations
 
-import secrets
+import uuid
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
-from payments.gateways import GatewayPayment
+from payments.gateways import GatewayPayment, PaymentNotFound
 from payments.models import CheckoutAttempt, SandboxPayment
 
 STATUSES = {"open": CheckoutAttempt.Status.OPEN, "pending": CheckoutAttempt.Status.PENDING,
@@ -23,14 +23,19 @@ class SandboxGateway:
         self.account = account
 
     def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str) -> GatewayPayment:
-        payment = SandboxPayment.objects.create(
-            provider_payment_id=f"sb_{secrets.token_urlsafe(12)}", amount=attempt.amount, currency=attempt.currency,
-            description=description, redirect_url=redirect_url)
+        # Idempotent on the attempt's key, as a real gateway is: the same key, the same payment.
+        payment, _ = SandboxPayment.objects.get_or_create(
+            provider_payment_id=f"sb_{uuid.uuid5(attempt.idempotency_key, 'sandbox').hex}",
+            defaults={"amount": attempt.amount, "currency": attempt.currency, "description": description,
+                      "redirect_url": redirect_url})
         return self._normalise(payment, checkout_url=reverse("payments:sandbox_checkout",
                                                              args=[payment.provider_payment_id]))
 
     def fetch(self, provider_payment_id: str) -> GatewayPayment:
-        return self._normalise(SandboxPayment.objects.get(provider_payment_id=provider_payment_id))
+        payment = SandboxPayment.objects.filter(provider_payment_id=provider_payment_id).first()
+        if payment is None:
+            raise PaymentNotFound(provider_payment_id)
+        return self._normalise(payment)
 
     @staticmethod
     def _normalise(payment: SandboxPayment, checkout_url: str = "") -> GatewayPayment:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from payments.gateways import GatewayPayment
+from payments.gateways import GatewayError, GatewayPayment, GatewayRefused
 from payments.models import CheckoutAttempt
 
 S = CheckoutAttempt.Status
@@ -29,8 +29,22 @@ class StripeGateway:
         self.client = stripe.StripeClient(account.api_key, base_addresses={"api": settings.STRIPE_API_BASE})
 
     def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str) -> GatewayPayment:
+        import stripe  # lazy: see __init__
+
         back = settings.SITE_URL.rstrip("/") + redirect_url
-        session = self.client.v1.checkout.sessions.create(params={
+        try:
+            session = self._create_session(attempt, description=description, back=back)
+        except stripe.StripeError as exc:
+            status = exc.http_status or 0
+            if 400 <= status < 500 and status not in (409, 429):
+                raise GatewayRefused(f"Stripe refused: {exc}") from exc
+            raise GatewayError(f"Stripe: {exc}") from exc
+        return GatewayPayment(provider_payment_id=session.id, status=S.OPEN, amount=_money(session.amount_total),
+                              currency=session.currency.upper(), checkout_url=session.url,
+                              checkout_key=str(attempt.idempotency_key))
+
+    def _create_session(self, attempt: CheckoutAttempt, *, description: str, back: str):
+        return self.client.v1.checkout.sessions.create(params={
             "mode": "payment",
             "line_items": [{"price_data": {"currency": attempt.currency.lower(),
                                            "unit_amount": int(attempt.amount * 100),
@@ -40,16 +54,21 @@ class StripeGateway:
             "client_reference_id": str(attempt.idempotency_key),
             "metadata": {"checkout": str(attempt.idempotency_key), "client": str(attempt.client_id)},
         }, options={"idempotency_key": str(attempt.idempotency_key)})
-        return GatewayPayment(provider_payment_id=session.id, status=S.OPEN, amount=_money(session.amount_total),
-                              currency=session.currency.upper(), checkout_url=session.url)
 
     @staticmethod
     def verify(payload: bytes, signature: str | None, secret: str) -> dict:
         """The event, if Stripe signed it (5 minutes' tolerance); raises otherwise."""
         import stripe  # lazy: see __init__
 
-        stripe.WebhookSignature.verify_header(payload.decode(), signature, secret, 300)
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8", "replace"), signature or "", secret, 300)
         return json.loads(payload)
+
+    @staticmethod
+    def payment_of(event: dict) -> str:
+        """The payment an event is about, so that one payment's events are applied in order:
+        the PaymentIntent that sessions (once paid), charges and disputes all name, else the session."""
+        item = (event.get("data") or {}).get("object") or {}
+        return str(item.get("payment_intent") or item.get("id") or "")
 
     @staticmethod
     def report(event: dict) -> GatewayPayment | None:
@@ -63,7 +82,9 @@ class StripeGateway:
                       "checkout.session.async_payment_failed": S.FAILED,
                       "checkout.session.expired": S.EXPIRED}[kind]
             return GatewayPayment(provider_payment_id=item["id"], status=status, amount=_money(item["amount_total"]),
-                                  currency=item["currency"].upper(), provider_reference=item.get("payment_intent") or "")
+                                  currency=item["currency"].upper(),
+                                  provider_reference=item.get("payment_intent") or "",
+                                  checkout_key=item.get("client_reference_id") or "")
         if kind == "charge.refunded":
             return GatewayPayment(provider_payment_id="", status=S.PAID, amount=_money(item["amount"]),
                                   currency=item["currency"].upper(), refunded=_money(item["amount_refunded"]),

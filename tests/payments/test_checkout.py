@@ -1,5 +1,6 @@
 """Paying through the built-in sandbox gateway: once per click, the truth on the return page,
-exactly one payment however often the webhook arrives, mismatches flagged, partial payments."""
+exactly one payment however often the webhook arrives, mismatches flagged, partial payments;
+the gateway's webhook goes through the one intake and is applied by a job."""
 import threading
 import uuid
 from decimal import Decimal
@@ -10,8 +11,8 @@ from django.utils import timezone
 
 from invoices.models import Invoice, Payment
 from payments import services
-from payments.models import CheckoutAttempt, GatewayAccount, GatewayEvent, SandboxPayment
-from portal.models import AuditEvent, Membership
+from payments.models import CheckoutAttempt, GatewayAccount, SandboxPayment
+from portal.models import AuditEvent, Job, Membership, WebhookRequest
 from portal.rls import staff_scope
 from tests.invoices.factories import line, make_invoice
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
@@ -20,14 +21,17 @@ D = Decimal
 
 
 @pytest.fixture
-def shop(db):
-    brand = BrandFactory(is_default=True)
-    alpha = ClientFactory(brand=brand, name="Alpha B.V.")
-    owner = MembershipFactory(client=alpha, user__email="owner@alpha.test").user
-    viewer = MembershipFactory(client=alpha, role=Membership.Role.VIEWER, user__email="viewer@alpha.test").user
-    first = make_invoice(alpha, number="A-1", lines=[line(unit_price="100.00")])   # 121.00
-    second = make_invoice(alpha, number="A-2", lines=[line(unit_price="50.00")])   # 60.50
-    return {"alpha": alpha, "owner": owner, "viewer": viewer, "first": first, "second": second}
+def shop(committed, worker):
+    def build():
+        brand = BrandFactory(is_default=True)
+        alpha = ClientFactory(brand=brand, name="Alpha B.V.")
+        owner = MembershipFactory(client=alpha, user__email="owner@alpha.test").user
+        viewer = MembershipFactory(client=alpha, role=Membership.Role.VIEWER, user__email="viewer@alpha.test").user
+        first = make_invoice(alpha, number="A-1", lines=[line(unit_price="100.00")])   # 121.00
+        second = make_invoice(alpha, number="A-2", lines=[line(unit_price="50.00")])   # 60.50
+        return {"alpha": alpha, "owner": owner, "viewer": viewer, "first": first, "second": second}
+
+    return committed.create(build)
 
 
 def _checkout(client, invoices, method="ideal", key=None, amounts=None):
@@ -38,11 +42,10 @@ def _checkout(client, invoices, method="ideal", key=None, amounts=None):
     return client.post(reverse("payments:checkout") + "?" + "&".join(f"invoice={i.pk}" for i in invoices), data)
 
 
-def _deliver_webhooks():
-    """What the worker does with every stored gateway webhook."""
-    with staff_scope():
-        for event in GatewayEvent.objects.filter(status=GatewayEvent.Status.PENDING).order_by("id"):
-            services.gateway_event_process(event_id=event.pk)
+def _sandbox_webhook(client, attempt):
+    """The sandbox gateway calls our webhook again (it only names the payment)."""
+    return client.post(reverse("payments:webhook", args=["sandbox", attempt.gateway_id]),
+                       data=f"id={attempt.provider_payment_id}", content_type="application/x-www-form-urlencoded")
 
 
 def _invoice(invoice):
@@ -50,7 +53,7 @@ def _invoice(invoice):
         return Invoice.objects.get(pk=invoice.pk)
 
 
-def test_pay_two_invoices_in_one_checkout_through_the_sandbox(shop, client):
+def test_pay_two_invoices_in_one_checkout_through_the_sandbox(shop, client, worker):
     client.force_login(shop["owner"])
     response = _checkout(client, [shop["first"], shop["second"]])
     assert response.status_code == 302 and response.url.startswith("/sandbox-gateway/sb_")
@@ -58,7 +61,7 @@ def test_pay_two_invoices_in_one_checkout_through_the_sandbox(shop, client):
     assert "€ 181.50" in gateway_page.text
     back = client.post(response.url, {"outcome": "paid"})
     assert back.url.startswith("/pay/")
-    _deliver_webhooks()
+    worker.run()
     assert (_invoice(shop["first"]).status, _invoice(shop["second"]).status) == ("paid", "paid")
     page = client.get(back.url)
     assert "Paid. Thank you!" in page.text
@@ -78,45 +81,47 @@ def test_a_second_click_never_creates_a_second_charge(shop, client):
         assert CheckoutAttempt.objects.count() == 1 and SandboxPayment.objects.count() == 1
 
 
-def test_pending_is_never_paid_and_the_return_page_keeps_asking(shop, client):
+def test_pending_is_never_paid_and_the_return_page_keeps_asking(shop, client, worker):
     client.force_login(shop["owner"])
     gateway_url = _checkout(client, [shop["first"]], method="sepa_direct_debit").url
     back = client.post(gateway_url, {"outcome": "pending"}).url
-    _deliver_webhooks()
+    worker.run()
     assert _invoice(shop["first"]).status == "open"
     page = client.get(back)
     assert "being processed" in page.text and 'hx-trigger="every 2s"' in page.text
     with staff_scope():
         SandboxPayment.objects.update(status="paid")
         attempt = CheckoutAttempt.objects.get()
-        services.gateway_webhook_receive(gateway=attempt.gateway, body=f"id={attempt.provider_payment_id}")
-    _deliver_webhooks()
+    assert _sandbox_webhook(client, attempt).json()["status"] == "accepted"
+    worker.run()
     assert _invoice(shop["first"]).status == "paid"
     assert "Paid. Thank you!" in client.get(back, HTTP_HX_REQUEST="true").text
 
 
 @pytest.mark.parametrize("outcome, title", [("failed", "The payment failed."), ("canceled", "The payment was cancelled.")])
-def test_failed_or_cancelled_says_so_and_offers_to_try_again(shop, client, outcome, title):
+def test_failed_or_cancelled_says_so_and_offers_to_try_again(shop, client, worker, outcome, title):
     client.force_login(shop["owner"])
     gateway_url = _checkout(client, [shop["first"]]).url
     back = client.post(gateway_url, {"outcome": outcome}).url
-    _deliver_webhooks()
+    worker.run()
     page = client.get(back)
     assert title in page.text and "Try again" in page.text
     assert _invoice(shop["first"]).status == "open"
 
 
-def test_duplicate_and_out_of_order_webhooks_record_one_payment(shop, client):
+def test_duplicate_and_out_of_order_webhooks_record_one_payment(shop, client, worker):
     client.force_login(shop["owner"])
     gateway_url = _checkout(client, [shop["first"]]).url
     client.post(gateway_url, {"outcome": "paid"})
     with staff_scope():
         attempt = CheckoutAttempt.objects.get()
-        for _ in range(3):
-            services.gateway_webhook_receive(gateway=attempt.gateway, body=f"id={attempt.provider_payment_id}")
-    _deliver_webhooks()
+    for _ in range(3):
+        assert _sandbox_webhook(client, attempt).json()["status"] == "accepted"  # no event id: each one kept
+    assert worker.run() == 4
     with staff_scope():
         assert Payment.objects.count() == 1
+        results = list(Job.objects.filter(kind="gateway.event").order_by("id").values_list("state", "result"))
+        assert results == [("done", f"{attempt.provider_payment_id}: paid")] * 4
         # News that the payment is pending again (out of order) changes nothing.
         from payments.gateways import GatewayPayment
 
@@ -125,20 +130,20 @@ def test_duplicate_and_out_of_order_webhooks_record_one_payment(shop, client):
         assert CheckoutAttempt.objects.get().status == "paid" and Payment.objects.count() == 1
 
 
-def test_a_mismatched_amount_is_flagged_not_applied(shop, client):
+def test_a_mismatched_amount_is_flagged_not_applied(shop, client, worker):
     client.force_login(shop["owner"])
     gateway_url = _checkout(client, [shop["first"]]).url
     with staff_scope():
         SandboxPayment.objects.update(amount=D("1.00"))
     client.post(gateway_url, {"outcome": "paid"})
-    _deliver_webhooks()
+    worker.run()
     with staff_scope():
         attempt = CheckoutAttempt.objects.get()
         assert "EUR 1.00" in attempt.flagged and not Payment.objects.exists()
     assert _invoice(shop["first"]).status == "open"
 
 
-def test_partial_payment_respects_the_brands_rules(shop, client):
+def test_partial_payment_respects_the_brands_rules(shop, client, worker):
     client.force_login(shop["owner"])
     with staff_scope():
         services.gateway_for_brand(shop["alpha"].brand)
@@ -147,7 +152,7 @@ def test_partial_payment_respects_the_brands_rules(shop, client):
     assert too_small.status_code == 200 and "at least 25.00" in too_small.text
     gateway_url = _checkout(client, [shop["first"]], amounts={shop["first"].pk: "50.00"}).url
     client.post(gateway_url, {"outcome": "paid"})
-    _deliver_webhooks()
+    worker.run()
     invoice = _invoice(shop["first"])
     assert (invoice.status, invoice.open_balance) == ("partially_paid", D("71.00"))
     with staff_scope():
@@ -166,15 +171,14 @@ def test_a_viewer_cannot_pay_and_nobody_pays_another_clients_invoice(shop, clien
 
 def test_ten_concurrent_deliveries_of_the_same_news_make_one_payment(committed):
     def build():
-        brand = BrandFactory()
-        alpha = ClientFactory(brand=brand)
+        alpha = ClientFactory(brand=BrandFactory())
         user = MembershipFactory(client=alpha).user
-        invoice = make_invoice(alpha, lines=[line(unit_price="100.00")])
-        return services.checkout_start(client=alpha, user=user, requested=[(invoice, D("121.00"))], method="ideal",
-                                       idempotency_key=uuid.uuid4())
+        return alpha, user, make_invoice(alpha, lines=[line(unit_price="100.00")])
 
-    attempt = committed.create(build)
+    alpha, user, invoice = committed.create(build)
     with staff_scope():
+        attempt = services.checkout_start(client=alpha, user=user, requested=[(invoice, D("121.00"))],
+                                          method="ideal", idempotency_key=uuid.uuid4())
         SandboxPayment.objects.update(status="paid")
     from django.db import connection
 
@@ -203,7 +207,7 @@ def test_ten_concurrent_deliveries_of_the_same_news_make_one_payment(committed):
         assert Invoice.objects.get().status == "paid"
 
 
-def test_reconciliation_page_shows_payments_per_day_and_flagged_attempts(shop, client, staff):
+def test_reconciliation_page_shows_payments_per_day_and_flagged_attempts(shop, client, worker, staff_user):
     client.force_login(shop["owner"])
     gateway_url = _checkout(client, [shop["first"]]).url
     client.post(gateway_url, {"outcome": "paid"})
@@ -211,15 +215,15 @@ def test_reconciliation_page_shows_payments_per_day_and_flagged_attempts(shop, c
     with staff_scope():
         SandboxPayment.objects.filter(amount=D("60.50")).update(amount=D("6.05"))
     client.post(flagged_url, {"outcome": "paid"})
-    _deliver_webhooks()
-    client.force_login(staff)
+    worker.run()
+    client.force_login(staff_user)
     page = client.get(reverse("admin:payments_reconciliation"))
     assert page.status_code == 200
     assert "EUR 121.00" in page.text and "A-1" in page.text
     assert "the gateway reports EUR 6.05" in page.text
 
 
-def test_a_gateway_payment_for_an_invoice_meanwhile_paid_by_transfer_becomes_client_credit(shop, client):
+def test_a_gateway_payment_for_an_invoice_meanwhile_paid_by_transfer_becomes_client_credit(shop, client, worker):
     client.force_login(shop["owner"])
     gateway_url = _checkout(client, [shop["first"]]).url
     with staff_scope():  # the bank transfer arrives first, through accounting
@@ -229,9 +233,47 @@ def test_a_gateway_payment_for_an_invoice_meanwhile_paid_by_transfer_becomes_cli
                        method=Payment.Method.BANK_TRANSFER, received_at=timezone.now(),
                        allocations=[(shop["first"], D("100.00"))])
     client.post(gateway_url, {"outcome": "paid"})
-    _deliver_webhooks()
+    worker.run()
     from invoices.selectors import client_credit_balance
 
     with staff_scope():
         assert Invoice.objects.get(pk=shop["first"].pk).status == "paid"
         assert client_credit_balance(client=shop["alpha"], currency="EUR") == D("100.00")
+
+
+def test_a_webhook_while_redis_is_down_is_answered_kept_and_applied_when_the_sweep_rings(shop, client, worker):
+    from portal import jobs
+
+    client.force_login(shop["owner"])
+    gateway_url = _checkout(client, [shop["first"]]).url
+    worker.broker_down()
+    back = client.post(gateway_url, {"outcome": "paid"})  # the sandbox calls our webhook: no bell can ring
+    assert back.status_code == 302
+    with staff_scope():
+        [webhook] = WebhookRequest.objects.filter(source="sandbox")
+        [job] = Job.objects.filter(kind="gateway.event")
+        assert (webhook.status, job.state, job.key) == ("accepted", "pending", f"webhook:{webhook.pk}")
+    assert _invoice(shop["first"]).status == "open"
+    worker.broker_down(False)
+    jobs.jobs_sweep()  # beat, every 30 seconds: rings for every job that is due
+    assert ("portal.tasks.run_job", [job.pk], None) in worker.bells
+    worker.run()
+    assert _invoice(shop["first"]).status == "paid"
+    assert "Paid. Thank you!" in client.get(back.url).text
+
+
+def test_a_webhook_that_names_no_payment_is_refused_and_one_for_an_unknown_payment_changes_nothing(
+        shop, client, worker):
+    with staff_scope():
+        gateway = services.gateway_for_brand(shop["alpha"].brand)
+    url = reverse("payments:webhook", args=["sandbox", gateway.pk])
+    refused = client.post(url, data="payment=nothing", content_type="application/x-www-form-urlencoded")
+    assert refused.status_code == 400 and refused.json()["status"] == "rejected"
+    unknown = client.post(url, data="id=sb_nobodyknowsme", content_type="application/x-www-form-urlencoded")
+    assert unknown.status_code == 200 and unknown.json()["status"] == "accepted"
+    worker.run()
+    [job] = worker.jobs(kind="gateway.event")
+    assert (job.state, job.result) == ("done", "sb_nobodyknowsme: unknown to the gateway")
+    with staff_scope():
+        assert not Payment.objects.exists()
+        assert WebhookRequest.objects.filter(status="rejected").count() == 1
