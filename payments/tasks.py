@@ -13,9 +13,9 @@ from portal.rls import staff_scope
 from portal.webhooks import webhook_for
 
 
-# Mollie's webhook names a payment whose news we fetch: a gateway that cannot be reached is
-# tried again for about a day (30 s doubling, capped at 6 hours), as Mollie itself would.
-@handler(GATEWAY_EVENT, max_attempts=10, backoff_seconds=30)
+# A gateway that cannot be reached is asked again for about fourteen hours (30 s, doubling, at
+# most 6 hours apart); then the job is dead with its reason until staff replay it.
+@handler(GATEWAY_EVENT, max_attempts=12, backoff_seconds=30)
 def gateway_event(job) -> str:
     webhook = webhook_for(job)
     gateway = GatewayAccount.objects.filter(pk=int(webhook.account)).first()

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from mollie.api.error import UnauthorizedError
 
 from invoices.models import Invoice, Payment
@@ -222,3 +223,31 @@ def test_news_that_arrives_before_the_checkout_recorded_mollies_answer_finds_its
         attempt = CheckoutAttempt.objects.get()
         assert (attempt.provider_payment_id, attempt.status) == (payment_id, "paid")
         assert Invoice.objects.get().status == "paid"
+
+
+def test_news_that_could_not_be_fetched_in_time_is_dead_with_its_reason_and_applied_once_replayed(
+        setup, mollie, client, worker, staff_user):
+    from django.db.models import F
+
+    from portal import jobs
+    from portal.models import Job
+
+    client.force_login(setup["owner"])
+    _pay(client, setup)
+    [payment_id] = mollie.payments
+    mollie.set_status(payment_id, "paid")
+    mollie.fail_next(1, status=502)
+    _webhook(client, setup, worker, payment_id)
+    [job] = worker.jobs(kind="gateway.event")
+    with staff_scope():  # many hours and attempts later, Mollie still fails
+        Job.objects.filter(pk=job.pk).update(attempts=F("max_attempts") - 1, run_after=timezone.now())
+    mollie.fail_next(1, status=502)
+    worker.run()
+    [job] = worker.jobs(kind="gateway.event")
+    assert job.state == "dead" and "not executed" in job.last_error
+    with staff_scope():
+        assert Invoice.objects.get().status == "open"
+        assert jobs.job_replay(job=job, actor=staff_user) is True
+    worker.run()
+    with staff_scope():
+        assert Invoice.objects.get().status == "paid" and Payment.objects.count() == 1
