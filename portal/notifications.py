@@ -107,6 +107,12 @@ def notification_email_record(*, notification_id: int, error: str = "", final: b
                 email_error="")
 
 
+def notification_email_dead(*, notification_id: int, reason: str) -> None:
+    """The email job is dead, however it died: the notification shows its email failed."""
+    Notification.objects.filter(pk=notification_id, email_status=EmailStatus.PENDING).update(
+        email_status=EmailStatus.FAILED, email_error=reason[:2000])
+
+
 def notification_open(*, notification: Notification) -> str:
     if notification.read_at is None:
         Notification.objects.filter(pk=notification.pk).update(read_at=timezone.now())

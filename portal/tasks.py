@@ -1,9 +1,10 @@
-"""Portal tasks: a heartbeat that shows the beat scheduler and a worker are alive."""
+"""Portal tasks: the heartbeat that shows beat and a worker are alive, the bells of the job
+mechanism (portal.jobs) and its sweep, and the notification email job."""
 from celery import shared_task
 from django.core.cache import cache
 from django.utils import timezone
 
-from portal import jobs
+from portal import jobs, notifications
 from portal.models import ScheduledRun
 from portal.rls import staff_scope
 
@@ -23,13 +24,15 @@ def beat_heartbeat() -> str:
     return now
 
 
-@jobs.handler("notification.email", max_attempts=5, backoff_seconds=30)
+def _email_dead(job, reason: str) -> None:
+    notifications.notification_email_dead(notification_id=job.payload["notification"], reason=reason)
+
+
+@jobs.handler(notifications.EMAIL_JOB, max_attempts=5, backoff_seconds=30, on_dead=_email_dead)
 def email_notification(job) -> str:
     """Key `notification:<id>`: one notification's email, sent once (a retry after it went out
     skips); after the last attempt the notification shows failed, with the reason."""
-    from portal.notifications import notification_email_deliver
-
-    return notification_email_deliver(notification_id=job.payload["notification"],
+    return notifications.notification_email_deliver(notification_id=job.payload["notification"],
                                       final=job.attempts >= job.max_attempts)
 
 

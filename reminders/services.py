@@ -30,7 +30,7 @@ from invoices.models import Invoice
 from invoices.money import round_money
 from invoices.services import invoice_create
 from invoices.signals import invoice_issued_by_portal
-from portal.jobs import handler_for, ring_kind
+from portal.jobs import jobs_enqueue_bulk
 from portal.models import AuditEvent, Membership, NotificationKind
 from portal.notifications import notify_client
 from portal.services import audit_record
@@ -109,28 +109,10 @@ def reminders_scan(*, now: datetime.datetime | None = None) -> list[int]:
     return created
 
 
-# The send jobs, one per dispatch, written set-based: the same rows as portal.jobs.jobs_enqueue_bulk
-# writes (its INSERT_SQL's columns), in one statement. jobs_enqueue_bulk builds a model instance
-# per job, about 9 s for the 100,000 dispatches a scan may create; this takes well under one.
-SEND_JOBS_SQL = """
-INSERT INTO portal_job (kind, key, subject, payload, state, attempts, max_attempts, run_after, last_error, result,
-                        created_at)
-SELECT %(kind)s, 'reminder:' || d.id, '', jsonb_build_object('dispatch', d.id), 'pending', 0, %(max_attempts)s,
-       %(now)s, '', '', %(now)s
-FROM unnest(%(ids)s::bigint[]) AS d(id)
-ON CONFLICT (key) DO NOTHING
-"""
-
-
 def _enqueue_sends(dispatch_ids: list[int]) -> None:
-    """In the scan's transaction; after it commits one bell drains them (and the sweep, if lost)."""
-    if not dispatch_ids:
-        return
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(SEND_JOBS_SQL, {"kind": SEND_JOB, "max_attempts": handler_for(SEND_JOB).max_attempts,
-                                       "now": now, "ids": dispatch_ids})
-    transaction.on_commit(lambda: ring_kind(SEND_JOB))
+    """One send job per dispatch, in the scan's transaction and in one statement; after it
+    commits one bell drains them (and the sweep rings again if that bell is lost)."""
+    jobs_enqueue_bulk(kind=SEND_JOB, jobs=[(f"reminder:{pk}", {"dispatch": pk}, "") for pk in dispatch_ids])
 
 
 def _raise_late_fee(dispatch: ReminderDispatch, *, today: datetime.date) -> None:
@@ -300,6 +282,13 @@ def _record_email(dispatch: ReminderDispatch, address: str, *, error: str = "") 
         ReminderDelivery.objects.update_or_create(
             dispatch=dispatch, channel=Channel.EMAIL, recipient=address,
             defaults=outcome, create_defaults={**outcome, "client_id": dispatch.client_id})
+
+
+def reminder_send_dead(*, dispatch_id: int, reason: str) -> None:
+    """The send job is dead (its last attempt failed, or its worker was lost during it): the
+    dispatch shows failed with the reason, not queued for ever."""
+    ReminderDispatch.objects.filter(pk=dispatch_id, status=Status.QUEUED).update(status=Status.FAILED,
+                                                                              error=reason[:2000])
 
 
 def _record_failure(dispatch: ReminderDispatch, reason: str, *, final: bool) -> None:

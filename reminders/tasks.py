@@ -15,7 +15,11 @@ def scan_reminders() -> int:
     return created
 
 
-@handler(services.SEND_JOB, max_attempts=services.MAX_ATTEMPTS, backoff_seconds=60)
+def _send_dead(job, reason: str) -> None:
+    services.reminder_send_dead(dispatch_id=job.payload["dispatch"], reason=reason)
+
+
+@handler(services.SEND_JOB, max_attempts=services.MAX_ATTEMPTS, backoff_seconds=60, on_dead=_send_dead)
 def send_reminder(job) -> str:
     """Key `reminder:<dispatch id>`. Reaches each recipient once: a retry sends only to whom the
     reminder has not gone yet; after the last attempt the dispatch shows failed, with the reasons."""

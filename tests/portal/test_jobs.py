@@ -29,6 +29,14 @@ def _record_call(job):
     return "ok"
 
 
+DEAD: list[tuple[str, str]] = []
+
+
+@jobs.handler("test.lost", max_attempts=2, on_dead=lambda job, reason: DEAD.append((job.key, reason)))
+def _never_reached(job):
+    raise AssertionError("a job whose worker was lost on its last attempt is not run again")
+
+
 @jobs.handler("test.final", max_attempts=5)
 def _permanent(job):
     raise jobs.Permanent("the remote end says this will never work")
@@ -147,6 +155,16 @@ def test_a_worker_lost_on_the_last_attempt_leaves_the_job_dead_not_running_forev
     assert jobs.job_run(pk) == Job.State.DEAD
     assert "worker was lost" in _job(pk).last_error
     assert CALLS == []
+
+
+def test_the_kind_hears_when_its_job_dies_even_when_the_worker_was_lost(committed):
+    DEAD.clear()
+    pk = _enqueue(kind="test.lost", key="lost-on-last")
+    with staff_scope():
+        Job.objects.filter(pk=pk).update(state=Job.State.RUNNING, attempts=2, last_error="SMTP timeout",
+                                         lease_expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    assert jobs.job_run(pk) == Job.State.DEAD
+    assert DEAD == [("lost-on-last", "the worker was lost during attempt 2; last error: SMTP timeout")]
 
 
 def test_jobs_of_one_subject_run_in_the_order_written(committed):
