@@ -51,7 +51,7 @@ def _gateway_events_failing(limit: int = 100) -> list[dict]:
     failing = (Job.objects.filter(kind=GATEWAY_EVENT, state__in=[Job.State.RETRYING, Job.State.DEAD])
                .order_by("-created_at")[:limit])
     gateways = {str(g.pk): g for g in GatewayAccount.objects.select_related("brand")}
-    return [{"received_at": job.created_at, "gateway": gateways.get(str(job.payload.get("account")), ""),
+    return [{"job": job, "received_at": job.created_at, "gateway": gateways.get(str(job.payload.get("account")), ""),
              "provider_payment_id": job.subject.partition(":")[2], "error": job.last_error[:300]}
             for job in failing]
 
