@@ -1,8 +1,11 @@
 """Tenancy (brands, clients, memberships), users and the append-only audit log."""
 from __future__ import annotations
 
+import zoneinfo
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -11,10 +14,6 @@ from django.utils.translation import gettext_lazy as _
 from portal.crypto import EncryptedJSONField, EncryptedTextField
 
 def validate_time_zone(value: str) -> None:
-    import zoneinfo
-
-    from django.core.exceptions import ValidationError
-
     if value not in zoneinfo.available_timezones():
         raise ValidationError(_("Use a time zone like Europe/Amsterdam."))
 

@@ -12,6 +12,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
+from mollie.api.client import Client
+from mollie.api.error import Error, IdentifierError, NotFoundError, ResponseError
+from mollie.api.objects.customer import Customer
 
 from payments.gateways import GatewayError, GatewayPayment, GatewayRefused, PaymentNotFound
 from payments.models import CheckoutAttempt
@@ -29,8 +32,6 @@ TRY_AGAIN = {409, 429}  # 4xx that are not a refusal: the same key still in prog
 def _answers():
     """Mollie's errors as ours: a 4xx is a refusal (GatewayRefused), anything else (5xx, no
     answer, a timeout) leaves the outcome open (GatewayError)."""
-    from mollie.api.error import Error, ResponseError
-
     try:
         yield
     except ResponseError as exc:
@@ -43,16 +44,12 @@ def _answers():
 
 class MollieGateway:
     def __init__(self, account):
-        from mollie.api.client import Client  # lazy: only Mollie accounts need the SDK
-
         self.account = account
         self.client = Client(api_endpoint=settings.MOLLIE_API_ENDPOINT)
         self.client.set_api_key(account.api_key)
 
     def _customer(self, customer_id: str):
         """The customer as the SDK's parent object, without asking Mollie for it first."""
-        from mollie.api.objects.customer import Customer
-
         return Customer({"id": customer_id}, self.client)
 
     def _webhook_url(self) -> str:
@@ -88,8 +85,6 @@ class MollieGateway:
             return [dict(m) for m in self._customer(customer_id).mandates.list()]
 
     def revoke_mandate(self, customer_id: str, mandate_id: str, *, idempotency_key: uuid.UUID) -> None:
-        from mollie.api.error import NotFoundError
-
         with _answers():
             try:
                 self._customer(customer_id).mandates.delete(mandate_id, idempotency_key=str(idempotency_key))
@@ -125,8 +120,6 @@ class MollieGateway:
         return None
 
     def fetch(self, provider_payment_id: str) -> GatewayPayment:
-        from mollie.api.error import IdentifierError, NotFoundError
-
         try:
             return self._normalise(self.client.payments.get(provider_payment_id))
         except (NotFoundError, IdentifierError) as exc:
