@@ -2,15 +2,12 @@
 jobs (with replay) have one admin for every source and kind, in portal.admin."""
 from django.contrib import admin
 from django.db import models
-from django.db.models import OuterRef, Subquery, Value
+from django.db.models import OuterRef, Value
 from django.db.models.functions import Concat
-from django.urls import reverse
-from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from integrations.models import ClientLink, Connection, OutboxMessage
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
-from portal.models import Job
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, job_link, with_job
 
 
 @admin.register(Connection)
@@ -50,13 +47,8 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                                 "response_status", "delivered_at", "payload"]
 
     def get_queryset(self, request):
-        job = Job.objects.filter(key=Concat(Value("outbox:"), OuterRef("message_id")))
-        return super().get_queryset(request).annotate(job_pk=Subquery(job.values("pk")[:1]),
-                                                      job_state=Subquery(job.values("state")[:1]))
+        return with_job(super().get_queryset(request), Concat(Value("outbox:"), OuterRef("message_id")))
 
     @admin.display(description=_("delivery"))
     def delivery(self, obj):
-        if obj.job_pk is None:
-            return "—"
-        return format_html('<a href="{}">{}</a>', reverse("admin:portal_job_change", args=[obj.job_pk]),
-                           Job.State(obj.job_state).label)
+        return job_link(obj)

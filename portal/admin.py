@@ -4,14 +4,16 @@ import json
 from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import CharField, OuterRef, Value
+from django.db.models.functions import Cast, Concat
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from invoices.views import statement_response
-from portal.admin_base import AuditedAdminMixin, AuditedModelAdmin, ReadOnlyAdminMixin
 from portal import jobs
+from portal.admin_base import AuditedAdminMixin, AuditedModelAdmin, ReadOnlyAdminMixin, job_link, with_job
 from portal.models import AuditEvent, Brand, Client, Job, Membership, User, WebhookRequest
 
 # Staff log in through allauth too: the same throttling, verification and two-factor.
@@ -138,21 +140,20 @@ class WebhookRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Webhooks as they arrived from every source (bodies decrypted for staff only), with the
     reason a rejected one got; an accepted one's processing is its job."""
 
-    list_display = ["received_at", "source", "account", "natural_key", "status", "job_link", "short_error"]
+    list_display = ["received_at", "source", "account", "natural_key", "status", "job", "short_error"]
     list_filter = ["status", "source", "received_at"]
     search_fields = ["natural_key", "account"]
     date_hierarchy = "received_at"
-    fields = ["received_at", "source", "account", "natural_key", "status", "ip_address", "error", "job_link",
+    fields = ["received_at", "source", "account", "natural_key", "status", "ip_address", "error", "job",
               "pretty_headers", "pretty_body"]
     readonly_fields = fields
 
+    def get_queryset(self, request):
+        return with_job(super().get_queryset(request), Concat(Value("webhook:"), Cast(OuterRef("pk"), CharField())))
+
     @admin.display(description=_("job"))
-    def job_link(self, obj):
-        job = Job.objects.filter(key=f"webhook:{obj.pk}").first()
-        if job is None:
-            return "—"
-        return format_html('<a href="{}">{}</a>', reverse("admin:portal_job_change", args=[job.pk]),
-                           job.get_state_display())
+    def job(self, obj):
+        return job_link(obj)
 
     @admin.display(description=_("why it was rejected"))
     def short_error(self, obj):

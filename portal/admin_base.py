@@ -1,8 +1,11 @@
 """Admin base classes every app's admin uses (audited changes, read-only records). Kept apart
 from portal.admin, which registers the portal's own models and imports the ledger's views."""
 from django.contrib import admin
+from django.db.models import Subquery
+from django.urls import reverse
+from django.utils.html import format_html
 
-from portal.models import AuditEvent, Client
+from portal.models import AuditEvent, Client, Job
 from portal.services import audit_record
 
 
@@ -47,3 +50,20 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def with_job(queryset, key):
+    """Annotate each row with the job whose key is `key` (an expression on the row, e.g.
+    Concat(Value("reminder:"), "pk")): job_pk, job_state, job_attempts, job_max_attempts, in
+    the list's one query rather than one per row."""
+    job = Job.objects.filter(key=key)
+    return queryset.annotate(**{f"job_{field}": Subquery(job.values(field)[:1])
+                                for field in ("pk", "state", "attempts", "max_attempts")})
+
+
+def job_link(obj) -> str:
+    """A link to the row's job (see with_job) showing its state and attempts, or a dash."""
+    if getattr(obj, "job_pk", None) is None:
+        return "—"
+    return format_html('<a href="{}">{} ({}/{})</a>', reverse("admin:portal_job_change", args=[obj.job_pk]),
+                       Job.State(obj.job_state).label, obj.job_attempts, obj.job_max_attempts)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextvars
 from contextlib import contextmanager
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.backends.signals import connection_created
 from django.db.migrations.operations.base import Operation
 from psycopg.pq import TransactionStatus

@@ -3,14 +3,14 @@ reached, and why not) and delivery rates."""
 from decimal import Decimal
 
 from django.contrib import admin, messages
-from django.db.models import Count, Q, Sum
+from django.db.models import CharField, Count, OuterRef, Q, Sum, Value
+from django.db.models.functions import Cast, Concat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
-from portal.models import Job
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, job_link, with_job
 from reminders.models import ReminderDelivery, ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
 from reminders.services import _render
 
@@ -76,14 +76,13 @@ class ReminderDispatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ["send_job"]
     actions = ["mark_bounced"]
 
+    def get_queryset(self, request):
+        return with_job(super().get_queryset(request), Concat(Value("reminder:"), Cast(OuterRef("pk"), CharField())))
+
     @admin.display(description=_("send job"))
     def send_job(self, obj):
         """Its attempts, last error and replay live on the job."""
-        job = Job.objects.filter(key=f"reminder:{obj.pk}").first()
-        if job is None:
-            return "—"
-        return format_html('<a href="{}">{} ({}/{})</a>', reverse("admin:portal_job_change", args=[job.pk]),
-                           job.get_state_display(), job.attempts, job.max_attempts)
+        return job_link(obj)
 
     def get_urls(self):
         return [path("rates/", self.admin_site.admin_view(self.rates_view), name="reminders_delivery_rates")] \
