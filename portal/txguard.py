@@ -47,11 +47,12 @@ class ExternalCallInTransaction(RuntimeError):
 def open_transactions() -> list[str]:
     """The aliases of this thread's database connections that are inside a transaction of the
     code's own (not one of Django TestCase's)."""
+    # Django is imported here, not at the top: pytest loads this module before Django is set up.
     from django.conf import settings
 
     if not settings.configured:
         return []
-    from django.db import connections
+    from django.db import connections  # only once settings are configured (above)
 
     found = []
     for conn in connections.all(initialized_only=True):
@@ -113,6 +114,8 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
+        # The transports are imported when the guard is installed, not when this module is:
+        # importing it must stay cheap and safe before Django is set up.
         import http.client
 
         import urllib3.connection
@@ -124,7 +127,7 @@ def install() -> None:
         _wrap(urllib3.connection.HTTPSConnection, "connect", _http_target)  # overrides, no super()
         _wrap(message.EmailMessage, "send", lambda *args, **kwargs: "email")
         try:
-            import httpx
+            import httpx  # optional: only patched where it is installed
         except ImportError:
             pass
         else:
