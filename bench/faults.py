@@ -1,19 +1,25 @@
 """Benchmark by hand: every fault on every job kind that has a scenario, with real workers on a
 real Redis of its own, and a table of what came of it.
 
-    .venv/bin/python bench/faults.py [--jobs 200] [--kind test.remote_call ...] [--fault "worker killed" ...]
+    .venv/bin/python bench/faults.py [--jobs 200] [--kind accounting.event ...] [--fault "worker killed" ...]
                                      [--workers 2]
 
-Faults (tests/faults/harness.py): Redis stopped while the jobs are written, then started again;
+Faults (tests/faults/drills.py): Redis stopped while the jobs are written, then started again;
 the workers killed with SIGKILL mid-job (the lease runs out, the job finishes once); the remote
 end answering 500 and timing out on every attempt (dead after the last, replayed from admin).
-Kinds: those in portal.jobs.HANDLERS with a scenario in tests/faults/kinds.py (SCENARIOS).
+For a kind with no remote end the third is the handler failing instead (accounting.event: an
+invoice arriving before its client), or does not apply (pdf.prerender).
+Kinds: those in portal.jobs.HANDLERS with a scenario in tests/faults/kinds/ (SCENARIOS), which
+say how the app writes their jobs and what "done once" means for each.
 
 Uses the test settings on a database of its own (portal_bench_faults, created and migrated if
 needed, emptied before the run) on the embedded PostgreSQL (or DATABASE_URL's server), and starts
-its own Redis and workers; the sweep is played by this process about once a second. Prints its
-progress, then the table: kind, fault, jobs, done once, lost, duplicated. Exits 1 if any job was
-lost or duplicated or a check on the way failed.
+its own Redis, workers (tests/faults/settings.py: mail by SMTP to a local mail server, the remote
+ends' clients waiting 1 s) and fakes; the sweep is played by this process about once a second.
+Prints its progress, then the table: kind, fault, jobs, done once, lost, duplicated, with a note
+under it where a row needs one. Exits 1 if a job was lost, or duplicated beyond what the kind
+cannot avoid (an email whose worker was killed after the mail server took it: counted, and
+named in the note), or a check on the way failed.
 """
 from __future__ import annotations
 

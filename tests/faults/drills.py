@@ -1,6 +1,6 @@
 """Fault drills, shared by tests/faults and bench/faults.py: the three faults (Redis stopped while
 jobs arrive; workers killed with SIGKILL mid-job; the remote end failing every attempt, then a
-replay from admin), run on any job kind that has a KindScenario (tests/faults/kinds.py), each
+replay from admin), run on any job kind that has a KindScenario (tests/faults/kinds/), each
 ending in an Outcome: of N jobs, how many were done once, lost or duplicated.
 
 Counting, per job: "done once" is a job in state done whose remote end acted on it exactly once;
@@ -24,24 +24,44 @@ from tests.faults.harness import (FaultCheckFailed, FaultStack, all_in, check, e
 
 
 class KindScenario:
-    """How one job kind is exercised. Subclasses (tests/faults/kinds.py) say how jobs of the kind
+    """How one job kind is exercised. Subclasses (tests/faults/kinds/) say how jobs of the kind
     are written the way the app writes them (a webhook arriving, a send being decided), which fake
     remote end they call, and how to count what that remote did for a job.
 
     The remote must offer `fail_next(n, status)` and `delay_next(n, seconds)` (answer later, after
-    acting); `calls_per_attempt` is how many requests one attempt makes to it."""
+    acting); `calls_per_attempt` is how many requests one attempt makes to it. A kind with no
+    remote end (database-only work) offers a stand-in with the same two methods (see
+    kinds/accounting.py). The hooks below have the defaults every HTTP remote end wants."""
 
     kind: str = ""
     client_timeout: float = 2.0  # how long the kind's client waits for the remote
     calls_per_attempt: int = 1
+    faults: tuple[str, ...] | None = None  # the faults that apply to the kind (None: all)
+    fault_labels: dict[str, str] = {}  # what a fault amounts to for the kind, in the table
+    # The remote cannot recognise a repeat (SMTP has no idempotency key): a worker killed after the
+    # remote took a call and before it answered leaves a job whose retry makes a second copy.
+    kill_may_duplicate: bool = False
+
+    def __init__(self, remote=None):
+        self.shared_remote = remote  # a remote started by the caller (tests share one per module)
 
     def remote(self):
-        """A context manager giving the started fake."""
+        """A context manager giving the started fake (the shared one, if the caller gave one)."""
+        if self.shared_remote is not None:
+            return contextlib.nullcontext(self.shared_remote)
+        return self.start_remote()
+
+    def start_remote(self):
+        """A context manager starting a fake of the kind's own."""
         raise NotImplementedError
 
     def worker_env(self, remote) -> dict:
         """What the workers need to reach the fake (e.g. MOLLIE_API_ENDPOINT)."""
         return {}
+
+    def prepare(self, remote, count: int) -> None:
+        """Before a fault is armed: what `count` jobs will need (clients, invoices, a connection),
+        so that setting it up neither meets the fault nor counts as the remote being called."""
 
     def write(self, remote, count: int, *, tag: str) -> list[int]:
         """Write `count` jobs of the kind, each in its own transaction as the app would; their ids."""
@@ -59,11 +79,40 @@ class KindScenario:
         """How many requests reached the remote in all (to see a call arrive)."""
         raise NotImplementedError
 
+    def acted_on_some(self, remote, job) -> bool:
+        """Whether the remote has acted on any part of the job's work (one email of two, say)."""
+        return self.effects(remote, job) >= 1
+
+    def hold_next(self, remote, seconds: float) -> None:
+        """The worker-killed drill: the next call is held (the remote acts, then waits `seconds`
+        before it answers), so that the kill lands while the job is in the middle of it."""
+        remote.delay_next(1, seconds=seconds)
+
+    def fail_again(self, remote, calls: int, *, attempt: int, last: bool) -> str:
+        """The remote-failing drill, attempts after the first: how the remote fails this time.
+        The second and the last time out; the others answer 500 (a timeout costs the client's
+        whole wait, and a kind may have a dozen attempts)."""
+        if attempt == 2 or last:
+            remote.delay_next(calls, seconds=self.client_timeout + 0.5)
+            return "the remote times out"
+        remote.fail_next(calls, 500)
+        return "the remote answers 500"
+
     def heal(self, remote) -> None:
         """The remote answers normally again (faults not yet used up are dropped)."""
         with remote.lock:
             remote.failures.clear()
             remote.delays.clear()
+
+    def remark(self, remote, outcome: "Outcome", rows: list) -> str:
+        """A note for the bench's table about what the figures mean for this kind ("" for none)."""
+        return ""
+
+    def applies(self, fault_name: str) -> bool:
+        return self.faults is None or fault_name in self.faults
+
+    def label(self, fault_name: str) -> str:
+        return self.fault_labels.get(fault_name, fault_name)
 
 
 @dataclass
@@ -79,16 +128,21 @@ class Outcome:
     seconds: float = 0.0
     error: str = ""  # a check that failed on the way (the bench shows it; a test fails)
     notes: dict = field(default_factory=dict)
+    # Duplicates the kind cannot avoid (KindScenario.kill_may_duplicate): counted in `duplicated`
+    # all the same, and named in `remark`.
+    known_duplicates: int = 0
+    remark: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.error and self.done_once == self.jobs and not self.lost and not self.duplicated
+        return (not self.error and not self.lost and self.duplicated <= self.known_duplicates
+                and self.done_once + self.duplicated == self.jobs)
 
 
 def count_outcome(scenario: KindScenario, remote, fault: str, jobs: int, ids: list[int], started: float) -> Outcome:
     from portal.models import Job
 
-    outcome = Outcome(scenario.kind, fault, jobs, seconds=time.monotonic() - started)
+    outcome = Outcome(scenario.kind, scenario.label(fault), jobs, seconds=time.monotonic() - started)
     rows = job_rows(ids)
     for job in rows:
         effects = scenario.effects(remote, job)
@@ -99,6 +153,7 @@ def count_outcome(scenario: KindScenario, remote, fault: str, jobs: int, ids: li
         else:
             outcome.lost += 1
     outcome.lost += jobs - len(rows)  # never written, or a row that vanished
+    outcome.remark = scenario.remark(remote, outcome, rows)
     return outcome
 
 
@@ -190,21 +245,26 @@ def fault(name: str):
         def run_fault(stack: FaultStack, scenario: KindScenario, remote, count: int, *,
                       say: Callable[[str], None] = quiet) -> Outcome:
             run = Run(stack, scenario, remote, count, say)
+            scenario.prepare(remote, count)
             started = time.monotonic()
             try:
                 function(run)
             except FaultCheckFailed as exc:
-                exc.outcome = count_outcome(scenario, remote, name, count, run.ids, started)
-                exc.outcome.error, exc.outcome.notes = str(exc).splitlines()[0][:200], run.notes
+                exc.outcome = _outcome(run, name, started)
+                exc.outcome.error = str(exc).splitlines()[0][:200]
                 raise
-            outcome = count_outcome(scenario, remote, name, count, run.ids, started)
-            outcome.notes = run.notes
-            return outcome
+            return _outcome(run, name, started)
 
         FAULTS[name] = run_fault
         return run_fault
 
     return register
+
+
+def _outcome(run: Run, name: str, started: float) -> Outcome:
+    outcome = count_outcome(run.scenario, run.remote, name, run.count, run.ids, started)
+    outcome.notes, outcome.known_duplicates = run.notes, run.notes.get("known_duplicates", 0)
+    return outcome
 
 
 @fault("redis stopped")
@@ -214,6 +274,7 @@ def redis_stopped(run: Run) -> None:
     from portal.models import Job
 
     kind, count = run.scenario.kind, run.count
+    called_before = run.scenario.requests_total(run.remote)
     run.stack.redis.stop()
     run.say(f"  {kind}: Redis stopped; writing {count} jobs")
     writing = time.monotonic()
@@ -225,7 +286,7 @@ def redis_stopped(run: Run) -> None:
     time.sleep(0.5)
     pending = states(run.ids)
     run.notes["pending_while_down"] = pending[Job.State.PENDING]
-    check(pending == Counter({Job.State.PENDING: count}) and run.scenario.requests_total(run.remote) == 0,
+    check(pending == Counter({Job.State.PENDING: count}) and run.scenario.requests_total(run.remote) == called_before,
           f"with Redis down every job stays pending and nothing runs; states {dict(pending)}")
     run.stack.redis.start()
     run.say(f"  {kind}: Redis started again (empty); sweeping until all {count} are done")
@@ -234,27 +295,36 @@ def redis_stopped(run: Run) -> None:
 
 @fault("worker killed")
 def worker_killed(run: Run) -> None:
-    """The workers are killed with SIGKILL while the remote is still answering one job; new ones
+    """The workers are killed with SIGKILL while the remote is still answering one job (for a
+    kind with no remote, while the job is held inside its transaction or rendering); new ones
     start. That job keeps its lease (no worker takes it while it holds); once it runs out (time
     passing) the sweep rings and the job finishes once: the remote heard it at most twice per
-    call and acted once."""
+    call and acted once, or, where it cannot recognise a repeat (SMTP), twice: a duplicate,
+    counted as one and expected (`known_duplicates`)."""
     from portal.models import Job
 
     kind, scenario, remote = run.scenario.kind, run.scenario, run.remote
     before = scenario.requests_total(remote)
-    remote.delay_next(1, seconds=scenario.client_timeout + 5)  # the workers are killed long before
+    scenario.hold_next(remote, seconds=scenario.client_timeout + 5)  # the workers are killed long before
     run.say(f"  {kind}: writing {run.count} jobs; the first call to the remote hangs")
     killer = threading.Thread(target=_kill_on_arrival, args=(run, before), daemon=True)
     killer.start()  # the jobs are still being written when the first call arrives: kill at once
     run.write("killed")
     killer.join(timeout=30)
     check(run.notes.get("killed_after") is not None, "a call reached the remote within 30 s")
+    scenario.heal(remote)  # what is held need not be held longer: its worker is gone
     orphans = [job.pk for job in job_rows(run.ids) if job.state == Job.State.RUNNING]
     run.say(f"  {kind}: workers killed with SIGKILL {run.notes['killed_after'] * 1000:.0f} ms after the call "
             f"arrived, {len(orphans)} job(s) left running; new workers")
     check(len(orphans) >= 1, f"a job is left running by a killed worker; states {dict(states(run.ids))}")
     late = [job.pk for job in job_rows(run.ids) if job.state == Job.State.RETRYING]
     check(not late, f"the workers were killed before the client gave up on the call (jobs {late} had failed)")
+    # What the remote had taken of the orphans' work when they died: for a remote that cannot
+    # recognise a repeat (SMTP), each of these is sent again by the retry, a duplicate.
+    taken = sum(1 for job in job_rows(orphans) if scenario.acted_on_some(remote, job))
+    run.notes["orphans_taken_by_the_remote"] = taken
+    if scenario.kill_may_duplicate:
+        run.notes["known_duplicates"] = taken
     run.stack.restart_workers()
     others = [pk for pk in run.ids if pk not in orphans]
     if others:
@@ -274,22 +344,27 @@ def worker_killed(run: Run) -> None:
 
 
 def _kill_on_arrival(run: Run, before: int) -> None:
-    deadline = time.monotonic() + 30
-    while run.scenario.requests_total(run.remote) <= before:
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.002)
-    arrived = time.monotonic()
-    run.stack.kill_workers()
-    run.notes["killed_after"] = time.monotonic() - arrived
+    from django.db import connections
+
+    try:
+        deadline = time.monotonic() + 30
+        while run.scenario.requests_total(run.remote) <= before:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.002)
+        arrived = time.monotonic()
+        run.stack.kill_workers()
+        run.notes["killed_after"] = time.monotonic() - arrived
+    finally:
+        connections.close_all()  # this thread's, if counting asked the database
 
 
 @fault("remote 500 / timeout")
 def remote_failing(run: Run) -> None:
-    """The remote fails every attempt: the first answers 500; the following ones time out (the
-    remote acts, but answers after the client gave up) and answer 500 in turn, the last always
-    times out. Each failure waits to retry; after the last attempt the job is dead with its
-    reason; staff replay it from admin (audited) with the remote healthy; done once."""
+    """The remote fails every attempt: the second and the last time out (the remote acts, but
+    answers after the client gave up), the others answer 500 (KindScenario.fail_again says what
+    failing means for a kind). Each failure waits to retry; after the last attempt the job is
+    dead with its reason; staff replay it from admin (audited) with the remote healthy; done once."""
     from portal.jobs import handler_for
     from portal.models import AuditEvent, Job
     from portal.rls import staff_scope
@@ -303,13 +378,8 @@ def remote_failing(run: Run) -> None:
     run.write("failing")
     for attempt in range(1, attempts + 1):
         if attempt > 1:
-            if attempt % 2 == 0 or attempt == attempts:
-                remote.delay_next(calls, seconds=scenario.client_timeout + 0.5)
-                failure = "time out"
-            else:
-                remote.fail_next(calls, 500)
-                failure = "answer 500"
-            run.say(f"  {kind}: attempt {attempt} of {attempts}, the remote will {failure}; the backoff passes")
+            failure = scenario.fail_again(remote, calls, attempt=attempt, last=attempt == attempts)
+            run.say(f"  {kind}: attempt {attempt} of {attempts}: {failure}; the backoff passes")
             make_due(run.ids)
             sweep()
         last = attempt == attempts
@@ -320,6 +390,7 @@ def remote_failing(run: Run) -> None:
           "a dead job keeps its reason and when it died")
     scenario.heal(remote)
     run.say(f"  {kind}: all {count} dead; the remote is healthy again; staff replay them from admin")
+    run.notes["dead_reasons"] = sorted({job.last_error.splitlines()[0][:300] for job in job_rows(run.ids)})
     client, staff = staff_client()
     page = client.post("/admin/portal/job/", {"action": "replay_dead_jobs", "_selected_action": run.ids})
     check(page.status_code == 302, f"admin's replay action answers with a redirect, not {page.status_code}")
@@ -339,7 +410,7 @@ def run_kind(stack: FaultStack, scenario: KindScenario, count: int, *, faults: l
     with scenario.remote() as remote:
         stack.start_workers(scenario.worker_env(remote))
         try:
-            for name in faults or list(FAULTS):
+            for name in [name for name in (faults or list(FAULTS)) if scenario.applies(name)]:
                 try:
                     outcome = FAULTS[name](stack, scenario, remote, count, say=say)
                 except FaultCheckFailed as exc:
@@ -349,8 +420,8 @@ def run_kind(stack: FaultStack, scenario: KindScenario, count: int, *, faults: l
                     stack.restart_workers()
                     scenario.heal(remote)
                 outcomes.append(outcome)
-                say(f"  {scenario.kind} / {name}: {outcome.done_once} of {count} done once, {outcome.lost} lost, "
-                    f"{outcome.duplicated} duplicated ({outcome.seconds:.1f} s)"
+                say(f"  {scenario.kind} / {outcome.fault}: {outcome.done_once} of {count} done once, "
+                    f"{outcome.lost} lost, {outcome.duplicated} duplicated ({outcome.seconds:.1f} s)"
                     + (f"; FAILED: {outcome.error}" if outcome.error else ""))
         finally:
             stack.stop_workers()
@@ -360,7 +431,12 @@ def run_kind(stack: FaultStack, scenario: KindScenario, count: int, *, faults: l
 def table(outcomes: list[Outcome]) -> str:
     """A Markdown table: kind, fault, jobs, done once, lost, duplicated (and the time it took)."""
     lines = ["| kind | fault | jobs | done once | lost | duplicated | time |", "|---|---|---|---|---|---|---|"]
+    remarks = []
     for o in outcomes:
         took = f"{o.seconds:.1f} s" + (f" (FAILED: {o.error})" if o.error else "")
-        lines.append(f"| {o.kind} | {o.fault} | {o.jobs} | {o.done_once} | {o.lost} | {o.duplicated} | {took} |")
-    return "\n".join(lines)
+        mark = ""
+        if o.remark:
+            remarks.append(f"[{len(remarks) + 1}] {o.kind} / {o.fault}: {o.remark}")
+            mark = f" [{len(remarks)}]"
+        lines.append(f"| {o.kind} | {o.fault}{mark} | {o.jobs} | {o.done_once} | {o.lost} | {o.duplicated} | {took} |")
+    return "\n".join(lines + ([""] + remarks if remarks else []))

@@ -1,7 +1,7 @@
 """The fault harness's machinery, shared by tests/faults and bench/faults.py: a Redis of our own
 that can be stopped and started again on its port, real Celery workers on it (killed with SIGKILL
 when asked), the sweep, time passing, and waiting for jobs to reach a state. The faults themselves
-are in tests/faults/drills.py, the kinds they run on in tests/faults/kinds.py.
+are in tests/faults/drills.py, the kinds they run on in tests/faults/kinds/.
 
 What stands in for what:
 - the beat: `sweep()` calls `portal.jobs.jobs_sweep()` in this process, the very function beat's

@@ -1,0 +1,28 @@
+"""Installed in the fault workers only (tests/faults/settings.py): the remote ends' clients wait
+FAULTS_CLIENT_TIMEOUT seconds for an answer instead of their production timeouts, so that a drill
+that times every attempt out runs in seconds. Only how long they wait changes, not what they do."""
+import functools
+import os
+
+from django.apps import AppConfig
+
+
+class FaultsConfig(AppConfig):
+    name = "tests.faults"
+    label = "faults"
+
+    def ready(self):
+        seconds = float(os.environ["FAULTS_CLIENT_TIMEOUT"])
+        from mollie.api.client import Client
+
+        from integrations import outbox
+
+        outbox.TIMEOUT = (seconds, seconds)  # the accounting endpoint (connect, read)
+        made = Client.__init__
+
+        @functools.wraps(made)
+        def client_waiting_less(client, *args, **kwargs):  # every Mollie client the gateway makes
+            made(client, *args, **kwargs)
+            client.set_timeout((seconds, seconds))
+
+        Client.__init__ = client_waiting_less
