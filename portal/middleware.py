@@ -1,13 +1,22 @@
-"""Sets each request's row-level-security scope (a context: the views open their own short transactions)."""
+"""Sets each request's row-level-security scope. The scope is a context, not a transaction: a
+request that changes something (POST and friends) gets no request-wide transaction, so a view
+that calls a payment gateway never holds one open; its services open short ones. A request
+that only reads (GET, HEAD, OPTIONS) runs in one transaction: one snapshot of the data, and the
+scope applied once instead of around every query. Such views make no call outside the
+process (the test suite's transaction guard fails any that would)."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import transaction
 from django.urls import reverse
 from django.utils import translation
 
 from portal.rls import client_scope, staff_scope
 from portal.selectors import memberships_for
 from portal.services import SESSION_CLIENT_KEY
+
+
+READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class TenantScopeMiddleware:
@@ -24,6 +33,12 @@ class TenantScopeMiddleware:
         return request.user.is_authenticated and request.user.is_staff and request.path.startswith(self._admin_prefix)
 
     def __call__(self, request):
+        if request.method in READ_ONLY_METHODS:
+            with transaction.atomic():
+                return self._scoped(request)
+        return self._scoped(request)
+
+    def _scoped(self, request):
         request.client = request.membership = None
         request.memberships = []
         if self._is_back_office(request):

@@ -4,7 +4,9 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client as HttpClient
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 
+from portal import urls as portal_urls
 from portal.models import Client
 from portal.rls import client_scope, current_scope, staff_scope
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
@@ -97,7 +99,13 @@ def _boom(request):
     raise RuntimeError("the view failed half-way")
 
 
-urlpatterns = [path("boom/", _boom)]
+def _transaction_state(request):
+    from django.http import JsonResponse
+
+    return JsonResponse({"in_transaction": connection.in_atomic_block, "notes": len(SecretNote.objects.all())})
+
+
+urlpatterns = [path("boom/", _boom), path("state/", csrf_exempt(_transaction_state)), *portal_urls.urlpatterns]
 
 
 @pytest.mark.urls("tests.portal.test_scope")
@@ -117,3 +125,14 @@ def test_raw_sql_without_python_filter_sees_only_the_scoped_client(two_clients):
     with client_scope(b.pk):
         assert [t for (t,) in _raw("SELECT name FROM portal_client ORDER BY name")] == ["Bravo B.V."]
         assert _visible_client_ids() == {b.pk}
+
+
+@pytest.mark.urls("tests.portal.test_scope")
+def test_a_read_runs_in_one_transaction_and_a_write_request_in_none(two_clients):
+    a, b, member = two_clients
+    browser = HttpClient()
+    browser.force_login(member)
+    # Reading: one snapshot, the scope applied once per change, not around every query.
+    assert browser.get("/state/").json() == {"in_transaction": True, "notes": 1}
+    # Changing (it may call a gateway): no request-wide transaction; services open their own.
+    assert browser.post("/state/").json() == {"in_transaction": False, "notes": 1}
