@@ -21,7 +21,10 @@ def gateway_event(job) -> str:
     gateway = GatewayAccount.objects.filter(pk=int(webhook.account)).first()
     if gateway is None:
         raise Permanent(f"gateway account {webhook.account} no longer exists")
-    return services.gateway_event_process(gateway=gateway, webhook=webhook)
+    try:
+        return services.gateway_event_process(gateway=gateway, webhook=webhook)
+    except GatewayRefused as exc:  # e.g. a revoked API key: asking again cannot help until staff act
+        raise Permanent(str(exc)) from exc
 
 
 @handler(services.MANDATE_SYNC, max_attempts=8, backoff_seconds=60)

@@ -120,10 +120,11 @@ class MollieGateway:
         return None
 
     def fetch(self, provider_payment_id: str) -> GatewayPayment:
-        try:
-            return self._normalise(self.client.payments.get(provider_payment_id))
-        except (NotFoundError, IdentifierError) as exc:
-            raise PaymentNotFound(provider_payment_id) from exc
+        with _answers():  # a refusal (say, a revoked API key) is GatewayRefused, an outage GatewayError
+            try:
+                return self._normalise(self.client.payments.get(provider_payment_id))
+            except (NotFoundError, IdentifierError) as exc:
+                raise PaymentNotFound(provider_payment_id) from exc
 
     @staticmethod
     def _normalise(payment, checkout_url: str = "") -> GatewayPayment:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from mollie.api.error import UnauthorizedError
 
 from invoices.models import Invoice, Payment
+from payments.gateways import GatewayRefused
 from payments.models import CheckoutAttempt, GatewayAccount
 from portal.models import WebhookRequest
 from portal.rls import staff_scope
@@ -108,8 +109,9 @@ def test_a_wrong_api_key_is_a_clear_error(setup, mollie):
         GatewayAccount.objects.update(api_key="test_wrongwrongwrongwrongwrongwrong")
         from payments.gateways.mollie import MollieGateway
 
-        with pytest.raises(UnauthorizedError, match="failed to authenticate"):
+        with pytest.raises(GatewayRefused, match="failed to authenticate") as refused:
             MollieGateway(GatewayAccount.objects.get()).fetch("tr_unknown")
+    assert isinstance(refused.value.__cause__, UnauthorizedError)
 
 
 def test_unknown_webhook_gateway_is_404(setup, client):
@@ -179,6 +181,21 @@ def test_while_mollie_is_down_the_webhook_waits_and_is_applied_once_mollie_answe
     assert (job.state, job.attempts, job.result) == ("done", 2, f"{payment_id}: paid")
     with staff_scope():
         assert Invoice.objects.get().status == "paid" and Payment.objects.count() == 1
+
+
+def test_a_webhook_mollie_refuses_to_answer_for_is_dead_at_once_not_asked_for_hours(setup, mollie, client, worker):
+    """A 401 (say, the API key was revoked) cannot get better by asking again: the job is dead
+    with Mollie's reason, for staff to fix the key and replay."""
+    client.force_login(setup["owner"])
+    _pay(client, setup)
+    [payment_id] = mollie.payments
+    mollie.set_status(payment_id, "paid")
+    mollie.fail_next(1, status=401)
+    assert _webhook(client, setup, worker, payment_id).json()["status"] == "accepted"
+    [job] = worker.jobs(kind="gateway.event")
+    assert (job.state, job.attempts) == ("dead", 1) and "Mollie refused" in job.last_error
+    with staff_scope():
+        assert Invoice.objects.get().status == "open"
 
 
 def test_when_mollie_cannot_be_reached_at_checkout_the_same_click_again_makes_one_payment(
