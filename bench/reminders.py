@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-os.environ.setdefault("DATABASE_NAME", "portal_bench")
+os.environ.setdefault("DATABASE_NAME", "portal_bench")  # make test runs it tiny, on a database of its own
 if os.environ.get("DATABASE_URL"):
-    os.environ["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/portal_bench"
+    os.environ["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + os.environ["DATABASE_NAME"]
 
 import django  # noqa: E402
 
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=1_000_000)
     parser.add_argument("--overdue", type=int, default=100_000)
     args = parser.parse_args()
-    print("preparing the bench database (portal_bench)")
+    print(f"preparing the bench database ({os.environ['DATABASE_NAME']})")
     call_command("db_bootstrap", verbosity=0)
     call_command("migrate", database="owner", verbosity=0)
     fill(args.invoices, args.overdue)
