@@ -10,14 +10,15 @@ booking them; `delay_next(n, seconds)` books the next n (if they verify) and the
 answering, so a sender that times out has nonetheless been heard and may deliver again."""
 from __future__ import annotations
 
+import functools
 import json
 import time
 
 from integrations.signing import SignatureError, verify
-from tests.fakes.base import JsonHandler, LocalServer
+from tests.fakes.base import Faults, JsonHandler, LocalServer
 
 
-class FakeAccounting(LocalServer):
+class FakeAccounting(Faults, LocalServer):
     path = "/portal-payments"
 
     def __init__(self, secret: str):
@@ -25,14 +26,7 @@ class FakeAccounting(LocalServer):
         self.received: list[dict] = []
         self.rejected: list[str] = []
         self.deliveries: list[dict] = []  # {"webhook_id", "body", "status"}: every POST, in order
-        self.failures: list[int] = []  # statuses still to answer with, one per coming request
-        self.delays: list[float] = []  # seconds still to wait before answering, likewise
         super().__init__()
-
-    def _fail_next(self, n: int = 1, status: int = 500) -> None:
-        """The next n requests are answered with this status and not booked."""
-        with self.lock:
-            self.failures.extend([status] * n)
 
     def _set_fail_next(self, n: int) -> None:
         # `fake.fail_next = n`, the older spelling: n maintenance answers (503).
@@ -40,12 +34,7 @@ class FakeAccounting(LocalServer):
             self.failures = [503] * n
 
     # A method, `fake.fail_next(2, status=500)`; assigning a number still works as it used to.
-    fail_next = property(lambda self: self._fail_next, _set_fail_next)
-
-    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
-        """The next n requests are handled, then answered only after this many seconds."""
-        with self.lock:
-            self.delays.extend([seconds] * n)
+    fail_next = property(lambda self: functools.partial(Faults.fail_next, self), _set_fail_next)
 
     def attempts(self, message_id: str) -> list[dict]:
         """Every delivery of one message (its webhook-id), in order, with what it was answered."""
@@ -69,8 +58,7 @@ class FakeAccounting(LocalServer):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with fake.lock:
-                    failure = fake.failures.pop(0) if fake.failures else None
-                    delay = fake.delays.pop(0) if fake.delays else 0.0
+                    failure, delay = fake.pop_fault()
                     delivery = {"webhook_id": self.headers.get("webhook-id"), "body": body.decode(errors="replace"),
                                 "status": None}
                     fake.deliveries.append(delivery)

@@ -25,6 +25,30 @@ class JsonHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+class Faults:
+    """Faults a test arms on a fake, the same way on every fake: `fail_next(n, status)` answers
+    the next n requests with that status (each fake says whether it acts on them first),
+    `delay_next(n, seconds)` answers the next n only after that long. The fake's handler calls
+    `pop_fault()` for each request, with the fake's `lock` held."""
+
+    def __init__(self, *args, **kwargs):
+        self.failures: list[int] = []  # statuses still to answer with, one per coming request
+        self.delays: list[float] = []  # seconds still to wait before answering, likewise
+        super().__init__(*args, **kwargs)
+
+    def fail_next(self, n: int = 1, status: int = 500) -> None:
+        with self.lock:
+            self.failures.extend([status] * n)
+
+    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
+        with self.lock:
+            self.delays.extend([seconds] * n)
+
+    def pop_fault(self) -> tuple[int | None, float]:
+        """(status to fail with, or None; seconds to wait) for the request being handled."""
+        return (self.failures.pop(0) if self.failures else None), (self.delays.pop(0) if self.delays else 0.0)
+
+
 class LocalServer:
     """Subclasses build their handler class in `_handler()` and may set `path` for `url`."""
 

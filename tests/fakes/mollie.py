@@ -23,7 +23,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
-from tests.fakes.base import JsonHandler, LocalServer
+from tests.fakes.base import Faults, JsonHandler, LocalServer
 
 STATUSES = {"open", "pending", "authorized", "paid", "canceled", "expired", "failed"}
 METHODS = {None, "ideal", "creditcard", "directdebit", "banktransfer"}
@@ -31,7 +31,7 @@ IDEMPOTENCY_KEY_LIFETIME = 24 * 3600  # seconds; "Keys older than 24 hours will 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 250
 
 
-class FakeMollie(LocalServer):
+class FakeMollie(Faults, LocalServer):
     def __init__(self, api_key: str):
         self.api_key = api_key
         self.payments: dict[str, dict] = {}
@@ -41,21 +41,9 @@ class FakeMollie(LocalServer):
         self.idempotency_keys: dict[str, dict] = {}
         self.in_progress: set[str] = set()
         self.requests: list[tuple[str, str]] = []
-        self.failures: list[int] = []  # statuses still to answer with, one per coming API request
-        self.delays: list[float] = []  # seconds still to wait, likewise
         super().__init__()
 
     # Faults, for tests.
-    def fail_next(self, n: int = 1, status: int = 500) -> None:
-        """The next n API requests are answered with Mollie's error body and this status, unexecuted."""
-        with self.lock:
-            self.failures.extend([status] * n)
-
-    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
-        """The next n API requests are executed at once and answered after this many seconds."""
-        with self.lock:
-            self.delays.extend([seconds] * n)
-
     def forget_idempotency_keys(self) -> None:
         """What 24 hours do: a repeated key is a new request again."""
         with self.lock:
@@ -68,10 +56,10 @@ class FakeMollie(LocalServer):
                     if isinstance(p.get("metadata"), dict) and p["metadata"].get(key) == value]
 
     def _take_faults(self) -> tuple[int | None, float]:
+        # fail_next: answered with Mollie's error body, unexecuted; delay_next: executed at once,
+        # answered late.
         with self.lock:
-            status = self.failures.pop(0) if self.failures else None
-            delay = self.delays.pop(0) if self.delays else 0.0
-        return status, delay
+            return self.pop_fault()
 
     def _stored(self, key: str) -> dict | None:
         stored = self.idempotency_keys.get(key)

@@ -27,19 +27,19 @@ from aiosmtpd.controller import Controller
 
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd tells every command at INFO
 
+from tests.fakes.base import Faults
 from tests.faults.harness import free_port
 
 
-class FakeSmtp:
+class FakeSmtp(Faults):
     def __init__(self):
         self.lock = threading.Lock()
         self.port = free_port()
         self.url = f"smtp://127.0.0.1:{self.port}"  # as EMAIL_URL (portal/settings.py) takes it
         self.taken: Counter[tuple[str, str]] = Counter()  # (recipient, subject) -> messages taken
         self.heard: Counter[str] = Counter()  # recipient -> messages whose data arrived, whatever answered
-        self.failures: list[int] = []
-        self.delays: list[float] = []
         self.stalls: list[float] = []
+        super().__init__()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
                                      server_hostname="faults.smtp.test")
 
@@ -55,14 +55,6 @@ class FakeSmtp:
         with self.lock:
             for held in (self.taken, self.heard, self.failures, self.delays, self.stalls):
                 held.clear()
-
-    def fail_next(self, n: int = 1, status: int = 500) -> None:
-        with self.lock:
-            self.failures.extend([status] * n)
-
-    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
-        with self.lock:
-            self.delays.extend([seconds] * n)
 
     def stall_next(self, n: int = 1, seconds: float = 1.0) -> None:
         with self.lock:
@@ -101,8 +93,7 @@ class _Handler:
         fake = self.fake
         with fake.lock:
             fake.heard.update(recipients)
-            failure = fake.failures.pop(0) if fake.failures else None
-            delay = fake.delays.pop(0) if fake.delays else 0.0
+            failure, delay = fake.pop_fault()
             if failure is None:
                 fake.taken.update((address, subject) for address in recipients)
         if delay:

@@ -10,12 +10,12 @@ from django.db import transaction
 
 from portal.jobs import job_enqueue
 from portal.rls import staff_scope
-from tests.fakes.base import JsonHandler, LocalServer
+from tests.fakes.base import Faults, JsonHandler, LocalServer
 from tests.faults.drills import KindScenario
 from tests.support.tasks import REMOTE_CALL
 
 
-class CountingRemote(LocalServer):
+class CountingRemote(Faults, LocalServer):
     """A remote end that acts once per Idempotency-Key and answers a repeat with what it answered
     the first time, like Mollie and Stripe do; it counts, per job reference (`ref` in the body),
     the requests it heard and the times it acted. A request without a key acts every time, so a
@@ -29,17 +29,7 @@ class CountingRemote(LocalServer):
         self.heard: Counter[str] = Counter()  # ref -> requests received
         self.acted: Counter[str] = Counter()  # ref -> times acted on
         self.answers: dict[str, dict] = {}  # Idempotency-Key -> the first answer
-        self.failures: list[int] = []
-        self.delays: list[float] = []
         super().__init__()
-
-    def fail_next(self, n: int = 1, status: int = 500) -> None:
-        with self.lock:
-            self.failures.extend([status] * n)
-
-    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
-        with self.lock:
-            self.delays.extend([seconds] * n)
 
     def _handler(self):
         remote = self
@@ -56,8 +46,7 @@ class CountingRemote(LocalServer):
                 key = self.headers.get("Idempotency-Key")
                 with remote.lock:
                     remote.heard[ref] += 1
-                    failure = remote.failures.pop(0) if remote.failures else None
-                    delay = remote.delays.pop(0) if remote.delays else 0.0
+                    failure, delay = remote.pop_fault()
                     if failure is None:
                         if key and key in remote.answers:
                             answer, replayed = remote.answers[key], True
