@@ -52,7 +52,7 @@ def event_subject(connection: Connection, payload: dict) -> str:
     return f"accounting:{connection.pk}:{thing}:{data['external_id']}"
 
 
-def _find(slug: str) -> Connection | None:
+def _find(slug: str, body: bytes) -> Connection | None:
     return Connection.objects.filter(slug=slug, enabled=True).first()
 
 

@@ -93,6 +93,12 @@ class CheckoutAttempt(models.Model):
                                     name="one_attempt_per_gateway_payment"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="attempt_amount_positive"),
         ]
+        indexes = [
+            # Attempts still waiting for the gateway's answer to their create: a webhook naming an
+            # unknown payment id is ours only while one of these is recent (payments/webhooks.py).
+            models.Index(fields=["gateway", "created_at"], condition=Q(provider_payment_id=""),
+                         name="attempt_awaiting_answer"),
+        ]
 
     def __str__(self):
         return f"{self.currency} {self.amount} ({self.get_status_display()})"

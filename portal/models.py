@@ -318,6 +318,7 @@ class WebhookRequest(models.Model):
     class Status(models.TextChoices):
         ACCEPTED = "accepted", _("Accepted")
         REJECTED = "rejected", _("Rejected")
+        IGNORED = "ignored", _("Ignored (not about anything of ours)")
 
     source = models.CharField(_("source"), max_length=20)
     account = models.CharField(_("account"), max_length=100,

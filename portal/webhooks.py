@@ -6,9 +6,11 @@ leave a job that does the work. Every source answers the same way (docs/webhooks
     200 {"status": "duplicate"}                       this event id was accepted before
     4xx {"status": "rejected", "error": "<reason>"}   400 malformed, 401 signature, 404 unknown
                                                       account, 413 too large, 422 invalid content
+    200 {"status": "ignored", "reason": "<reason>"}   well-formed, but about nothing of ours (a
+                                                      source that must get 200 then: Mollie)
 
-Rejected requests are kept for inspection, but only the first REJECTED_KEPT_PER_HOUR per
-source, account and hour in full; the rest are counted, so an unauthenticated flood cannot
+Rejected and ignored requests are kept for inspection, but only the first REJECTED_KEPT_PER_HOUR
+per source, account and hour in full; the rest are counted, so an unauthenticated flood cannot
 grow the database without bound. An accepted request costs four SQL statements: the scope,
 the account lookup, the stored request and its job.
 """
@@ -39,6 +41,15 @@ class Rejected(Exception):
         self.reason = reason
 
 
+class Ignored(Exception):
+    """Well-formed, but about nothing of ours: answered 200 (the sender must not retry) and kept
+    like a rejected request, within the same bound, with no job."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Accepted:
     """What verification learned: the source's own event id (a duplicate of it changes
@@ -50,9 +61,10 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Source:
-    """One kind of sender. `find(account_key)` looks up the connection or gateway account
-    the URL names (None: unknown); `verify(account, headers, body)` returns Accepted or
-    raises Rejected; accepted requests become jobs of `job_kind`."""
+    """One kind of sender. `find(account_key, body)` looks up the connection or gateway account
+    the URL names (None: unknown), in one statement (it may use the body to learn more in that
+    same statement); `verify(account, headers, body)` returns Accepted or raises Rejected or
+    Ignored; accepted requests become jobs of `job_kind`."""
 
     name: str
     job_kind: str
@@ -97,7 +109,7 @@ def webhook_receive(request, *, source: Source, account_key: str) -> JsonRespons
     with staff_scope():
         try:
             with transaction.atomic():
-                account = source.find(account_key)
+                account = source.find(account_key, body)
                 if account is None:
                     raise Rejected(404, f"no enabled {source.name} account {account_key!r}")
                 accepted = source.verify(account, request.headers, body)
@@ -113,21 +125,33 @@ def webhook_receive(request, *, source: Source, account_key: str) -> JsonRespons
                             payload={"webhook": row[0], "account": account_key})
         except Rejected as exc:
             return _reject(source, account_key, headers, body, ip, exc)
+        except Ignored as exc:
+            _keep_bounded(source, account_key, headers, body, ip, status=WebhookRequest.Status.IGNORED,
+                          reason=exc.reason)
+            return JsonResponse({"status": "ignored", "reason": exc.reason}, status=200)
     return JsonResponse({"status": "accepted", "webhook": row[0]}, status=200)
 
 
 def _reject(source: Source, account_key: str, headers: dict, body: bytes, ip: str | None,
             rejected: Rejected) -> JsonResponse:
+    _keep_bounded(source, account_key, headers, body, ip, status=WebhookRequest.Status.REJECTED,
+                  reason=rejected.reason)
+    return JsonResponse({"status": "rejected", "error": rejected.reason}, status=rejected.status)
+
+
+def _keep_bounded(source: Source, account_key: str, headers: dict, body: bytes, ip: str | None, *, status: str,
+                  reason: str) -> None:
+    """Count the request in its source, account and hour; keep it in full while that count is
+    within REJECTED_KEPT_PER_HOUR."""
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     with staff_scope(), transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(COUNT_SQL, [source.name, account_key, hour])
             (count,) = cursor.fetchone()
         if count <= REJECTED_KEPT_PER_HOUR:
-            WebhookRequest.objects.create(source=source.name, account=account_key, status=WebhookRequest.Status.REJECTED,
-                                          headers=headers, body=body[:64 * 1024].decode("utf-8", "replace"),
-                                          ip_address=ip, error=rejected.reason[:2000])
-    return JsonResponse({"status": "rejected", "error": rejected.reason}, status=rejected.status)
+            WebhookRequest.objects.create(source=source.name, account=account_key, status=status, headers=headers,
+                                          body=body[:64 * 1024].decode("utf-8", "replace"), ip_address=ip,
+                                          error=reason[:2000])
 
 
 def webhook_for(job) -> WebhookRequest:

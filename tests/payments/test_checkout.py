@@ -270,10 +270,11 @@ def test_a_webhook_that_names_no_payment_is_refused_and_one_for_an_unknown_payme
     refused = client.post(url, data="payment=nothing", content_type="application/x-www-form-urlencoded")
     assert refused.status_code == 400 and refused.json()["status"] == "rejected"
     unknown = client.post(url, data="id=sb_nobodyknowsme", content_type="application/x-www-form-urlencoded")
-    assert unknown.status_code == 200 and unknown.json()["status"] == "accepted"
+    assert (unknown.status_code, unknown.json()) == (
+        200, {"status": "ignored", "reason": "sb_nobodyknowsme is not a payment of ours"})
     worker.run()
-    [job] = worker.jobs(kind="gateway.event")
-    assert (job.state, job.result) == ("done", "sb_nobodyknowsme: unknown to the gateway")
+    assert worker.jobs(kind="gateway.event") == []
     with staff_scope():
         assert not Payment.objects.exists()
         assert WebhookRequest.objects.filter(status="rejected").count() == 1
+        assert WebhookRequest.objects.filter(status="ignored").count() == 1

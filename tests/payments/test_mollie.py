@@ -143,25 +143,41 @@ def test_refunds_and_chargebacks_on_the_mollie_payment_reopen_the_balance_once(s
 
 
 def test_a_webhook_for_an_id_we_do_not_know_is_answered_200_and_changes_nothing(setup, mollie, client, worker):
-    # docs.mollie.com (webhooks): answer 200 OK even for an unknown id, to leak nothing.
+    # docs.mollie.com (webhooks): answer 200 OK even for an unknown id, to leak nothing. It is
+    # kept (within the flood bound) but leaves no job and costs no call to Mollie.
     from mollie.api.client import Client as MollieClient
 
     sdk = MollieClient(api_endpoint=mollie.url)
     sdk.set_api_key(API_KEY)
     foreign = sdk.payments.create({"amount": {"currency": "EUR", "value": "5.00"}, "description": "Elsewhere",
                                    "redirectUrl": "https://elsewhere.test/"}).id  # at Mollie, not one of ours
+    asked_before = len(mollie.requests)
     for payment_id in ("tr_unknown0000", foreign):
         response = _post_webhook(client, setup["gateway"], f"id={payment_id}")
-        assert (response.status_code, response.json()["status"]) == (200, "accepted")
+        assert (response.status_code, response.json()) == (
+            200, {"status": "ignored", "reason": f"{payment_id} is not a payment of ours"})
     malformed = _post_webhook(client, setup["gateway"], "nothing=here")
     assert malformed.status_code == 400 and "does not name a payment" in malformed.json()["error"]
     worker.run()
-    assert [(job.state, job.result) for job in worker.jobs(kind="gateway.event")] == [
-        ("done", "tr_unknown0000: unknown to the gateway"), ("done", f"{foreign}: no checkout of ours")]
+    assert worker.jobs(kind="gateway.event") == [] and len(mollie.requests) == asked_before
     with staff_scope():
         assert not Payment.objects.exists() and Invoice.objects.get().status == "open"
+        assert sorted(WebhookRequest.objects.values_list("status", flat=True)) == ["ignored", "ignored", "rejected"]
         [kept] = WebhookRequest.objects.filter(status="rejected")
         assert kept.source == "mollie" and kept.body == "nothing=here"
+
+
+def test_a_flood_of_made_up_payment_ids_is_counted_not_stored(setup, client, worker):
+    from portal.models import WebhookRejections
+    from portal.webhooks import REJECTED_KEPT_PER_HOUR
+
+    for n in range(REJECTED_KEPT_PER_HOUR + 20):
+        assert _post_webhook(client, setup["gateway"], f"id=tr_madeup{n}").json()["status"] == "ignored"
+    worker.run()
+    assert worker.jobs(kind="gateway.event") == []
+    with staff_scope():
+        assert WebhookRequest.objects.count() == REJECTED_KEPT_PER_HOUR
+        assert WebhookRejections.objects.get(source="mollie").count == REJECTED_KEPT_PER_HOUR + 20
 
 
 def test_while_mollie_is_down_the_webhook_waits_and_is_applied_once_mollie_answers(setup, mollie, client, worker):

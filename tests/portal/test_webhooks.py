@@ -24,7 +24,7 @@ def _process(job):
     return webhooks.webhook_for(job).natural_key
 
 
-def _find(account_key):
+def _find(account_key, body):
     # Stands for a connection lookup: one statement, as a real source makes.
     WebhookRejections.objects.filter(account=account_key, count__lt=0).exists()
     return "account" if account_key == "known" else None
