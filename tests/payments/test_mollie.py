@@ -284,3 +284,20 @@ def test_news_that_could_not_be_fetched_in_time_is_dead_with_its_reason_and_appl
     worker.run()
     with staff_scope():
         assert Invoice.objects.get().status == "paid" and Payment.objects.count() == 1
+
+
+def test_accepting_a_mollie_webhook_takes_at_most_four_sql_statements(setup, mollie, client, worker):
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.portal.test_webhooks import statements
+
+    client.force_login(setup["owner"])
+    _pay(client, setup)
+    [payment_id] = mollie.payments
+    with CaptureQueriesContext(connection) as accepted:
+        response = _post_webhook(Client(), setup["gateway"], f"id={payment_id}")
+    assert response.json()["status"] == "accepted"
+    # The scope, the gateway account (and whether the payment is ours), the request, its job.
+    assert len(statements(accepted)) <= 4, statements(accepted)
