@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.db import connections, models, router
 
+from portal.http import client_ip
 from portal.models import AuditEvent, Client, Membership
 from portal.rls import client_scope
 
@@ -12,9 +13,8 @@ SESSION_CLIENT_KEY = "portal_client_id"
 def _request_origin(request) -> tuple[str | None, str]:
     if request is None:
         return None, ""
-    # Behind the TLS proxy the client address is the proxy's; the proxy sets X-Real-IP.
-    ip = request.META.get("HTTP_X_REAL_IP") or request.META.get("REMOTE_ADDR") or None
-    return ip, request.META.get("HTTP_USER_AGENT", "")[:400]
+    # Behind the TLS proxy REMOTE_ADDR is the proxy's; client_ip believes only what it forwards.
+    return client_ip(request), request.META.get("HTTP_USER_AGENT", "")[:400]
 
 
 def audit_record(

@@ -288,6 +288,12 @@ STORAGES = {
     },
 }
 
+# --- Proxy ----------------------------------------------------------------
+# The addresses (or CIDR networks) of the reverse proxies in front of gunicorn. Only a request
+# whose peer is one of them has its X-Forwarded-For read (portal.http.client_ip); empty means
+# no proxy is trusted and the client is REMOTE_ADDR. X-Real-IP is never read.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
 # --- Security -----------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

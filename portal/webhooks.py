@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.http import JsonResponse
 from django.utils import timezone
 
+from portal.http import client_ip
 from portal.jobs import job_enqueue
 from portal.models import WebhookRejections, WebhookRequest  # noqa: F401 - WebhookRejections: see COUNT_SQL
 from portal.rls import staff_scope
@@ -90,7 +91,7 @@ RETURNING count
 
 
 def _client_ip(request) -> str | None:
-    return request.META.get("HTTP_X_REAL_IP") or request.META.get("REMOTE_ADDR") or None
+    return client_ip(request)
 
 
 def _db_value(model, name: str, value):
