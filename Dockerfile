@@ -21,4 +21,7 @@ RUN DJANGO_ENV=development DATABASE_URL=postgres://build@localhost/build REDIS_U
  && mkdir -p var && chown -R portal:portal var
 USER portal
 EXPOSE 8000
-CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# Runs as the application role only: the owner's and the superuser's credentials reach the
+# `migrate` service alone (docker-compose.yml), and .env / .env.setup are never copied in.
+CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", \
+     "--access-logfile", "-"]

@@ -56,10 +56,13 @@ def _prepare_database() -> None:
 
     from django.core.management import call_command
 
+    from tests.support.owner import as_owner
+
     print(f"database {DATABASE}: bootstrapping, migrating, emptying", flush=True)
     call_command("db_bootstrap", stdout=io.StringIO())
-    call_command("migrate", database="owner", interactive=False, verbosity=0)
-    call_command("flush", database="owner", interactive=False, verbosity=0)
+    with as_owner() as owner:
+        call_command("migrate", database=owner, interactive=False, verbosity=0)
+        call_command("flush", database=owner, interactive=False, verbosity=0)
 
 
 def main(argv: list[str] | None = None, *, base_env: dict | None = None) -> int:

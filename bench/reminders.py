@@ -32,13 +32,19 @@ from django.utils import timezone  # noqa: E402
 
 from portal.models import Job  # noqa: E402
 from portal.rls import staff_scope  # noqa: E402
+from tests.support.owner import as_owner  # noqa: E402
 
 CHUNK = 100_000
 
 
 def fill(total: int, overdue: int, clients: int = 1000) -> None:
-    owner = connections["owner"]
-    with transaction.atomic(using="owner"), owner.cursor() as cursor:
+    # Bulk inserts as the table owner (borrowed for the fill only; the scan runs as the application role).
+    with as_owner() as alias:
+        _fill(connections[alias], total, overdue, clients)
+
+
+def _fill(owner, total: int, overdue: int, clients: int) -> None:
+    with transaction.atomic(using=owner.alias), owner.cursor() as cursor:
         cursor.execute("SELECT set_config('app.staff', 'on', true)")
         cursor.execute("SELECT count(*) FROM invoices_invoice")
         have = cursor.fetchone()[0]
@@ -67,7 +73,7 @@ def fill(total: int, overdue: int, clients: int = 1000) -> None:
         first_client = cursor.fetchone()[0]
     for start in range(0, total, CHUNK):
         stop = min(total, start + CHUNK)
-        with transaction.atomic(using="owner"), owner.cursor() as cursor:
+        with transaction.atomic(using=owner.alias), owner.cursor() as cursor:
             cursor.execute("SELECT set_config('app.staff', 'on', true)")
             # Every tenth invoice is overdue (due 1-30 days ago) until `overdue` are; the rest fall due later.
             cursor.execute(f"""
@@ -91,7 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"preparing the bench database ({os.environ['DATABASE_NAME']})")
     call_command("db_bootstrap", verbosity=0)
-    call_command("migrate", database="owner", verbosity=0)
+    with as_owner() as owner:
+        call_command("migrate", database=owner, verbosity=0)
     fill(args.invoices, args.overdue)
     from reminders.services import reminders_scan
 

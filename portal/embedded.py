@@ -75,6 +75,9 @@ def postgres_uri(database: str = "postgres") -> str:
     with _lock():
         info = PostmasterInfo.read_from_pgdata(PGDATA) if PGDATA.exists() else None
         if info is None or not info.is_running() or info.status != "ready":
+            fresh = not (PGDATA / "PG_VERSION").exists()
+            if not fresh:
+                _configure()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 import pgserver  # embedded only, and its import warns
@@ -82,8 +85,28 @@ def postgres_uri(database: str = "postgres") -> str:
                 server = pgserver.get_server(PGDATA, cleanup_mode=None)
                 # pgserver registers its own exit hook; ours decides when to stop.
                 atexit.unregister(server._cleanup)
+            if fresh:  # pgserver starts what it creates at once: configure, then restart (no one is connected yet)
+                from pgserver._commands import pg_ctl  # embedded only
+
+                _configure()
+                pg_ctl(["-w", "-m", "fast", "-l", str(PGDATA / "log"), "restart"], pgdata=PGDATA,
+                       user="pgserver" if os.geteuid() == 0 else None, timeout=30)
             info = PostmasterInfo.read_from_pgdata(PGDATA)
     return info.get_uri(database=database)
+
+
+# `make run` (web, worker and beat, each with its connection pool), the test suites' web servers
+# and workers and the benchmarks share this server; initdb's default is 100.
+MAX_CONNECTIONS = 200
+
+
+def _configure() -> None:
+    """Settings of ours, read when the server starts (later lines of postgresql.conf win)."""
+    conf = PGDATA / "postgresql.conf"
+    line = f"max_connections = {MAX_CONNECTIONS}  # portal/embedded.py"
+    if line not in conf.read_text():
+        with conf.open("a") as out:
+            out.write(f"\n{line}\n")
 
 
 def postgres_running() -> bool:

@@ -125,10 +125,15 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------
-# DATABASE_URL names the server and database and a role that may create roles
-# (used only by `manage.py db_bootstrap`). The application itself connects as
-# DATABASE_APP_ROLE (no superuser, no BYPASSRLS, owns nothing); migrations run
-# as DATABASE_OWNER_ROLE, which owns the tables.
+# Three roles, and who holds which (README, "Database roles"):
+# - DATABASE_URL names the server and database; its credentials, a role that may create roles,
+#   are used only by `manage.py db_bootstrap`. Web, worker and beat need only its host, port and
+#   database name (docker-compose gives them a DATABASE_URL without credentials).
+# - DATABASE_OWNER_ROLE owns the tables. Only set-up commands connect as it (manage.py sets
+#   DJANGO_DB_ROLE=owner for migrate, flush, db_bootstrap, ...), and only they read
+#   DATABASE_OWNER_PASSWORD: the owner may switch row-level security off.
+# - DATABASE_APP_ROLE (no superuser, no BYPASSRLS, owns nothing) is the one role web, worker and
+#   beat connect as: their settings hold a single alias and no other password.
 if PRODUCTION:  # embedded servers are for development and tests only
     _required("DATABASE_URL"), _required("REDIS_URL")
 EMBEDDED_DATABASE = not env.str("DATABASE_URL", default="")
@@ -142,32 +147,57 @@ else:
 _admin = conninfo_to_dict(DATABASE_ADMIN_URL)
 DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="portal_app")
 DATABASE_OWNER_ROLE = env.str("DATABASE_OWNER_ROLE", default="portal_owner")
-_passwords = {
-    DATABASE_APP_ROLE: _required("DATABASE_APP_PASSWORD") if PRODUCTION else env.str("DATABASE_APP_PASSWORD", default=""),
-    DATABASE_OWNER_ROLE: _required("DATABASE_OWNER_PASSWORD") if PRODUCTION else env.str("DATABASE_OWNER_PASSWORD", default=""),
+DJANGO_DB_ROLE = env.str("DJANGO_DB_ROLE", default="app")
+if DJANGO_DB_ROLE not in ("app", "owner"):
+    raise ImproperlyConfigured(f"DJANGO_DB_ROLE must be 'app' or 'owner', not {DJANGO_DB_ROLE!r}")
+# A process's connections to PostgreSQL come from a pool of at most this many (psycopg_pool):
+# one per thread serving requests is enough, so set it to gunicorn's --threads, and keep
+# (web processes + worker processes + beat) x DATABASE_POOL_MAX_SIZE under the server's
+# max_connections. A thread that finds the pool empty waits up to DATABASE_POOL_TIMEOUT seconds.
+DATABASE_POOL = {
+    "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=4),
+    "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
 }
+if not 1 <= DATABASE_POOL["min_size"] <= DATABASE_POOL["max_size"]:
+    raise ImproperlyConfigured("DATABASE_POOL_MIN_SIZE must be at least 1 and at most DATABASE_POOL_MAX_SIZE")
 
 
-def _as_role(role: str) -> dict:
+def _password(name: str) -> str:
+    return _required(name) if PRODUCTION else env.str(name, default="")
+
+
+def _as_role(role: str, password: str, *, pooled: bool) -> dict:
+    options = {"sslmode": _admin["sslmode"]} if "sslmode" in _admin else {}
+    # pg_stat_activity tells the processes apart (bench/connections.py, tests count them by it).
+    options["application_name"] = env.str("DATABASE_APPLICATION_NAME", default="portal")
+    if pooled:
+        options["pool"] = dict(DATABASE_POOL)
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": _admin.get("dbname", "portal"),
         "USER": role,
-        "PASSWORD": _passwords[role],
+        "PASSWORD": password,
         "HOST": _admin.get("host", ""),
         "PORT": _admin.get("port", ""),
-        "CONN_MAX_AGE": env.int("CONN_MAX_AGE", default=60),
+        # A pooled connection goes back to the pool at the end of each request or task (Django
+        # requires 0 with a pool); without one, set-up commands close theirs when done.
+        "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
         # No request-wide transaction: a view may call a gateway, and no network call
         # happens with a transaction open. Services open short transactions of their own.
         "ATOMIC_REQUESTS": False,
-        "OPTIONS": {"sslmode": _admin["sslmode"]} if "sslmode" in _admin else {},
+        "OPTIONS": options,
     }
 
 
-# `manage.py migrate` (and friends) run as the owner; see manage.py.
-_default_role = DATABASE_OWNER_ROLE if env.str("DJANGO_DB_ROLE", default="app") == "owner" else DATABASE_APP_ROLE
-DATABASES = {"default": _as_role(_default_role), "owner": _as_role(DATABASE_OWNER_ROLE)}
+if DJANGO_DB_ROLE == "owner":
+    # A set-up command (manage.py): the owner, unpooled. db_bootstrap also gives the
+    # application role its password, so set-up alone knows both.
+    DATABASES = {"default": _as_role(DATABASE_OWNER_ROLE, _password("DATABASE_OWNER_PASSWORD"), pooled=False)}
+    DATABASE_APP_PASSWORD = _password("DATABASE_APP_PASSWORD")
+else:
+    DATABASES = {"default": _as_role(DATABASE_APP_ROLE, _password("DATABASE_APP_PASSWORD"), pooled=True)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and cache ---------------------------------------

@@ -6,11 +6,13 @@ os.environ.setdefault("DATABASE_NAME", "portal_test")
 from portal.settings import *  # noqa: E402,F403
 from portal.settings import DATABASES, EMBEDDED_REDIS, CELERY_BROKER_URL, CACHE_URL  # noqa: E402
 
+# One alias, the application role, pooled as at run time: the web server and worker the tests
+# start use these settings too, and hold no owner credentials either. The test plumbing that
+# migrates and empties the database borrows the owner for the moment (tests/support/owner.py).
 for alias in DATABASES.values():
     if os.environ.get("DATABASE_URL"):
         # An external server: keep the test database apart from the real one.
         alias["NAME"] = os.environ.get("TEST_DATABASE_NAME", alias["NAME"] + "_test")
-    alias["CONN_MAX_AGE"] = 0
 
 # Redis databases 2 (cache) and 3 (broker), so a test run never touches `make run`'s queues.
 # TEST_REDIS_DB moves both (to N and N+1) so two test runs on one machine keep apart.
@@ -34,3 +36,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
 STORAGES = {**STORAGES, "encrypted": {**STORAGES["encrypted"], "OPTIONS": {"location": str(MEDIA_ROOT / "encrypted")}}}  # noqa: F405
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.support"]  # noqa: F405
+
+# Every test's webhooks come from 127.0.0.1, within the same minutes: limits that never bite.
+# The tests of the limits lower them (tests/portal/test_webhooks.py).
+WEBHOOK_RATE_PER_IP = WEBHOOK_RATE_PER_ACCOUNT = "1000000/m"

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from portal import embedded
 
@@ -50,23 +51,56 @@ def start_services() -> None:
 def prepare_database(settings: str, *, demo: bool) -> None:
     _say("creating database roles and database")
     _manage("db_bootstrap", settings=settings)
-    _say("migrating (as the owner role)")
+    _say("migrating (as the owner role: set-up only; web, worker and beat use the application role)")
     _manage("migrate", "--no-input", "-v", "0", settings=settings)
     if demo:
         _say("loading demo data")
         _manage("load_demo", settings=settings)
 
 
+def runtime_environ() -> dict:
+    """This environment without what only set-up may hold: the owner's password and the
+    credentials in DATABASE_URL (web, worker and beat need its host, port and database only)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_OWNER_PASSWORD"}
+    if env.get("DATABASE_URL"):
+        url = urlsplit(env["DATABASE_URL"])
+        env["DATABASE_URL"] = urlunsplit(url._replace(netloc=url.netloc.rpartition("@")[2]))
+    return env
+
+
+def web_command(port: str, threads: int) -> list[str]:
+    """gunicorn, as in production, not runserver: runserver starts a thread per request, so 200
+    requests at once are 200 threads waiting on the connection pool (and timing out there);
+    gunicorn's fixed threads, each with one pooled connection, queue the rest in its socket
+    backlog. --reload restarts it when the code changes, as runserver did."""
+    return [PYTHON, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
+            "--workers", "1", "--threads", str(threads), "--reload", "--access-logfile", "-"]
+
+
+def run_commands(port: str) -> dict[str, tuple[list[str], dict]]:
+    """What `make run` starts: each process with the environment it runs in. All three connect
+    as the application role (the set-up before them alone used the owner), each with a pool
+    (portal/settings.py) and a name of its own in pg_stat_activity."""
+    threads = int(os.environ.get("WEB_THREADS", "4"))
+    pool = os.environ.get("DATABASE_POOL_MAX_SIZE", "")
+
+    def env(name: str, pool_size: int) -> dict:
+        return {**runtime_environ(), "DATABASE_APPLICATION_NAME": f"portal-{name}",
+                "DATABASE_POOL_MAX_SIZE": pool or str(pool_size)}
+
+    return {
+        "web": (web_command(port, threads), env("web", threads)),
+        "worker": ([PYTHON, "-m", "celery", "-A", "portal", "worker", "-l", "info", "--concurrency", "2"],
+                   env("worker", 2)),
+        "beat": ([PYTHON, "-m", "celery", "-A", "portal", "beat", "-l", "info"], env("beat", 1)),
+    }
+
+
 def run() -> int:
     start_services()
     prepare_database("portal.settings", demo=True)
     port = os.environ.get("PORT", "8000")
-    commands = {
-        "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}"],
-        "worker": [PYTHON, "-m", "celery", "-A", "portal", "worker", "-l", "info", "--concurrency", "2"],
-        "beat": [PYTHON, "-m", "celery", "-A", "portal", "beat", "-l", "info"],
-    }
-    processes = {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()}
+    processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, (cmd, env) in run_commands(port).items()}
     time.sleep(2)
     _say(f"portal running at http://127.0.0.1:{port}/  (admin: http://127.0.0.1:{port}/admin/)")
     print(DEMO_LOGINS, flush=True)

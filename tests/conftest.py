@@ -8,6 +8,7 @@ from django.db import transaction
 
 from portal import txguard
 from portal.rls import staff_scope
+from tests.support.owner import as_owner
 
 
 # The transaction guard (portal/txguard.py): no HTTP call or email may start while a transaction of
@@ -69,9 +70,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def django_db_setup(django_db_blocker):
     # `make test` has created the roles and the test database and migrated it as the
     # owner; doing it again here is a fast no-op that lets `pytest` run on its own too.
-    with django_db_blocker.unblock():
+    # The owner is borrowed for this alone (the settings have the application role only).
+    with django_db_blocker.unblock(), as_owner() as owner:
         call_command("db_bootstrap", stdout=io.StringIO())
-        call_command("migrate", database="owner", interactive=False, verbosity=0)
+        call_command("migrate", database=owner, interactive=False, verbosity=0)
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +125,8 @@ def process_env(live_port, mollie_server, test_email_dir, txguard_log_dir):
     guard's directory."""
     import os
 
-    inherited = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # not the first user's name
+    # Not the first user's name; not the owner's password (web and worker connect as the application role).
+    inherited = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "DATABASE_OWNER_PASSWORD")}
     return {**inherited, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir),
             "MOLLIE_API_ENDPOINT": mollie_server.url, "SITE_URL": f"http://127.0.0.1:{live_port}",
             "TXGUARD_LOG": str(txguard_log_dir)}
@@ -192,12 +195,13 @@ def _wipe(attempts: int = 10) -> None:
     from portal.celery import app
 
     app.control.purge()
-    for attempt in range(attempts):
-        try:
-            call_command("flush", database="owner", interactive=False, verbosity=0)
-            return
-        except (OperationalError, CommandError):  # flush reports a lost deadlock as a CommandError
-            connections["owner"].close()
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5)
+    with as_owner() as owner:  # the application role may not truncate
+        for attempt in range(attempts):
+            try:
+                call_command("flush", database=owner, interactive=False, verbosity=0)
+                return
+            except (OperationalError, CommandError):  # flush reports a lost deadlock as a CommandError
+                connections[owner].close()
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)

@@ -14,13 +14,20 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        app_db, owner_db = settings.DATABASES["default"], settings.DATABASES["owner"]
         app_role, owner_role = settings.DATABASE_APP_ROLE, settings.DATABASE_OWNER_ROLE
-        name = owner_db["NAME"]
+        name = settings.DATABASES["default"]["NAME"]
         admin = conninfo_to_dict(settings.DATABASE_ADMIN_URL)
+        # Run by manage.py, the settings are the owner's and know both passwords; run from a test's
+        # plumbing (the application's settings), only the application role's, and a role whose
+        # password is not known keeps the one it has.
+        default = settings.DATABASES["default"]
+        passwords = {default["USER"]: default["PASSWORD"]}
+        if hasattr(settings, "DATABASE_APP_PASSWORD"):
+            passwords[app_role] = settings.DATABASE_APP_PASSWORD
 
         with psycopg.connect(make_conninfo(**{**admin, "dbname": "postgres"}), autocommit=True) as conn:
-            for role, password in ((owner_role, owner_db["PASSWORD"]), (app_role, app_db["PASSWORD"])):
+            for role in (owner_role, app_role):
+                password = passwords.get(role, "")
                 exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
                 verb = "ALTER" if exists else "CREATE"
                 statement = sql.SQL(
