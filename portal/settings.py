@@ -99,8 +99,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    # Last: sets the request's row-level-security scope.
+    # Sets the request's row-level-security scope.
     "portal.middleware.TenantScopeMiddleware",
+    # Inside that scope: staff reach admin only after a second factor (portal/staff_mfa.py).
+    "portal.staff_mfa.StaffMFAMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -215,9 +217,13 @@ else:
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Redis, and a per-process stand-in while Redis is down, so logins keep working (portal/cache.py).
+        "BACKEND": "portal.cache.ResilientRedisCache",
         "LOCATION": CACHE_URL,
         "KEY_PREFIX": "portal",
+        # A Redis that does not answer is given up on quickly, not waited for on every login.
+        "OPTIONS": {"socket_connect_timeout": env.float("CACHE_CONNECT_TIMEOUT", default=0.5),
+                    "socket_timeout": env.float("CACHE_TIMEOUT", default=1.0)},
     }
 }
 CELERY_RESULT_BACKEND = None
@@ -259,13 +265,22 @@ ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = True
 ACCOUNT_SESSION_REMEMBER = None
 ACCOUNT_PREVENT_ENUMERATION = True
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+# Addresses are the client's as portal.http.client_ip sees it (AccountAdapter.get_client_ip).
+# Failed password logins are counted per account and address, per address and per account
+# (portal/adapters.py): none of them lets someone else's failures lock a user out from their own
+# address, short of many addresses guessing one account together.
 ACCOUNT_RATE_LIMITS = {
-    # Failed logins: 10 a minute per IP, 5 per 5 minutes per account.
-    "login_failed": "10/m/ip,5/300s/key",
+    "login_failed_pair": env.str("LOGIN_FAILED_PER_ACCOUNT_AND_ADDRESS", default="5/5m/key"),
+    "login_failed_address": env.str("LOGIN_FAILED_PER_ADDRESS", default="30/10m/ip"),
+    "login_failed_account": env.str("LOGIN_FAILED_PER_ACCOUNT", default="100/h/key"),
+    # allauth's own budget, now only for second-factor codes (keyed by user): 5 wrong codes in 5 minutes.
+    "login_failed": "5/5m/key",
 }
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PRODUCTION else "http"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = ""
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+# TOTP secrets and recovery-code seeds are encrypted with ENCRYPTION_KEYS (portal.adapters.MFAAdapter).
+MFA_ADAPTER = "portal.adapters.MFAAdapter"
 MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="Client portal")
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "portal:home"

@@ -84,6 +84,9 @@ def switch_client(request):
         client_switch(request=request, client_id=int(request.POST.get("client_id", "0")))
     except (ValueError, Membership.DoesNotExist):
         raise Http404("No such client")
+    # A new session key for the new company: a key seen while acting for one company (in a log,
+    # a shared screen, a fixated cookie) does not carry over to the next one.
+    request.session.cycle_key()
     next_url = request.POST.get("next") or ""
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
                                            require_https=request.is_secure()):

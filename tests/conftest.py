@@ -90,6 +90,17 @@ def _fresh_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _staff_force_login_includes_second_factor(monkeypatch):
+    # Admin needs a second factor used in the session (portal/staff_mfa.py). `force_login` stands
+    # for a completed login, so for staff it enrols TOTP and records its use (tests/staff_mfa.py).
+    from django.test import Client
+
+    from tests.staff_mfa import force_login_with_mfa
+
+    monkeypatch.setattr(Client, "force_login", force_login_with_mfa)
+
+
 @pytest.fixture
 def staff(db):
     from tests.portal.factories import UserFactory

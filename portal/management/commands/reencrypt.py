@@ -5,6 +5,7 @@ from django.core.files.storage import storages
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
+from portal.adapters import mfa_authenticators_reencrypt
 from portal.crypto import encrypted_fields, keyring
 from portal.models import AuditEvent
 from portal.rls import staff_scope
@@ -31,6 +32,10 @@ class Command(BaseCommand):
                         obj.save(update_fields=stale[obj.pk])  # save() encrypts with the newest key
                     rows += len(stale)
                 self.stdout.write(f"{model._meta.label}: {min(start + BATCH, len(pks))}/{len(pks)} checked")
+        # Two-factor secrets live inside allauth's JSON column (portal.adapters.MFAAdapter).
+        authenticators = mfa_authenticators_reencrypt()
+        rows += authenticators
+        self.stdout.write(f"two-factor authenticators: {authenticators} re-encrypted")
         storage = storages["encrypted"]
         names = list(storage.all_names())
         for index, name in enumerate(names, 1):
