@@ -1,6 +1,22 @@
 import os
 
 from django.apps import AppConfig
+from django.db import connections
+from django.db.models.signals import post_migrate
+
+
+def _secure_scope(sender, using, **kwargs):
+    """After every `migrate` (run as the owner): the scope key where only the database's scope
+    check reads it, and every policy in its fast form (portal/rls.py)."""
+    from portal import rls
+
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('public.app_scope_key') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return
+    rls.install_scope_key(connection)
+    rls.harden_policies(connection)
 
 
 class PortalConfig(AppConfig):
@@ -11,6 +27,8 @@ class PortalConfig(AppConfig):
         # Imported for their side effects: signal receivers, and the row-level-security
         # scope wrapper that every database connection gets when it opens.
         from portal import receivers, rls  # noqa: F401
+
+        post_migrate.connect(_secure_scope, sender=self, dispatch_uid="portal.secure_scope")
 
         if os.environ.get("TXGUARD_LOG"):  # a web server or worker started by the tests
             from portal import txguard  # test-only: loaded where the tests ask for it

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import translation
 
-from portal.rls import client_scope, staff_scope
+from portal.rls import client_scope, identity_scope, staff_scope
 from portal.selectors import memberships_for
 from portal.services import SESSION_CLIENT_KEY
 
@@ -25,12 +25,17 @@ class TenantScopeMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self._admin_prefix = None
+        self._admin_prefix = self._accounts_prefix = None
 
     def _is_back_office(self, request) -> bool:
         if self._admin_prefix is None:
             self._admin_prefix = reverse("admin:index")
         return request.user.is_authenticated and request.user.is_staff and request.path.startswith(self._admin_prefix)
+
+    def _is_account_page(self, request) -> bool:
+        if self._accounts_prefix is None:
+            self._accounts_prefix = reverse("account_login").rsplit("login/", 1)[0]
+        return request.path.startswith(self._accounts_prefix)
 
     def __call__(self, request):
         if request.method in READ_ONLY_METHODS:
@@ -53,6 +58,11 @@ class TenantScopeMiddleware:
             with client_scope(None, user_id=user_id):
                 self._choose_membership(request)
         with client_scope(request.client.pk if request.client else None, user_id=user_id):
+            if self._is_account_page(request):
+                # Logging in, signing up, resetting a password, a second factor: these look
+                # users up by email, so they see the identity tables (and no other client).
+                with identity_scope():
+                    return self.get_response(request)
             return self.get_response(request)
 
     @staticmethod

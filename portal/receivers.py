@@ -1,11 +1,21 @@
 """Login, logout and failed-login events into the audit log."""
+from django.contrib.auth.models import update_last_login
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.conf import settings
 from django.dispatch import receiver
 from django.utils import translation
 
 from portal.models import AuditEvent
+from portal.rls import user_scope
 from portal.services import audit_record
+
+# Django's own receiver saves last_login in whatever scope the login happens in; a user's row
+# is visible only in its own scope (row-level security), so save it there. Taking Django's
+# dispatch_uid makes django.contrib.auth's later connect (its app comes after portal) a no-op.
+@receiver(user_logged_in, dispatch_uid="update_last_login")
+def scoped_update_last_login(sender, user, **kwargs):
+    with user_scope(user.pk):
+        update_last_login(sender, user, **kwargs)
 
 
 @receiver(user_logged_in, dispatch_uid="audit_login")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from pathlib import Path
 
@@ -58,6 +59,9 @@ ENCRYPTION_KEYS = _from_env_or_dev(
     "ENCRYPTION_KEYS",
     lambda: "k1:" + __import__("base64").urlsafe_b64encode(secrets.token_bytes(32)).decode(),
 )
+# Signs the row-level-security scope (portal/rls.py). `migrate` copies it where the database's
+# scope check reads it, out of the application role's reach; change it, then migrate.
+RLS_SCOPE_KEY = _from_env_or_dev("RLS_SCOPE_KEY", lambda: secrets.token_urlsafe(48))
 
 if PRODUCTION:
     ALLOWED_HOSTS = _required("ALLOWED_HOSTS", list)
@@ -91,6 +95,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Below WhiteNoise (static files need neither), above the session (to see what it sets):
+    # Content-Security-Policy, Permissions-Policy, and no-store on private pages.
+    "csp.middleware.CSPMiddleware",
+    "portal.headers.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -249,9 +257,10 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Authentication (django-allauth) --------------------------------------
+# Django's and allauth's backends, each looking users up in the scope that may see them.
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
-    "allauth.account.auth_backends.AuthenticationBackend",
+    "portal.backends.ModelBackend",
+    "portal.backends.AuthenticationBackend",
 ]
 ACCOUNT_ADAPTER = "portal.adapters.AccountAdapter"
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
@@ -339,8 +348,28 @@ STORAGES = {
 # no proxy is trusted and the client is REMOTE_ADDR. X-Real-IP is never read.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
+# --- Webhooks (portal.webhooks) ----------------------------------------------
+# A body over WEBHOOK_MAX_BODY_BYTES gets 413 (Mollie's and the sandbox's limit is smaller);
+# more requests than the rate from one client address, or for one connection or gateway
+# account, get 429 with Retry-After. A rate is "<count>/<s|m|h|d>", e.g. 600/m or 100/10s;
+# empty turns that limit off. Counted in the cache (Redis); while it is down, limits are off.
+def _webhook_rate(name: str, default: str) -> str:
+    value = env.str(name, default=default).strip()
+    if value and not re.fullmatch(r"[0-9]{1,9}/[0-9]{0,6}[smhd]", value):
+        raise ImproperlyConfigured(f"{name} must be a rate like 600/m or empty, not {value!r}")
+    return value
+
+
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=256 * 1024)
+if not 1024 <= WEBHOOK_MAX_BODY_BYTES <= 10 * 1024 * 1024:
+    raise ImproperlyConfigured("WEBHOOK_MAX_BODY_BYTES must be between 1024 and 10485760")
+WEBHOOK_RATE_PER_IP = _webhook_rate("WEBHOOK_RATE_PER_IP", "600/m")
+WEBHOOK_RATE_PER_ACCOUNT = _webhook_rate("WEBHOOK_RATE_PER_ACCOUNT", "1200/m")
+
 # --- Security -----------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
+# Database sessions, each row visible only to the request holding its key (row-level security).
+SESSION_ENGINE = "portal.sessions"
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -353,6 +382,56 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# --- Security headers (portal/headers.py, django-csp) -------------------------
+# Content-Security-Policy: only this origin's files run or style the page; the one inline
+# <style> (the brand's colours, base.html) carries the per-request nonce; no inline script, no
+# event handler attribute, no style="" attribute anywhere (the admin included: Django 5.2's admin
+# has none of its own, ours use classes from static/portal/admin.css). img-src allows data: for
+# the generated favicon (portal.branding.favicon_svg) and allauth's TOTP QR code.
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# Where the checkout page's form may lead: our POST answers 302 to the gateway's hosted checkout,
+# and browsers apply form-action to that redirect too. Only the checkout view allows these
+# (payments.views.checkout); every other form posts to this origin alone. With the API pointed
+# elsewhere (the local fakes in tests) the checkout is served from there.
+PAYMENT_CHECKOUT_ORIGINS = env.list("PAYMENT_CHECKOUT_ORIGINS", default=[
+    "https://www.mollie.com" if MOLLIE_API_ENDPOINT == "https://api.mollie.com" else _origin(MOLLIE_API_ENDPOINT),
+    "https://checkout.stripe.com" if STRIPE_API_BASE == "https://api.stripe.com" else _origin(STRIPE_API_BASE),
+])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
+# Browser features no page of the portal uses, denied to it and to anything it could embed.
+# Payment Request (payment=) stays off until an embedded checkout needs it; passkeys
+# (publickey-credentials-*) keep the browser's default of this origin only.
+PERMISSIONS_POLICY = {feature: [] for feature in (
+    "accelerometer", "autoplay", "bluetooth", "camera", "display-capture", "geolocation", "gyroscope", "hid",
+    "idle-detection", "magnetometer", "microphone", "midi", "payment", "screen-wake-lock", "serial", "usb",
+    "xr-spatial-tracking")}
+# The other headers come from Django's SecurityMiddleware: X-Content-Type-Options: nosniff and
+# Referrer-Policy (above), Cross-Origin-Opener-Policy: same-origin (a window the portal opens,
+# or that opens it, gets no handle on it), HSTS in production (above).
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 LOGGING = {
     "version": 1,

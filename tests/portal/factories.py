@@ -59,7 +59,8 @@ class UserFactory(ScopedFactory):
     @factory.post_generation
     def verified(user, create, extracted, **kwargs):
         if create and extracted is not False:
-            EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+            with staff_scope():
+                EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
 
 
 class MembershipFactory(ScopedFactory):

@@ -106,7 +106,7 @@ def test_login_and_logout_are_audited(tenants, client):
     client.post(reverse("account_logout"))
     [login] = _audit(AuditEvent.Action.LOGIN)
     [logout] = _audit(AuditEvent.Action.LOGOUT)
-    assert login.actor == tenants.owner_a and logout.actor == tenants.owner_a
+    assert login.actor_id == tenants.owner_a.pk and logout.actor_id == tenants.owner_a.pk
     assert login.ip_address == "127.0.0.1"
 
 

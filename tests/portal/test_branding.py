@@ -30,10 +30,11 @@ def test_the_language_switch_is_remembered_for_the_contact(db, client):
     client.force_login(user)
     client.post("/language/", {"language": "nl", "next": "/"})
     with staff_scope():
-        assert User.objects.get(pk=user.pk).language == "nl"
+        user = User.objects.get(pk=user.pk)
+    assert user.language == "nl"
     # A new browser (no language cookie) speaks the contact's language straight away.
     client.cookies.clear()
-    client.force_login(User.objects.get(pk=user.pk))
+    client.force_login(user)
     assert '<html lang="nl">' in client.get("/").text
 
 

@@ -8,7 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from portal import urls as portal_urls
 from portal.models import Client
-from portal.rls import client_scope, current_scope, staff_scope
+from portal.rls import NO_SCOPE, client_scope, current_scope, staff_scope
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
 from tests.support.models import SecretNote
 
@@ -51,7 +51,7 @@ def test_one_scope_holds_across_several_short_transactions(two_clients):
 
 
 def test_no_scope_sees_nothing_client_owned(two_clients):
-    assert current_scope() == ("", "", "")
+    assert current_scope() == NO_SCOPE
     assert _visible_client_ids() == set()
     assert _raw("SELECT count(*) FROM portal_client") == [(0,)]
     with transaction.atomic():

@@ -18,6 +18,7 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://redis.invalid:6379/0",
     "EMAIL_URL": "smtp://mail.invalid:587",
     "ENCRYPTION_KEYS": generate_key("k1"),
+    "RLS_SCOPE_KEY": "test-rls-scope-key-0123456789-abcdefghijklmnop",
 }
 
 
