@@ -1,5 +1,4 @@
 """The client's invoices in the portal: list, detail, downloads, export and statements."""
-import csv
 import io
 import zipfile
 
@@ -8,6 +7,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from invoices.documents.einvoice import ubl_xml
@@ -19,6 +19,7 @@ from invoices.forms import StatementForm
 from invoices.models import CreditNote, Invoice
 from invoices.selectors import client_credit_note_get, client_invoice_get, client_invoices, document_tax_breakdown
 from invoices.signals import invoice_detail_context
+from portal.csv_export import csv_writer
 from portal.http import download_response
 from portal.models import AuditEvent
 from portal.services import audit_record
@@ -143,7 +144,7 @@ def export_csv(request):
     filterset = InvoiceFilter(request.GET or None, queryset=client_invoices(client=request.client))
     invoices = filterset.qs if filterset.is_bound and filterset.is_valid() else client_invoices(client=request.client)
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)  # formula-looking text from accounting is escaped
     writer.writerow(["number", "issue_date", "due_date", "currency", "subtotal", "tax", "total", "paid", "credited",
                      "open_balance", "status", "overdue", "purchase_order"])
     rows = 0
@@ -185,6 +186,7 @@ def _link_or_refusal(request, token):
                             status=refusal.status)
 
 
+@never_cache  # someone's invoice, reachable without a login: no browser or proxy keeps a copy
 def document_link(request, token: str):
     """One invoice, no password: only what the signed link names; everything else needs a login."""
     link, refusal = _link_or_refusal(request, token)
@@ -197,6 +199,7 @@ def document_link(request, token: str):
             "tax_breakdown": document_tax_breakdown(document=invoice)})
 
 
+@never_cache
 def document_link_pdf(request, token: str):
     link, refusal = _link_or_refusal(request, token)
     if refusal:

@@ -17,11 +17,13 @@ from payments.mandates import mandate_revoke as mandate_revoke_service
 from payments.models import CheckoutAttempt, Mandate, SandboxPayment
 from payments.services import checkout_start, gateway_for_brand
 from payments.webhooks import SOURCES
+from portal.headers import form_action_to_payment_gateways
 from portal.permissions import client_required, role_required
 from portal.rls import staff_scope
 from portal.webhooks import webhook_receive
 
 
+@form_action_to_payment_gateways
 @client_required
 @role_required("pay")
 def checkout(request):
@@ -71,7 +73,7 @@ def gateway_webhook(request, provider: str, gateway_id: int):
     """Every gateway's webhook, through the one intake: stored, answered at once, left as a job."""
     source = SOURCES.get(provider)
     if source is None:
-        return JsonResponse({"status": "rejected", "error": f"no gateway {provider!r}"}, status=404)
+        return JsonResponse({"status": "rejected", "error": "no gateway of that name"}, status=404)
     return webhook_receive(request, source=source, account_key=str(gateway_id))
 
 

@@ -169,4 +169,4 @@ class WebhookRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             text = json.dumps(json.loads(obj.body), indent=2, ensure_ascii=False)
         except ValueError:
             text = obj.body
-        return format_html('<pre style="white-space:pre-wrap">{}</pre>', text)
+        return format_html('<pre class="pre-wrap">{}</pre>', text)

@@ -8,7 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from invoices.selectors import client_dashboard, client_recent_invoices
 from portal.models import Client, Membership, Notification, NotificationKind, NotificationPreference, User
@@ -34,12 +34,22 @@ def notifications(request):
         "notifications": notifications_for(user=request.user, client=request.client)})
 
 
+@require_http_methods(["GET", "HEAD", "POST"])
 @client_required
 def notification_open(request, pk: int):
+    """A notification leads to what it is about. Opening it from the list is a POST (a button),
+    which marks it read; a GET (an old bookmark, a link followed by a prefetcher or a mail
+    scanner) only leads there and changes nothing."""
     notification = Notification.objects.filter(pk=pk, user=request.user, client=request.client).first()
     if notification is None:
         raise Http404("No such notification")
-    return redirect(notification_open_service(notification=notification))
+    target = notification.url
+    if request.method == "POST":
+        target = notification_open_service(notification=notification)
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = "portal:notifications"
+    return redirect(target)
 
 
 @require_POST

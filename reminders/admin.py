@@ -42,7 +42,7 @@ class ReminderPolicyAdmin(AuditedModelAdmin):
     def preview(self, obj):
         if not obj.pk:
             return "-"
-        return format_html_join("", "<div style='margin-bottom:1em'><strong>{} · {}</strong><br>{}<br><em>{}</em>"
+        return format_html_join("", "<div class='stacked'><strong>{} · {}</strong><br>{}<br><em>{}</em>"
                                     "<br>{}</div>", (
             (f"{s.offset_days:+d}", s.get_level_display(), _render(s.subject_en, SAMPLE), _render(s.body_en, SAMPLE),
              _render(s.subject_nl, SAMPLE)) for s in obj.steps.all()))

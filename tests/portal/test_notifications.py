@@ -176,7 +176,10 @@ def test_notification_centre_counts_unread_and_marks_read(contacts, client):
     home = client.get("/")
     assert '<span class="count" aria-label="2 unread">2</span>' in home.text
     [newest, oldest] = _notifications(contacts["erik"])[::-1]
-    opened = client.get(reverse("portal:notification_open", args=[oldest.pk]))
+    listed = client.get(reverse("portal:notifications")).text
+    # Each notification is a button in a POST form: opening one from the list marks it read.
+    assert f'action="{reverse("portal:notification_open", args=[oldest.pk])}"' in listed
+    opened = client.post(reverse("portal:notification_open", args=[oldest.pk]))
     assert opened.status_code == 302 and opened.url == reverse("invoices:detail", args=[invoice.pk])
     assert '<span class="count" aria-label="1 unread">1</span>' in client.get("/").text
     client.post(reverse("portal:notifications_read_all"))
@@ -190,8 +193,24 @@ def test_nobody_sees_another_contacts_or_clients_notifications(contacts, client)
     client.force_login(contacts["outsider"])
     assert "INV-83" not in client.get(reverse("portal:notifications")).text
     assert client.get(reverse("portal:notification_open", args=[anna.pk])).status_code == 404
+    assert client.post(reverse("portal:notification_open", args=[anna.pk])).status_code == 404
     client.force_login(contacts["erik"])
     assert client.get(reverse("portal:notification_open", args=[anna.pk])).status_code == 404
+    assert client.post(reverse("portal:notification_open", args=[anna.pk])).status_code == 404
+    assert _notifications(contacts["anna"])[0].read_at is None
+
+
+def test_following_a_notification_link_with_get_leads_there_but_leaves_it_unread(contacts, client):
+    # A GET may come from a link prefetcher, a mail scanner or an old bookmark: it changes nothing.
+    invoice = make_invoice(contacts["alpha"], number="INV-85")
+    [notification] = _notifications(contacts["erik"])
+    client.force_login(contacts["erik"])
+    followed = client.get(reverse("portal:notification_open", args=[notification.pk]))
+    assert followed.status_code == 302 and followed.url == reverse("invoices:detail", args=[invoice.pk])
+    assert _notifications(contacts["erik"])[0].read_at is None
+    assert '<span class="count" aria-label="1 unread">1</span>' in client.get("/").text
+    assert client.put(reverse("portal:notification_open", args=[notification.pk])).status_code == 405
+    assert _notifications(contacts["erik"])[0].read_at is None
 
 
 def test_the_deep_link_goes_through_login_and_lands_on_the_invoice(contacts, client):
