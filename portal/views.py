@@ -7,6 +7,7 @@ from django.views.i18n import set_language as django_set_language
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -98,9 +99,10 @@ def switch_client(request):
     # a shared screen, a fixated cookie) does not carry over to the next one.
     request.session.cycle_key()
     next_url = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
-        next_url = "portal:home"
+    # Only a path on this site; anything else (redirect() would take "0" for a view name) goes home.
+    if not next_url.startswith("/") or not url_has_allowed_host_and_scheme(
+            next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        next_url = reverse("portal:home")
     return redirect(next_url)
 
 
