@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from payments.gateways import GatewayPayment, PaymentNotFound
 from payments.models import CheckoutAttempt, SandboxPayment
+from portal.rls import staff_scope
 
 STATUSES = {"open": CheckoutAttempt.Status.OPEN, "pending": CheckoutAttempt.Status.PENDING,
             "paid": CheckoutAttempt.Status.PAID, "failed": CheckoutAttempt.Status.FAILED,
@@ -24,15 +25,18 @@ class SandboxGateway:
 
     def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str) -> GatewayPayment:
         # Idempotent on the attempt's key, as a real gateway is: the same key, the same payment.
-        payment, _ = SandboxPayment.objects.get_or_create(
-            provider_payment_id=f"sb_{uuid.uuid5(attempt.idempotency_key, 'sandbox').hex}",
-            defaults={"amount": attempt.amount, "currency": attempt.currency, "description": description,
-                      "redirect_url": redirect_url})
+        # The sandbox's rows are the gateway's side, in no client's scope (row-level security).
+        with staff_scope():
+            payment, _ = SandboxPayment.objects.get_or_create(
+                provider_payment_id=f"sb_{uuid.uuid5(attempt.idempotency_key, 'sandbox').hex}",
+                defaults={"amount": attempt.amount, "currency": attempt.currency, "description": description,
+                          "redirect_url": redirect_url})
         return self._normalise(payment, checkout_url=reverse("payments:sandbox_checkout",
                                                              args=[payment.provider_payment_id]))
 
     def fetch(self, provider_payment_id: str) -> GatewayPayment:
-        payment = SandboxPayment.objects.filter(provider_payment_id=provider_payment_id).first()
+        with staff_scope():
+            payment = SandboxPayment.objects.filter(provider_payment_id=provider_payment_id).first()
         if payment is None:
             raise PaymentNotFound(provider_payment_id)
         return self._normalise(payment)
