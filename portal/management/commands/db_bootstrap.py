@@ -60,5 +60,21 @@ class Command(BaseCommand):
                 "GRANT USAGE, SELECT ON SEQUENCES TO {app}",
             ):
                 conn.execute(sql.SQL(statement).format(db=sql.Identifier(name), owner=owner, app=app))
+            self._hide_other_sessions_statements(conn, owner)
         self.stdout.write(self.style.SUCCESS(
             f"database {name}: owner {owner_role}, application role {app_role}"))
+
+    def _hide_other_sessions_statements(self, conn, owner) -> None:
+        """pg_stat_activity shows every session's current statement to sessions of the same role:
+        an injection in one request could read another request's session key from it. Only the
+        owner (and superusers) may read it in this database. Needs a superuser (the functions
+        belong to one); without one, say so and go on."""
+        try:
+            for function in ("pg_stat_get_activity(integer)", "pg_stat_get_backend_activity(integer)"):
+                conn.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION pg_catalog.{} FROM PUBLIC").format(sql.SQL(function)))
+                conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pg_catalog.{} TO {}").format(sql.SQL(function), owner))
+        except psycopg.errors.InsufficientPrivilege:
+            self.stderr.write(self.style.WARNING(
+                "could not hide other sessions' statements from the application role (not a superuser): "
+                "ask your database administrator to REVOKE EXECUTE ON FUNCTION pg_stat_get_activity(integer) "
+                "and pg_stat_get_backend_activity(integer) FROM PUBLIC in this database"))

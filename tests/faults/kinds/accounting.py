@@ -126,7 +126,9 @@ class Ledger:
         if pid is None:
             return 0
         with db.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid])
+            # pg_locks, not pg_stat_activity: the application role may not read the latter.
+            cursor.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted "
+                           "AND %s = ANY(pg_blocking_pids(pid))", [pid])
             return cursor.fetchone()[0]
 
 
