@@ -230,8 +230,8 @@ CACHES = {
         "LOCATION": CACHE_URL,
         "KEY_PREFIX": "portal",
         # A Redis that does not answer is given up on quickly, not waited for on every login.
-        "OPTIONS": {"socket_connect_timeout": env.float("CACHE_CONNECT_TIMEOUT", default=0.5),
-                    "socket_timeout": env.float("CACHE_TIMEOUT", default=1.0)},
+        "OPTIONS": {"socket_connect_timeout": float(env.str("CACHE_CONNECT_TIMEOUT", default="") or 0.5),
+                    "socket_timeout": float(env.str("CACHE_TIMEOUT", default="") or 1.0)},
     }
 }
 CELERY_RESULT_BACKEND = None
@@ -278,10 +278,11 @@ ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 # Failed password logins are counted per account and address, per address and per account
 # (portal/adapters.py): none of them lets someone else's failures lock a user out from their own
 # address, short of many addresses guessing one account together.
+# An empty variable keeps the default: a limit is never switched off by a blank line in .env.
 ACCOUNT_RATE_LIMITS = {
-    "login_failed_pair": env.str("LOGIN_FAILED_PER_ACCOUNT_AND_ADDRESS", default="5/5m/key"),
-    "login_failed_address": env.str("LOGIN_FAILED_PER_ADDRESS", default="30/10m/ip"),
-    "login_failed_account": env.str("LOGIN_FAILED_PER_ACCOUNT", default="100/h/key"),
+    "login_failed_pair": env.str("LOGIN_FAILED_PER_ACCOUNT_AND_ADDRESS", default="") or "5/5m/key",
+    "login_failed_address": env.str("LOGIN_FAILED_PER_ADDRESS", default="") or "30/10m/ip",
+    "login_failed_account": env.str("LOGIN_FAILED_PER_ACCOUNT", default="") or "100/h/key",
     # allauth's own budget, now only for second-factor codes (keyed by user): 5 wrong codes in 5 minutes.
     "login_failed": "5/5m/key",
 }

@@ -48,8 +48,15 @@ def test_wrong_password_is_refused_with_a_clear_message(committed, live_url, pag
 
 
 def test_staff_member_lands_in_the_back_office(committed, live_url, page):
-    committed.create(lambda: UserFactory(email="sam@acme.test", is_staff=True, is_superuser=True))
+    from tests.staff_mfa import enrol_totp, totp_code
+
+    staff = committed.create(lambda: UserFactory(email="sam@acme.test", is_staff=True, is_superuser=True))
+    secret = enrol_totp(staff)
     _log_in(page, live_url, "sam@acme.test")
+    # The back office needs a second factor (portal/staff_mfa.py).
+    page.wait_for_url(f"{live_url}/accounts/2fa/authenticate/")
+    page.get_by_placeholder("Code").fill(totp_code(secret))
+    page.get_by_role("button", name="Sign In").click()
     page.wait_for_url(f"{live_url}/admin/")
     assert page.get_by_role("link", name="Audit events").is_visible()
 

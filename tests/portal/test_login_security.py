@@ -294,3 +294,24 @@ def test_a_form_body_with_a_nul_in_a_field_name_is_no_5xx(tenants, client):
 
 def test_login_with_no_usable_peer_address_is_refused_not_an_error(tenants, client):
     assert _login(client, "owner@alpha.test", REMOTE_ADDR="").status_code == 403
+
+
+# --- The proxy in docker-compose ------------------------------------------------------------------
+
+def test_the_proxy_forwards_the_client_address_and_web_trusts_only_private_networks():
+    import ipaddress
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    nginx = (root / "deploy/nginx.conf").read_text()
+    assert re.search(r"proxy_set_header X-Forwarded-For \$(remote_addr|proxy_add_x_forwarded_for);", nginx)
+    assert "X-Real-IP" not in nginx
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    assert "ports" not in compose["services"]["web"]  # only the compose network reaches gunicorn
+    setting = compose["services"]["web"]["environment"]["TRUSTED_PROXIES"]
+    default = re.fullmatch(r"\$\{TRUSTED_PROXIES:-(.+)\}", setting).group(1)
+    networks = [ipaddress.ip_network(item) for item in default.split(",")]
+    assert networks and all(network.is_private for network in networks)
