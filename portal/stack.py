@@ -24,7 +24,8 @@ DEMO_LOGINS = """\
   Back office (Django admin):  admin@example.com      / portal-demo-2026
   Client, one company:         alice@northwind.test   / portal-demo-2026
   Client, two companies:       bob@globex.test        / portal-demo-2026
-  (emails, such as login codes, are printed by the web process)"""
+  (emails, such as login codes, are printed by the web process;
+   the back office asks staff to set up an authenticator app on the first visit)"""
 
 
 def _say(message: str) -> None:
