@@ -17,12 +17,6 @@ def validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
-def schema_errors(payload) -> list[str]:
-    """Every schema violation as "path: message", the most useful first."""
-    errors = sorted(validator().iter_errors(payload), key=lambda e: (len(e.absolute_path), e.message))
-    return [f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}" for error in errors]
-
-
 def date(value: str) -> datetime.date:
     return datetime.date.fromisoformat(value)
 

@@ -6,37 +6,17 @@ import json
 
 from django.db import transaction
 
-from integrations import normalise
 from integrations.handlers import HANDLERS, Stale
 from integrations.models import Connection
 from integrations.signing import SignatureError, verify
+from integrations.validation import event_validate
 from invoices.errors import DomainError
-from invoices.services import totals_validate
 from portal import jobs
 from portal.webhooks import Accepted, Rejected, Source, webhook_for
 
 JOB_KIND = "accounting.event"
 # The Standard Webhooks headers are kept with the body, so staff can check a signature later.
 KEPT_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "user-agent")
-DOCUMENT_TYPES = ("invoice.created", "invoice.updated", "credit_note.created")
-
-
-def _validate(body: bytes) -> dict:
-    """The event, or Rejected with the HTTP status and the reason. Reasons are for the sender's
-    developers and stay in English, as every source's do (portal.webhooks)."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected(400, f"malformed JSON: {exc}") from None
-    errors = normalise.schema_errors(payload)
-    if errors:
-        raise Rejected(422, "schema violation: " + "; ".join(errors[:5]))
-    if payload["type"] in DOCUMENT_TYPES:
-        try:
-            totals_validate(**normalise.totals(payload["data"]))
-        except DomainError as exc:
-            raise Rejected(422, f"totals do not add up: {exc}") from None
-    return payload
 
 
 def event_subject(connection: Connection, payload: dict) -> str:
@@ -61,7 +41,7 @@ def _verify(connection: Connection, headers, body: bytes) -> Accepted:
         verify(connection.secrets(), headers, body)
     except SignatureError as exc:
         raise Rejected(401, f"signature: {exc}") from None
-    payload = _validate(body)
+    payload = event_validate(body, event_id=headers["webhook-id"])  # 400 or 422 with the reasons
     return Accepted(natural_key=headers["webhook-id"], subject=event_subject(connection, payload))
 
 
@@ -75,7 +55,7 @@ def accounting_event_apply(*, job) -> str:
     connection = Connection.objects.filter(slug=webhook.account).first()
     if connection is None:
         raise jobs.Permanent(f"connection {webhook.account!r} no longer exists")
-    payload = json.loads(webhook.body)
+    payload = json.loads(webhook.body)  # checked by the intake (validation.event_validate)
     try:
         with transaction.atomic():  # a Stale event keeps nothing it may have begun
             HANDLERS[payload["type"]](connection, payload["data"])

@@ -22,7 +22,7 @@ from invoices.services import payment_record, payment_reverse
 from payments.gateways import GatewayError, GatewayPayment, PaymentNotFound, adapter_for, idempotency_key_for
 from payments.gateways.stripe import StripeGateway
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, Mandate
-from payments.webhooks import named_payment
+from payments.webhooks import named_payment, remember_not_ours
 from portal.jobs import job_enqueue
 from portal.models import AuditEvent, WebhookRequest
 from portal.services import audit_record
@@ -164,9 +164,12 @@ def gateway_event_process(*, gateway: GatewayAccount, webhook: WebhookRequest) -
         try:
             reported = adapter_for(gateway).fetch(payment_id)
         except PaymentNotFound:
+            remember_not_ours(gateway=gateway, payment_id=payment_id)  # not asked about again
             return f"{payment_id}: unknown to the gateway"
     attempt = checkout_apply(gateway=gateway, reported=reported)
     if attempt is None:
+        if gateway.provider != GatewayAccount.Provider.STRIPE:
+            remember_not_ours(gateway=gateway, payment_id=payment_id)
         return f"{reported.provider_payment_id or reported.provider_reference}: no checkout of ours"
     return f"{attempt.provider_payment_id}: {attempt.status}" + (" (flagged)" if attempt.flagged else "")
 

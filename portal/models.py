@@ -346,12 +346,17 @@ class WebhookRequest(models.Model):
 
 
 class WebhookRejections(models.Model):
-    """Rejected requests per source and hour: the first few are kept in full, the rest only counted."""
+    """Rejected and ignored requests per source, account, answer and hour: the first few of each
+    are kept as a sample (portal.webhooks), the rest only counted. A request for an account that
+    is not ours counts under the account "" whatever name it gave, so names cannot add rows."""
 
     source = models.CharField(max_length=20)
     account = models.CharField(max_length=100)
     hour = models.DateTimeField()
+    answer = models.PositiveSmallIntegerField(_("answer (HTTP status)"), default=0,
+                                              help_text=_("200 for a request answered as ignored."))
     count = models.PositiveIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["source", "account", "hour"], name="one_rejection_count_per_hour")]
+        constraints = [models.UniqueConstraint(fields=["source", "account", "hour", "answer"],
+                                               name="one_rejection_count_per_hour_and_answer")]

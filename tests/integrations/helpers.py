@@ -36,12 +36,13 @@ def event(type_, data):
     return {"type": type_, "occurred_at": "2026-11-01T10:00:00Z", "data": data}
 
 
-def post(http, connection_slug, secret, payload, *, msg_id=None, timestamp=None, raw=None):
+def post(http, connection_slug, secret, payload, *, msg_id=None, timestamp=None, raw=None, **extra):
+    """`extra`: more WSGI environ for the request (REMOTE_ADDR, ...)."""
     body = raw if raw is not None else json.dumps(payload).encode()
     headers = signed_headers(secret, msg_id or f"msg_{next(_ids)}", body,
                              timestamp=int(time.time()) if timestamp is None else timestamp)
     return http.post(f"/webhooks/accounting/{connection_slug}/", data=body, content_type="application/json",
-                     headers=headers)
+                     headers=headers, **extra)
 
 
 def job_for(response):

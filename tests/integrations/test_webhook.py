@@ -124,13 +124,13 @@ def test_a_duplicate_changes_nothing(client, connection, secret, worker):
     (dict(age=-400), 401, "signature: webhook-timestamp is more than 5 minutes in the future"),
     (dict(raw=b"{not json"), 400, "malformed JSON"),
     (dict(payload=event("invoice.created", invoice_data(currency="euro"))), 422,
-     "schema violation: data/currency: 'euro' does not match"),
-    (dict(payload=event("invoice.paid", {})), 422, "schema violation: type: 'invoice.paid' is not one of"),
+     "invalid event: /data/currency: must be at most 3 characters; /data/currency: an ISO 4217 currency code"),
+    (dict(payload=event("invoice.paid", {})), 422, "invalid event: /type: must be one of: invoice.created, "),
     (dict(payload=event("invoice.created", invoice_data(total="1208.34"))), 422,
-     "totals do not add up: total: expected 1208.33, received 1208.34"),
+     "invalid event: /data/total: does not add up: the lines make 1208.33"),
     (dict(payload=event("invoice.created", invoice_data(
         tax_breakdown=[{"rate": "21", "base": "950.00", "tax": "199.50"}]))), 422,
-     "totals do not add up: tax_breakdown[9%].base: expected 53.97, received 0.00"),
+     "invalid event: /data/tax_breakdown: has no row for the rate 9% the lines use (base 53.97)"),
 ])
 def test_a_bad_request_gets_a_4xx_with_the_reason_is_kept_and_loses_nothing(
         client, connection, secret, worker, tamper, status, reason):
@@ -165,7 +165,7 @@ def test_missing_signature_headers_are_named(client, connection, worker):
 def test_unknown_or_disabled_connection_is_404(client, connection, secret, worker):
     response = post(client, "nope", secret, event("client.upserted", CLIENT))
     assert (response.status_code, response.json()) == (
-        404, {"status": "rejected", "error": "no enabled accounting account 'nope'"})
+        404, {"status": "rejected", "error": "no enabled accounting account of that name"})
     with staff_scope():
         connection.enabled = False
         connection.save()

@@ -155,7 +155,7 @@ def test_a_webhook_for_an_id_we_do_not_know_is_answered_200_and_changes_nothing(
     for payment_id in ("tr_unknown0000", foreign):
         response = _post_webhook(client, setup["gateway"], f"id={payment_id}")
         assert (response.status_code, response.json()) == (
-            200, {"status": "ignored", "reason": f"{payment_id} is not a payment of ours"})
+            200, {"status": "ignored", "reason": "the payment it names is not one of ours"})
     malformed = _post_webhook(client, setup["gateway"], "nothing=here")
     assert malformed.status_code == 400 and "does not name a payment" in malformed.json()["error"]
     worker.run()
