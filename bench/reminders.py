@@ -39,13 +39,13 @@ CHUNK = 100_000
 
 def fill(total: int, overdue: int, clients: int = 1000) -> None:
     # Bulk inserts as the table owner (borrowed for the fill only; the scan runs as the application role).
-    with as_owner() as alias:
+    # The staff scope (signed, portal.rls): the owner is under row-level security too (FORCE).
+    with as_owner() as alias, staff_scope():
         _fill(connections[alias], total, overdue, clients)
 
 
 def _fill(owner, total: int, overdue: int, clients: int) -> None:
     with transaction.atomic(using=owner.alias), owner.cursor() as cursor:
-        cursor.execute("SELECT set_config('app.staff', 'on', true)")
         cursor.execute("SELECT count(*) FROM invoices_invoice")
         have = cursor.fetchone()[0]
         if have >= total:
@@ -74,8 +74,7 @@ def _fill(owner, total: int, overdue: int, clients: int) -> None:
     for start in range(0, total, CHUNK):
         stop = min(total, start + CHUNK)
         with transaction.atomic(using=owner.alias), owner.cursor() as cursor:
-            cursor.execute("SELECT set_config('app.staff', 'on', true)")
-            # Every tenth invoice is overdue (due 1-30 days ago) until `overdue` are; the rest fall due later.
+                # Every tenth invoice is overdue (due 1-30 days ago) until `overdue` are; the rest fall due later.
             cursor.execute(f"""
                 INSERT INTO invoices_invoice (client_id, brand_id, number, external_id, issue_date, due_date,
                     payment_terms_days, payment_terms_text, currency, purchase_order, notes, subtotal, tax_total,

@@ -15,3 +15,16 @@ def test_the_reminder_scan_benchmark_runs_at_a_tiny_size():
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run 2: scan created 30 dispatches and 30 send jobs" in result.stdout, result.stdout
+
+
+def test_the_connections_benchmark_runs_at_a_tiny_size():
+    # make run's shape and docker compose's, each with web, worker and beat on a database of its own.
+    env = {**os.environ, "DATABASE_NAME": "portal_bench_connections_tiny"}
+    result = subprocess.run([sys.executable, "bench/connections.py", "--sequential", "20", "--concurrent", "10"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for shape in ("make-run", "compose"):
+        row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {shape} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1].startswith("20, 0,") and cells[2].startswith("10, 0,"), row  # loads, errors
+        assert cells[3] == "0" and cells[5] == "portal_app", row  # no slot failures; the app role only
