@@ -25,6 +25,7 @@ from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, Manda
 from payments.webhooks import named_payment, remember_not_ours
 from portal.jobs import job_enqueue
 from portal.models import AuditEvent, WebhookRequest
+from portal.rls import staff_scope
 from portal.services import audit_record
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,10 @@ def gateway_for_brand(brand) -> GatewayAccount | None:
     """The brand's enabled gateway; in development a sandbox one is made when there is none."""
     account = GatewayAccount.objects.filter(brand=brand, enabled=True).order_by("provider").first()
     if account is None and not settings.PRODUCTION:
-        account, _ = GatewayAccount.objects.get_or_create(
-            brand=brand, provider=GatewayAccount.Provider.SANDBOX,
-            defaults={"ideal": True, "card": True, "sepa_direct_debit": True, "allow_partial": True})
+        with staff_scope():  # setting up a gateway is back office's work, even the sandbox's
+            account, _ = GatewayAccount.objects.get_or_create(
+                brand=brand, provider=GatewayAccount.Provider.SANDBOX,
+                defaults={"ideal": True, "card": True, "sepa_direct_debit": True, "allow_partial": True})
     return account
 
 

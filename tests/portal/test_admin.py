@@ -32,7 +32,7 @@ def test_staff_change_in_admin_is_audited(tenants, client, staff):
     with staff_scope():
         assert Client.objects.get(pk=tenants.client_a.pk).name == "Alpha Renamed B.V."
         [event] = AuditEvent.objects.filter(action=AuditEvent.Action.ADMIN_CHANGED)
-    assert event.actor == staff and event.client_id == tenants.client_a.pk
+    assert event.actor_id == staff.pk and event.client_id == tenants.client_a.pk
     assert event.object_repr == "Alpha Renamed B.V."
 
 
