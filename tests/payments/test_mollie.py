@@ -301,3 +301,53 @@ def test_accepting_a_mollie_webhook_takes_at_most_four_sql_statements(setup, mol
     assert response.json()["status"] == "accepted"
     # The scope, the gateway account (and whether the payment is ours), the request, its job.
     assert len(statements(accepted)) <= 4, statements(accepted)
+
+
+def _asked_about(mollie, payment_id: str) -> int:
+    return sum(1 for method, path in mollie.requests if method == "GET" and payment_id in path)
+
+
+def test_a_made_up_id_while_a_checkout_awaits_its_answer_is_asked_about_once_however_often_it_is_posted(
+        setup, mollie, client, worker):
+    """A checkout whose create answer is lost makes any id possibly ours for a day; still, one
+    id costs one question to Mollie: while its job waits, another call adds nothing, and once
+    Mollie said it does not know it, it is ignored."""
+    client.force_login(setup["owner"])
+    mollie.fail_next(1, status=503)
+    assert "could not be reached" in _pay(client, setup).text  # a checkout now awaits its answer
+    answers = [_post_webhook(client, setup["gateway"], "id=tr_madeup1").json()["status"] for _ in range(5)]
+    assert answers == ["accepted"] + ["duplicate"] * 4
+    worker.run()
+    [job] = worker.jobs(kind="gateway.event")
+    assert (job.state, job.result) == ("done", "tr_madeup1: unknown to the gateway")
+    answers = [_post_webhook(client, setup["gateway"], "id=tr_madeup1").json()["status"] for _ in range(5)]
+    assert answers == ["ignored"] * 5
+    worker.run()
+    assert _asked_about(mollie, "tr_madeup1") == 1 and len(worker.jobs(kind="gateway.event")) == 1
+
+
+def test_a_flood_of_calls_about_a_real_payment_waits_for_one_question(setup, mollie, client, worker):
+    client.force_login(setup["owner"])
+    _pay(client, setup)
+    [payment_id] = mollie.payments
+    mollie.set_status(payment_id, "paid")
+    answers = [_post_webhook(client, setup["gateway"], f"id={payment_id}").json()["status"] for _ in range(20)]
+    assert answers == ["accepted"] + ["duplicate"] * 19
+    worker.run()
+    assert _asked_about(mollie, payment_id) == 1
+    with staff_scope():
+        assert Invoice.objects.get().status == "paid" and Payment.objects.count() == 1
+
+
+@pytest.mark.parametrize("body, status", [
+    ("id=tr_" + "a" * 5000, 413),
+    ("&".join(f"f{n}=1" for n in range(200)), 400),
+    ("id=tr_abc&id=tr_def", 400),
+    ("id=tr_abc%00", 400),
+    ("id=" + "%ff" * 100, 400),
+])
+def test_a_mollie_body_that_is_too_big_or_names_no_single_payment_is_refused_never_500(
+        setup, client, worker, body, status):
+    response = _post_webhook(client, setup["gateway"], body)
+    assert response.status_code == status and response.json()["status"] == "rejected"
+    assert worker.jobs(kind="gateway.event") == []

@@ -152,3 +152,53 @@ def test_one_payments_events_are_applied_in_the_order_stripe_sent_them(setup, st
     assert jobs.job_run(second.pk) is None  # waits for the earlier news of its payment
     setup["worker"].run()
     assert (_invoice().status, _invoice().open_balance) == ("partially_paid", D("21.00"))
+
+
+def test_a_signed_event_about_a_session_not_ours_is_applied_as_nothing_and_stripe_is_never_asked(
+        setup, stripe_fake, client):
+    """Stripe's events carry what happened: no job calls Stripe back, so even a made-up session
+    (signed, as only Stripe can) costs no call, and the same event again is a duplicate."""
+    made_up = stripe_fake.event("checkout.session.completed", {
+        "id": "cs_test_madeup", "object": "checkout.session", "amount_total": 12100, "currency": "eur",
+        "payment_status": "paid", "payment_intent": "pi_madeup", "client_reference_id": None})
+    answers = [_deliver(client, setup, made_up).json()["status"] for _ in range(3)]
+    assert answers == ["accepted", "duplicate", "duplicate"]
+    [job] = setup["worker"].jobs(kind="gateway.event")
+    assert (job.state, job.result) == ("done", "cs_test_madeup: no checkout of ours")
+    assert stripe_fake.sessions == {}  # nothing was created or asked for at the fake Stripe
+    assert _invoice().status == "open"
+
+
+def _post_signed(client, setup, payload: bytes):
+    return client.post(reverse("payments:webhook", args=["stripe", setup["gateway"].pk]), data=payload,
+                       content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(payload, SECRET))
+
+
+@pytest.mark.parametrize("payload, status, error", [
+    (b"{not json", 400, "malformed JSON: Expecting property name enclosed in double quotes (line 1, column 2)"),
+    (b"[" * 5000 + b"]" * 5000, 400, "malformed JSON: nested more than 32 deep"),
+    (json.dumps({"id": "evt_" + "x" * 200, "type": "charge.refunded", "data": {"object": {}}}).encode(), 422,
+     "not a Stripe event: /id: must be an event id of 1 to 200 letters, digits, _ or -"),
+    (json.dumps({"id": "evt_1\u0001", "type": "charge.refunded", "data": {"object": {}}}).encode(), 422,
+     "not a Stripe event: /id: must be an event id of 1 to 200 letters, digits, _ or -"),
+    (json.dumps({"id": "evt_1", "type": "charge.refunded", "data": []}).encode(), 422,
+     "not a Stripe event: /data/object: must be an object"),
+    (json.dumps({"id": "evt_1", "type": "charge.refunded",
+                 "data": {"object": {"payment_intent": "pi\u0000x"}}}).encode(), 400,
+     "malformed JSON: a string holds NUL or a lone surrogate"),
+    (json.dumps({"id": "evt_1", "type": "charge.refunded", "data": {"object": {"payment_intent": 7}}}).encode(),
+     422, "not a Stripe event: /data/object/payment_intent: must be an id of 1 to 100 letters, digits, _ or -"),
+])
+def test_a_signed_body_that_is_no_stripe_event_is_refused_with_the_reason_never_500(
+        setup, stripe_fake, client, payload, status, error):
+    response = _post_signed(client, setup, payload)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert setup["worker"].jobs(kind="gateway.event") == []
+
+
+def test_a_stripe_body_over_the_limit_is_413_and_not_kept(setup, stripe_fake, client, settings):
+    payload = json.dumps({"id": "evt_big", "pad": "x" * settings.WEBHOOK_MAX_BODY_BYTES}).encode()
+    response = _post_signed(client, setup, payload)
+    assert response.status_code == 413
+    with staff_scope():
+        assert WebhookRequest.objects.get().body == ""
