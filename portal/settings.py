@@ -353,7 +353,7 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # A body over WEBHOOK_MAX_BODY_BYTES gets 413 (Mollie's and the sandbox's limit is smaller);
 # more requests than the rate from one client address, or for one connection or gateway
 # account, get 429 with Retry-After. A rate is "<count>/<s|m|h|d>", e.g. 600/m or 100/10s;
-# empty turns that limit off. Counted in the cache (Redis); while it is down, limits are off.
+# empty turns that limit off. Counted in the cache: in Redis, per process while Redis is down.
 def _webhook_rate(name: str, default: str) -> str:
     value = env.str(name, default=default).strip()
     if value and not re.fullmatch(r"[0-9]{1,9}/[0-9]{0,6}[smhd]", value):

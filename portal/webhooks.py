@@ -271,8 +271,9 @@ def rate_limited(*, source: str, account_key: str, ip: str | None) -> JsonRespon
     """429 with Retry-After when this address, or this account of the source, has sent more than
     its rate (settings.WEBHOOK_RATE_PER_IP, WEBHOOK_RATE_PER_ACCOUNT) in the current window;
     None to go on. Counted in the cache (Redis), in fixed windows: nothing is written to the
-    database for a request turned away here. When the cache cannot be reached the request is
-    let through (logged): limits degrade, webhooks do not fail."""
+    database for a request turned away here. While Redis is down the cache counts per process
+    (portal.cache); should the cache itself fail, the request is let through (logged): limits
+    degrade, webhooks do not fail."""
     for scope, identity, setting in (("ip", ip or "unknown", "WEBHOOK_RATE_PER_IP"),
                                      ("account", f"{source}:{account_key}", "WEBHOOK_RATE_PER_ACCOUNT")):
         rate = parse_rate(getattr(settings, setting, ""))

@@ -351,3 +351,11 @@ def test_a_mollie_body_that_is_too_big_or_names_no_single_payment_is_refused_nev
     response = _post_webhook(client, setup["gateway"], body)
     assert response.status_code == status and response.json()["status"] == "rejected"
     assert worker.jobs(kind="gateway.event") == []
+
+
+@pytest.mark.parametrize("provider, gateway_id", [("mollie", "9" * 40), ("mollie", "0"), ("nobody", "1"),
+                                                  ("stripe", "1" * 100)])
+def test_a_webhook_url_naming_no_gateway_of_ours_is_404_never_500(setup, client, provider, gateway_id):
+    response = client.post(f"/webhooks/payments/{provider}/{gateway_id}/", data="id=tr_abc",
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 404 and response.json()["status"] == "rejected"
