@@ -1,0 +1,63 @@
+"""The client pages under the Content-Security-Policy, in Chromium: nothing on them is refused
+(Chromium reports every blocked script, style, handler, image or form target in the console as
+"Refused to ..."), and what used to be inline still works: the language switch, htmx filters,
+opening a notification."""
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.test_portal import _ledger, _log_in, _rows
+
+pytestmark = pytest.mark.e2e
+
+
+def _watch_for_refusals(page) -> list[str]:
+    refused = []
+    page.on("console", lambda message: refused.append(f"{page.url}: {message.text}")
+            if "Refused to" in message.text or "Content Security Policy" in message.text else None)
+    return refused
+
+
+def test_client_pages_run_with_nothing_refused_by_the_policy(committed, live_url, page):
+    committed.create(_ledger)
+    refused = _watch_for_refusals(page)
+    _log_in(page, f"{live_url}/")
+    expect(page.get_by_test_id("open-balance")).to_have_text("€ 471.90")
+    csp = page.request.get(f"{live_url}/").headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "unsafe-inline" not in csp
+
+    page.get_by_role("link", name="Invoices", exact=True).click()
+    page.get_by_label("Status").select_option("paid")  # htmx from a static file, no inline config
+    page.wait_for_url(re.compile(r"status=paid"))
+    assert _rows(page, ["NW-PAID"]) == ["NW-PAID"]
+    with page.expect_response(lambda r: r.request.is_navigation_request() and r.url.endswith("/invoices/")):
+        page.go_back()  # htmx keeps no copy: the list comes back from the server
+    page.wait_for_url(re.compile(r"/invoices/$"))
+    assert _rows(page, ["NW-LATE", "NW-OPEN", "NW-PAID"]) == ["NW-LATE", "NW-OPEN", "NW-PAID"]
+
+    page.goto(f"{live_url}/invoices/?status=overdue")
+    page.locator(".invoice-row summary", has_text="NW-LATE").click()
+    page.locator(".invoice-row details[open] .preview").get_by_role("link", name=re.compile("^Details")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Invoice NW-LATE"))
+
+    # A notification opens with a POST (a button): its invoice, and it is read afterwards.
+    page.get_by_role("link", name=re.compile(r"^Notifications")).click()
+    unread = page.locator(".notification-list li.unread")
+    count = unread.count()
+    assert count >= 1
+    unread.first.get_by_role("button").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^(Invoice|Credit note)"))
+    page.get_by_role("link", name=re.compile(r"^Notifications")).click()
+    expect(page.locator(".notification-list li.unread")).to_have_count(count - 1)
+
+    for path in ("/notifications/settings/", "/direct-debit/", "/statement/", "/accounts/2fa/",
+                 "/accounts/2fa/totp/activate/"):  # the TOTP QR code is a data: image
+        response = page.goto(f"{live_url}{path}")
+        assert response.status == 200, path
+        assert "no-store" in response.headers["cache-control"], path
+
+    # The language switch submits on change from static/portal/app.js (it had an inline onchange).
+    page.get_by_label("Language").select_option("nl")
+    expect(page.get_by_role("link", name="Facturen", exact=True)).to_be_visible()
+    assert refused == []
