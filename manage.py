@@ -3,8 +3,10 @@
 import os
 import sys
 
-# Schema changes run as the role that owns the tables; everything else as the application role.
-OWNER_COMMANDS = {"migrate", "makemigrations", "sqlmigrate", "showmigrations", "db_bootstrap", "flush"}
+# Set-up runs as the role that owns the tables, and only set-up: these commands alone get the
+# owner's connection and read DATABASE_OWNER_PASSWORD (portal/settings.py). Everything else,
+# web, worker and beat included, connects as the application role.
+OWNER_COMMANDS = {"migrate", "makemigrations", "sqlmigrate", "showmigrations", "db_bootstrap", "flush", "sqlflush"}
 
 
 def main():
