@@ -21,9 +21,10 @@ def permissions_policy_header(policy: dict[str, list[str]]) -> str:
 def is_private_response(request, response) -> bool:
     """A page someone's browser or a proxy must not keep: whatever a signed-in user sees, and
     any response that depends on the session (it varies on the cookie, or sets one: a shared
-    cache would hand that cookie, or the page made for it, to the next visitor)."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
+    cache would hand that cookie, or the page made for it, to the next visitor).
+    Signed in means a session cookie (the portal has no other login), so the request's user is
+    not looked up here: a response that never needed it (a CSRF refusal) costs no query."""
+    if settings.SESSION_COOKIE_NAME in request.COOKIES:
         return True
     session = getattr(request, "session", None)
     if session is not None and (session.accessed or session.modified):

@@ -199,3 +199,21 @@ def test_production_sets_hsts_and_the_same_policy():
     result = _manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
     assert result.stdout.strip() == ("31536000 True True django.middleware.security.SecurityMiddleware True "
                                      "['https://www.mollie.com', 'https://checkout.stripe.com']"), result.stderr
+
+
+def test_what_counts_as_private(rf):
+    from django.contrib.sessions.backends.base import SessionBase
+    from django.http import HttpResponse
+
+    from portal.headers import is_private_response
+
+    anonymous = rf.get("/")
+    anonymous.session = SessionBase()
+    assert not is_private_response(anonymous, HttpResponse())  # nothing read: a proxy may keep it
+    signed_in = rf.get("/", HTTP_COOKIE=f"{settings.SESSION_COOKIE_NAME}=abc")
+    assert is_private_response(signed_in, HttpResponse())  # the cookie alone, the user not looked up
+    anonymous.session.get("anything")
+    assert is_private_response(anonymous, HttpResponse())  # the session was read
+    sets_cookie = HttpResponse()
+    sets_cookie.set_cookie("csrftoken", "x")
+    assert is_private_response(rf.get("/"), sets_cookie)
