@@ -136,7 +136,10 @@ def _checkout_open(attempt: CheckoutAttempt, *, user) -> CheckoutAttempt:
         raise DomainError(gettext("The payment provider could not be reached. Please try again in a moment.")) \
             from exc
     with transaction.atomic():
-        attempt = CheckoutAttempt.objects.select_for_update().select_related("client", "gateway").get(pk=attempt.pk)
+        # Lock the attempt alone: locking the joined gateway account would need back office's
+        # right to change it (row-level security), and nothing here changes it.
+        attempt = CheckoutAttempt.objects.select_for_update(of=("self",)).select_related(
+            "client", "gateway").get(pk=attempt.pk)
         first_answer = not attempt.provider_payment_id
         if first_answer:
             attempt.provider_payment_id = created.provider_payment_id
@@ -203,7 +206,7 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
     Out-of-order news (pending after paid) changes nothing; a paid amount or currency that
     differs from the attempt is flagged for staff and not applied. A paid first payment leaves
     a job that records the mandate it signed. None: the payment is not one of our attempts."""
-    attempts = CheckoutAttempt.objects.select_for_update().select_related("client", "gateway")
+    attempts = CheckoutAttempt.objects.select_for_update(of=("self",)).select_related("client", "gateway")
     attempt = _attempt_reported(attempts, gateway=gateway, reported=reported)
     if attempt is None:
         return None

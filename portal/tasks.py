@@ -4,7 +4,7 @@ from celery import shared_task
 from django.core.cache import cache
 from django.utils import timezone
 
-from portal import jobs, notifications
+from portal import jobs, notifications, webhooks
 from portal.models import ScheduledRun
 from portal.rls import staff_scope
 
@@ -12,8 +12,10 @@ HEARTBEAT_KEY = "beat:last-heartbeat"
 
 
 def record_run(name: str, result: str = "") -> None:
-    ScheduledRun.objects.update_or_create(name=name, defaults={"last_run_at": timezone.now(),
-                                                               "last_result": str(result)[:300]})
+    """When a scheduled task last ran (the back office's health page reads it)."""
+    with staff_scope():
+        ScheduledRun.objects.update_or_create(name=name, defaults={"last_run_at": timezone.now(),
+                                                                   "last_result": str(result)[:300]})
 
 
 @shared_task
@@ -53,3 +55,10 @@ def sweep_jobs() -> int:
     with staff_scope():
         record_run("job sweep", f"{count} jobs due")
     return count
+
+
+@shared_task
+def prune_webhook_samples() -> int:
+    removed = webhooks.webhook_samples_prune()
+    record_run("webhook samples pruned", f"{removed} removed")
+    return removed
