@@ -254,6 +254,7 @@ CELERY_BEAT_SCHEDULE = {
     "mandate-collections": {"task": "payments.tasks.run_mandate_collections", "schedule": 3600.0},
     "scan-reminders": {"task": "reminders.tasks.scan_reminders",
                        "schedule": env.float("REMINDER_SCAN_INTERVAL", default=3600.0)},
+    "prune-webhook-samples": {"task": "portal.tasks.prune_webhook_samples", "schedule": 86400.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------
@@ -366,6 +367,8 @@ if not 1024 <= WEBHOOK_MAX_BODY_BYTES <= 10 * 1024 * 1024:
     raise ImproperlyConfigured("WEBHOOK_MAX_BODY_BYTES must be between 1024 and 10485760")
 WEBHOOK_RATE_PER_IP = _webhook_rate("WEBHOOK_RATE_PER_IP", "600/m")
 WEBHOOK_RATE_PER_ACCOUNT = _webhook_rate("WEBHOOK_RATE_PER_ACCOUNT", "1200/m")
+# How long the samples of rejected and ignored requests are kept (a daily beat task prunes them).
+WEBHOOK_SAMPLES_KEPT_DAYS = env.int("WEBHOOK_SAMPLES_KEPT_DAYS", default=30)
 
 # --- Security -----------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -405,6 +405,23 @@ def webhook_for(job) -> WebhookRequest:
     return WebhookRequest.objects.get(pk=job.payload["webhook"])
 
 
+COUNTS_KEPT = datetime.timedelta(days=400)  # a year of hourly counts, to compare with last year's
+
+
+def webhook_samples_prune(*, now: datetime.datetime | None = None) -> int:
+    """Remove the samples of rejected and ignored requests older than
+    settings.WEBHOOK_SAMPLES_KEPT_DAYS, and hourly counts older than COUNTS_KEPT: with the bound
+    per hour, what rejected requests leave behind stays bounded for good. Accepted requests stay
+    (they are what the ledger was told). Returns how many samples went."""
+    now = now or timezone.now()
+    with staff_scope(), transaction.atomic():
+        removed, _ = WebhookRequest.objects.filter(
+            status__in=[WebhookRequest.Status.REJECTED, WebhookRequest.Status.IGNORED],
+            received_at__lt=now - datetime.timedelta(days=settings.WEBHOOK_SAMPLES_KEPT_DAYS)).delete()
+        WebhookRejections.objects.filter(hour__lt=now - COUNTS_KEPT).delete()
+    return removed
+
+
 def rejections_last(*, hours: int = 24) -> int:
     since = timezone.now() - datetime.timedelta(hours=hours)
     return sum(WebhookRejections.objects.filter(hour__gte=since).values_list("count", flat=True))

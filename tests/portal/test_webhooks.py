@@ -370,3 +370,21 @@ def test_any_client_address_is_stored_or_left_out_never_500(client, db, address)
     response = _post(client, json.dumps({"id": f"evt_{uuid.uuid4().hex}"}).encode(), REMOTE_ADDR=address,
                      HTTP_X_REAL_IP="<script>", HTTP_X_FORWARDED_FOR="\x00, 1.1.1.1")
     assert response.status_code == 200
+
+
+def test_samples_of_rejected_requests_are_pruned_after_the_kept_days_accepted_ones_stay(client, db, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.WEBHOOK_SAMPLES_KEPT_DAYS = 30
+    assert _post(client, b'{"id": "evt_kept"}').json()["status"] == "accepted"
+    assert _post(client, b'{"id": "evt_x"}', signature="forged").status_code == 401
+    assert _post(client, b'{"id": "evt_y"}', signature="forged").status_code == 401
+    with staff_scope():
+        WebhookRequest.objects.update(received_at=timezone.now() - timedelta(days=31))
+        WebhookRejections.objects.update(hour=timezone.now() - timedelta(days=401))
+    assert webhooks.webhook_samples_prune() == 2
+    with staff_scope():
+        assert list(WebhookRequest.objects.values_list("natural_key", flat=True)) == ["evt_kept"]
+        assert not WebhookRejections.objects.exists()
