@@ -113,7 +113,10 @@ def _checkout_attempt_create(*, client, user, requested, method, idempotency_key
                     amount=sum(amount for _, amount in items), currency=currency, wants_mandate=wants_mandate,
                     provider_customer_id=customer)
         except IntegrityError:  # the same click, twice at once: the other one made it
-            return CheckoutAttempt.objects.get(idempotency_key=idempotency_key)
+            attempt = CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
+            if attempt is None:  # a key another client's attempt holds (and this scope cannot see)
+                raise DomainError(gettext("This payment form has expired. Please reload the page and try again."))
+            return attempt
         CheckoutItem.objects.bulk_create(CheckoutItem(client=client, attempt=attempt, invoice=invoice, amount=amount)
                                          for invoice, amount in items)
     return attempt
