@@ -43,11 +43,18 @@ def _rows(page, expected=None, seconds=5.0):
     """The invoice numbers listed, once they settle on `expected` (htmx swaps asynchronously)."""
     import time
 
+    from playwright.sync_api import Error as PlaywrightError
+
     deadline = time.monotonic() + seconds
     while True:
         page.wait_for_load_state("networkidle")
-        found = sorted(re.findall(r"NW-(?:LATE|OPEN|PAID)",
-                                  " ".join(page.locator(".invoice-row summary").all_inner_texts())))
+        try:
+            found = sorted(re.findall(r"NW-(?:LATE|OPEN|PAID)",
+                                      " ".join(page.locator(".invoice-row summary").all_inner_texts())))
+        except PlaywrightError as exc:  # a reload (htmx's history miss) replaced the page meanwhile
+            if "context was destroyed" not in str(exc) or time.monotonic() > deadline:
+                raise
+            continue
         if expected is None or found == expected or time.monotonic() > deadline:
             return found
         page.wait_for_timeout(100)
