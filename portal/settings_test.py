@@ -13,6 +13,11 @@ for alias in DATABASES.values():
     if os.environ.get("DATABASE_URL"):
         # An external server: keep the test database apart from the real one.
         alias["NAME"] = os.environ.get("TEST_DATABASE_NAME", alias["NAME"] + "_test")
+    if "pool" in alias.get("OPTIONS", {}) and "DATABASE_POOL_MAX_SIZE" not in os.environ:
+        # The test process runs many short-lived threads (concurrency tests, fault drills, live
+        # servers); one that ends without closing its connection keeps it out of the pool. Room
+        # for those, so a later test never waits on an empty pool (a fault drill times its kill).
+        alias["OPTIONS"]["pool"] = {**alias["OPTIONS"]["pool"], "max_size": 40}
 
 # Redis databases 2 (cache) and 3 (broker), so a test run never touches `make run`'s queues.
 # TEST_REDIS_DB moves both (to N and N+1) so two test runs on one machine keep apart.
