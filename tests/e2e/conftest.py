@@ -1,12 +1,10 @@
 """Browser tests: a real gunicorn serving committed data, driven by Debian's Chromium via Playwright."""
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.servers import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -18,27 +16,8 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 @pytest.fixture(scope="session")
 def live_url(live_port, process_env):
-    port = live_port
-    env = process_env
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--threads", "4", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/accounts/login/", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("gunicorn did not start")
-            time.sleep(0.2)
-    yield url
-    server.terminate()
-    server.wait(timeout=15)
+    with gunicorn(port=live_port, env=process_env, threads=4) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

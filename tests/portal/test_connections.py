@@ -19,6 +19,7 @@ from tests.invoices.factories import make_invoice
 from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory
 from tests.portal.test_settings import PRODUCTION_ENV
 from tests.support.owner import as_owner
+from tests.support.servers import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOW_DATABASES = ("import json, django; django.setup(); from django.conf import settings as s; "
@@ -107,23 +108,8 @@ def pooled_web(process_env):
     name, port = f"test-web-{uuid.uuid4().hex[:8]}", _free_port()
     env = {**process_env, "DATABASE_APPLICATION_NAME": name, "DATABASE_POOL_MIN_SIZE": "1",
            "DATABASE_POOL_MAX_SIZE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind",
-                               f"127.0.0.1:{port}", "--workers", "1", "--threads", "1", "--log-level", "warning"],
-                              cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/accounts/login/", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("gunicorn did not start")
-            time.sleep(0.2)
-    yield url, name
-    server.terminate()
-    server.wait(timeout=15)
+    with gunicorn(port=port, env=env, threads=1) as url:
+        yield url, name
 
 
 def test_a_pooled_connection_serves_each_client_only_its_own_rows(committed, pooled_web):
