@@ -13,11 +13,8 @@ from portal.rls import identity_scope, user_scope
 
 class _Scoped:
     def get_user(self, user_id):
-        # The session says which user it is for; only that user's row is made visible.
-        try:
-            user_id = int(user_id)
-        except (TypeError, ValueError):
-            return None
+        # The session says which user it is for (django.contrib.auth has parsed the id already);
+        # only that user's row is made visible.
         with user_scope(user_id):
             return super().get_user(user_id)
 

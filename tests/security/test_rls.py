@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
+from django.test import override_settings
 
 from portal import rls
 from portal.models import User
@@ -119,14 +120,8 @@ def test_sql_inside_a_clients_scope_cannot_widen_it(world, injection):
 
 
 def _signed(values, *, secret=None, now=None):
-    if secret is None:
+    with override_settings(RLS_SCOPE_KEY=secret or settings.RLS_SCOPE_KEY):
         return rls.scope_token(values, now=now)
-    original = settings.RLS_SCOPE_KEY
-    settings.RLS_SCOPE_KEY = secret
-    try:
-        return rls.scope_token(values, now=now)
-    finally:
-        settings.RLS_SCOPE_KEY = original
 
 
 @pytest.mark.parametrize("statement, error", [
