@@ -84,11 +84,15 @@ def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], me
                    idempotency_key: uuid.UUID, wants_mandate: bool = False) -> CheckoutAttempt:
     """Start paying (or, for a key already used, return that same attempt: a second click
     never creates a second charge). The attempt is committed before the gateway is called."""
-    attempt = CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
+    attempt = _attempt_for_key(client=client, idempotency_key=idempotency_key)
     if attempt is None:
         attempt = _checkout_attempt_create(client=client, user=user, requested=requested, method=method,
                                            idempotency_key=idempotency_key, wants_mandate=wants_mandate)
     return _checkout_open(attempt, user=user)
+
+
+def _attempt_for_key(*, client, idempotency_key) -> CheckoutAttempt | None:
+    return CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
 
 
 def _checkout_attempt_create(*, client, user, requested, method, idempotency_key, wants_mandate) -> CheckoutAttempt:
@@ -113,7 +117,7 @@ def _checkout_attempt_create(*, client, user, requested, method, idempotency_key
                     amount=sum(amount for _, amount in items), currency=currency, wants_mandate=wants_mandate,
                     provider_customer_id=customer)
         except IntegrityError:  # the same click, twice at once: the other one made it
-            attempt = CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
+            attempt = _attempt_for_key(client=client, idempotency_key=idempotency_key)
             if attempt is None:  # a key another client's attempt holds (and this scope cannot see)
                 raise DomainError(gettext("This payment form has expired. Please reload the page and try again."))
             return attempt
