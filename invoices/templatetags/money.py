@@ -1,31 +1,33 @@
-"""Amounts as the reader's locale writes them: € 1.208,33 in Dutch, € 1,208.33 in English."""
-from decimal import Decimal
-
+"""Template filters for amounts, numbers and dates in the reader's language (portal.formatting):
+`{{ x|money:currency }}` € 1.208,33 / €1,208.33, `{{ d|day }}` 17 dec 2026, `{{ d|day:"long" }}`."""
 from django import template
-from django.utils.formats import number_format
+
+from portal.formatting import format_day, format_moment, format_money, format_number
 
 register = template.Library()
-SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "CHF": "CHF"}
 
 
 @register.filter
 def money(amount, currency="EUR"):
-    if amount in (None, ""):
-        return ""
-    amount = Decimal(amount)
-    sign = "−" if amount < 0 else ""
-    formatted = number_format(abs(amount), 2, use_l10n=True, force_grouping=True)
-    return f"{sign}{SYMBOLS.get(currency, currency)} {formatted}"
+    return format_money(amount, currency or "EUR")
 
 
 @register.filter
 def quantity(value):
     """3.000 → 3, 2.500 → 2,5 (nl) / 2.5 (en)."""
-    value = Decimal(value).normalize()
-    places = max(0, -value.as_tuple().exponent)
-    return number_format(value, places, use_l10n=True, force_grouping=True)
+    return format_number(value)
 
 
 @register.filter
 def percent(value):
-    return f"{quantity(value)}%"
+    return f"{format_number(value)}%"
+
+
+@register.filter
+def day(value, style="medium"):
+    return format_day(value, style)
+
+
+@register.filter
+def moment(value):
+    return format_moment(value)

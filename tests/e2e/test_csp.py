@@ -23,7 +23,7 @@ def test_client_pages_run_with_nothing_refused_by_the_policy(committed, live_url
     committed.create(_ledger)
     refused = _watch_for_refusals(page)
     _log_in(page, f"{live_url}/")
-    expect(page.get_by_test_id("open-balance")).to_have_text("€ 471.90")
+    expect(page.get_by_test_id("open-balance")).to_have_text("€471.90")
     csp = page.request.get(f"{live_url}/").headers["content-security-policy"]
     assert "default-src 'self'" in csp and "unsafe-inline" not in csp
 

@@ -24,7 +24,7 @@ def test_client_downloads_an_invoice_pdf_from_the_list(committed, live_url, page
     page.get_by_role("button", name="Sign In").click()
     page.get_by_role("link", name="Invoices", exact=True).click()
     row = page.locator("summary", has_text="INV-2026-00042")
-    assert "€ 544.50" in row.inner_text() and "Open" in row.inner_text()
+    assert "€544.50" in row.inner_text() and "Open" in row.inner_text()
     row.click()  # expands in place
     assert page.get_by_text("Bookkeeping").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -80,7 +80,7 @@ def test_dashboard_list_filters_preview_detail_and_pdf(committed, live_url, page
     committed.create(_ledger)
     _log_in(page, f"{live_url}/")
     # Dashboard: 363.00 − 12.10 credit on the late one, plus 121.00 open.
-    assert page.get_by_test_id("open-balance").inner_text() == "€ 471.90"
+    assert page.get_by_test_id("open-balance").inner_text() == "€471.90"
     assert page.get_by_test_id("overdue-count").inner_text() == "1"
     assert page.get_by_role("link", name="Pay what is overdue").is_visible()
     _shot(page, "dashboard")
@@ -116,7 +116,7 @@ def test_dashboard_list_filters_preview_detail_and_pdf(committed, live_url, page
     preview.get_by_role("link", name=re.compile("^Details")).click()
 
     assert page.get_by_role("heading", level=1).inner_text().startswith("Invoice NW-LATE")
-    assert "€ 350.90" in page.locator(".amount-card").inner_text()
+    assert "€350.90" in page.locator(".amount-card").inner_text()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert _axe(page) == []
     _shot(page, "detail")
