@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.support import SCREEN_IDS, SCREENS
 from tests.support.servers import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,4 +46,18 @@ def page(request, browser):
     yield page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+@pytest.fixture(params=SCREENS, ids=SCREEN_IDS)
+def screen(request, browser):
+    """A page on one of the four screens a client uses: phone or desktop, Dutch or English.
+    `screen.language` is the language the test's contact should have (their portal language)."""
+    width, height, language = request.param
+    context = browser.new_context(viewport={"width": width, "height": height},
+                                  locale="nl-NL" if language == "nl" else "en-GB")
+    page = context.new_page()
+    page.screen_width = width
+    page.language = language
+    yield page
     context.close()

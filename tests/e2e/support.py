@@ -1,0 +1,63 @@
+"""What every browser test of a client page shares: signing in, the four screens a client uses
+(phone 375 px and desktop 1280 px, in Dutch and English), an axe-core check, a sideways-scroll
+check and a screenshot under var/screenshots/."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.portal.factories import PASSWORD
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+AXE = Path(__file__).parent / "vendor" / "axe-4.14.1.min.js"
+# (width, height, language) a client reads the portal on.
+SCREENS = [(375, 740, "en"), (375, 740, "nl"), (1280, 800, "en"), (1280, 800, "nl")]
+SCREEN_IDS = ["phone-en", "phone-nl", "desktop-en", "desktop-nl"]
+
+
+def log_in(page, url: str, email: str, password: str = PASSWORD) -> None:
+    """Sign in through the login form (whatever language it is in) and wait for the next page."""
+    page.goto(url)
+    page.locator("input[name=login]").fill(email)
+    page.locator("input[name=password]").fill(password)
+    with page.expect_navigation():
+        page.locator("form button[type=submit]").first.click()
+
+
+def axe_violations(page) -> list[tuple[str, str, int]]:
+    """axe-core's serious and critical findings on the page as it is now. Evaluated through the
+    DevTools protocol, which the page's Content-Security-Policy does not govern."""
+    page.evaluate(AXE.read_text())
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [(v["id"], v["impact"], len(v["nodes"])) for v in result["violations"]
+            if v["impact"] in ("serious", "critical")]
+
+
+def sideways_overflow(page) -> list[str]:
+    """Empty when the page fits the screen's width; else the page width and the widest offenders."""
+    return page.evaluate("""() => {
+        const width = window.innerWidth;
+        if (document.documentElement.scrollWidth <= width) return [];
+        const wide = [...document.querySelectorAll('body *')]
+            .filter(el => el.getBoundingClientRect().right > width + 1)
+            .slice(0, 5).map(el => el.tagName.toLowerCase() + '.' + [...el.classList].join('.'));
+        return [`scrollWidth ${document.documentElement.scrollWidth} > ${width}`, ...wide];
+    }""")
+
+
+def screenshot(page, name: str) -> Path:
+    """A full-page screenshot, var/screenshots/<name>-<language>-<width>px.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+    path = SCREENSHOTS / f"{safe}-{getattr(page, 'language', 'en')}-{page.screen_width}px.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def check_page(page, name: str) -> None:
+    """The checks every client page passes on every screen: no sideways scroll, axe clean, and
+    a screenshot for people to look at."""
+    screenshot(page, name)
+    assert sideways_overflow(page) == [], (name, sideways_overflow(page))
+    assert axe_violations(page) == [], (name, axe_violations(page))
