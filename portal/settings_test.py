@@ -2,6 +2,14 @@
 import os
 
 os.environ.setdefault("DATABASE_NAME", "portal_test")
+# `make test` runs the suite in two pytest-xdist workers (one per core). The first keeps the
+# database and Redis databases `make test` prepared; each further worker (gw1, ...) gets a database
+# and Redis databases of its own, also in the web servers and Celery workers its tests start
+# (they inherit PYTEST_XDIST_WORKER and work the names out the same way).
+_worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_suffix = f"_gw{_worker}" if _worker else ""
+if _suffix and not os.environ["DATABASE_NAME"].endswith(_suffix):
+    os.environ["DATABASE_NAME"] += _suffix
 
 from portal.settings import *  # noqa: E402,F403
 from portal.settings import DATABASES, EMBEDDED_REDIS, CELERY_BROKER_URL, CACHE_URL  # noqa: E402
@@ -12,7 +20,7 @@ from portal.settings import DATABASES, EMBEDDED_REDIS, CELERY_BROKER_URL, CACHE_
 for alias in DATABASES.values():
     if os.environ.get("DATABASE_URL"):
         # An external server: keep the test database apart from the real one.
-        alias["NAME"] = os.environ.get("TEST_DATABASE_NAME", alias["NAME"] + "_test")
+        alias["NAME"] = os.environ.get("TEST_DATABASE_NAME", alias["NAME"] + "_test") + _suffix
     if "pool" in alias.get("OPTIONS", {}) and "DATABASE_POOL_MAX_SIZE" not in os.environ:
         # The test process runs many short-lived threads (concurrency tests, fault drills, live
         # servers); one that ends without closing its connection keeps it out of the pool. Room
@@ -21,7 +29,7 @@ for alias in DATABASES.values():
 
 # Redis databases 2 (cache) and 3 (broker), so a test run never touches `make run`'s queues.
 # TEST_REDIS_DB moves both (to N and N+1) so two test runs on one machine keep apart.
-_cache_db = int(os.environ.get("TEST_REDIS_DB", "2"))
+_cache_db = int(os.environ.get("TEST_REDIS_DB", "2")) + 2 * _worker
 if EMBEDDED_REDIS:
     CACHE_URL = CACHE_URL.replace("db=1", f"db={_cache_db}")
     CELERY_BROKER_URL = CELERY_BROKER_URL + f"?virtual_host={_cache_db + 1}"

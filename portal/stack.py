@@ -154,7 +154,12 @@ def test(pytest_args: list[str]) -> int:
     prepare_database("portal.settings_test", demo=False)
     _say("running the test suite")
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
-    return subprocess.run([PYTHON, "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    # One pytest-xdist worker per core (TEST_WORKERS=1: one process); each worker has a database
+    # and Redis databases of its own (portal/settings_test.py). Whole modules go to one worker, so a
+    # module's shared data and servers are set up once.
+    workers = os.environ.get("TEST_WORKERS", str(min(2, os.cpu_count() or 1)))
+    parallel = ["-n", workers, "--dist", "loadfile"] if workers != "1" else []
+    return subprocess.run([PYTHON, "-m", "pytest", *parallel, *pytest_args], cwd=ROOT, env=env).returncode
 
 
 def _terminate_on_sigterm() -> None:
