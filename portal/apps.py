@@ -26,7 +26,7 @@ class PortalConfig(AppConfig):
     def ready(self):
         # Imported for their side effects: signal receivers, and the row-level-security
         # scope wrapper that every database connection gets when it opens.
-        from portal import receivers, rls  # noqa: F401
+        from portal import live, receivers, rls  # noqa: F401
 
         post_migrate.connect(_secure_scope, sender=self, dispatch_uid="portal.secure_scope")
 

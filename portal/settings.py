@@ -437,6 +437,9 @@ PERMISSIONS_POLICY = {feature: [] for feature in (
 # or that opens it, gets no handle on it), HSTS in production (above).
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
+# How often an open overview, invoice list or invoice asks whether anything changed (portal/live.py).
+LIVE_POLL_SECONDS = env.float("LIVE_POLL_SECONDS", default=15.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -53,3 +53,6 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.support"]  # noqa: F405
 # Every test's webhooks come from 127.0.0.1, within the same minutes: limits that never bite.
 # The tests of the limits lower them (tests/portal/test_webhooks.py).
 WEBHOOK_RATE_PER_IP = WEBHOOK_RATE_PER_ACCOUNT = "1000000/m"
+
+# Open pages ask for changes every second, so a browser test sees one within a few seconds.
+LIVE_POLL_SECONDS = 1.0

@@ -2,7 +2,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import health, views
+from portal import health, live_views, views
 
 portal_patterns = [
     path("", views.home, name="home"),
@@ -14,6 +14,7 @@ portal_patterns = [
     path("notifications/read-all/", views.notifications_read_all, name="notifications_read_all"),
     path("notifications/settings/", views.notification_preferences, name="notification_preferences"),
     path("language/", views.set_language, name="set_language"),
+    path("live/", live_views.live_poll, name="live"),
 ]
 
 urlpatterns = [
