@@ -490,6 +490,7 @@ NO_ID_ROUTES: dict[str, Page] = {
     "portal:notifications_read_all": Page((FORM, FORM_HTMX)),
     "portal:notification_preferences": Page((QUERY, Probe("post", lambda w: {"email": "invoice_issued",
                                                                               "user": w.b.notifications[0].user_id}))),
+    "portal:live": Page((QUERY, QUERY_HTMX, Probe("get", lambda w: {"v": "1", "client": w.b.client.pk}))),
     "portal:set_language": Page((Probe("post", lambda w: {"language": "nl",
                                                           "next": f"/invoices/{w.b.invoices['open'].pk}/"}),)),
     "invoices:list": Page((QUERY, QUERY_HTMX, Probe("get", lambda w: {"q": "BZ-CN"}),
