@@ -9,7 +9,6 @@ from decimal import Decimal
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import number_format
 from django.utils.translation import gettext_noop
 
 from invoices import signals
@@ -20,7 +19,7 @@ from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, Invoice, 
 from invoices.money import ZERO, document_totals, line_amounts, round_money
 from portal.jobs import job_enqueue
 from portal.models import AuditEvent, NotificationKind
-from portal.notifications import notify_client
+from portal.notifications import money_arg, notify_client
 from portal.services import audit_record
 
 Status = Invoice.Status
@@ -74,16 +73,13 @@ def _document_changed(kind: str, pk: int) -> None:
                 subject=f"{kind}:{pk}")
 
 
-def _amount(value: Decimal, currency: str) -> str:
-    return f"{currency} {number_format(value, 2, use_l10n=False)}"
-
-
 def _notify_invoice_issued(invoice: Invoice) -> None:
     notifications = notify_client(client=invoice.client, kind=NotificationKind.INVOICE_ISSUED,
                   url=reverse("invoices:detail", args=[invoice.pk]),
                   title=gettext_noop("New invoice %(number)s: %(amount)s, due %(due)s"),
-                  title_args={"number": invoice.number, "amount": _amount(invoice.total, invoice.currency),
-                              "due": invoice.due_date.isoformat()})
+                  title_args={"number": invoice.number, "amount": money_arg(invoice.total, invoice.currency),
+                              "due": invoice.due_date},
+                  pay_url=reverse("invoices:pay", args=[invoice.pk]), attachment=f"invoice:{invoice.pk}")
     if invoice.brand.allow_document_links:
         for notification in notifications:
             notification.document_link = document_link_issue(invoice=invoice, user=notification.user)
@@ -279,8 +275,10 @@ def credit_note_issue(*, credit_note: CreditNote, actor=None) -> CreditNote:
     notify_client(client=credit_note.client, kind=NotificationKind.CREDIT_NOTE_ISSUED,
                   url=reverse("invoices:credit_note_detail", args=[credit_note.pk]),
                   title=gettext_noop("Credit note %(number)s of %(amount)s for invoice %(invoice)s"),
-                  title_args={"number": credit_note.number, "amount": _amount(credit_note.total, credit_note.currency),
-                              "invoice": credit_note.invoice.number})
+                  title_args={"number": credit_note.number,
+                              "amount": money_arg(credit_note.total, credit_note.currency),
+                              "invoice": credit_note.invoice.number},
+                  attachment=f"credit_note:{credit_note.pk}")
     return credit_note
 
 
@@ -332,7 +330,7 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
         notify_client(client=client, kind=NotificationKind.PAYMENT_RECEIVED,
                       url=reverse("invoices:detail", args=[invoice.pk]),
                       title=gettext_noop("Payment of %(amount)s received for invoice %(number)s"),
-                      title_args={"amount": _amount(applied, currency), "number": invoice.number})
+                      title_args={"amount": money_arg(applied, currency), "number": invoice.number})
     if unallocated > 0:
         _credit_client(client=client, currency=currency, amount=unallocated,
                        source=ClientCredit.Source.OVERPAYMENT, payment=payment, actor=actor)

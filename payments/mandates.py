@@ -23,7 +23,7 @@ from payments.models import CheckoutAttempt, CheckoutItem, Mandate, MandateColle
 from payments.services import checkout_apply
 from portal.jobs import job_enqueue
 from portal.models import AuditEvent, NotificationKind
-from portal.notifications import notify_client
+from portal.notifications import money_arg, notify_client
 from portal.services import audit_record
 
 PRENOTIFY_DAYS = 3
@@ -131,8 +131,8 @@ def _prenotify(invoice: Invoice, mandate: Mandate) -> None:
                   url=reverse("invoices:detail", args=[invoice.pk]),
                   title=gettext_noop("Invoice %(number)s (%(amount)s) will be collected by direct "
                                      "debit from %(account)s on %(date)s"),
-                  title_args={"number": invoice.number, "amount": f"{invoice.currency} {invoice.open_balance}",
-                              "account": mandate.masked_account, "date": invoice.due_date.isoformat()})
+                  title_args={"number": invoice.number, "amount": money_arg(invoice.open_balance, invoice.currency),
+                              "account": mandate.masked_account, "date": invoice.due_date})
 
 
 def collection_collect(*, job_key: str, invoice_id: int) -> str:

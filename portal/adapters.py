@@ -1,5 +1,6 @@
 """How django-allauth behaves here: no self sign-up; staff land in admin, clients in the portal;
 the client address behind the proxy; failed-login limits that cannot lock out other people;
+its emails (sign-in code, password reset, ...) in the brand's look and the reader's language;
 two-factor secrets encrypted with the project's key ring."""
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import base64
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core.internal import ratelimit
 from allauth.mfa.adapter import DefaultMFAAdapter
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import translation
 
 from portal.crypto import DecryptionError, keyring
 from portal.http import client_ip
+from portal.notifications import brand_email_context
+from portal.selectors import default_brand
 
 # Failed password logins are counted three ways (rates in settings.ACCOUNT_RATE_LIMITS):
 #   login_failed_pair     per account *and* address: strict. Guessing one account's password
@@ -37,6 +43,41 @@ class AccountAdapter(DefaultAccountAdapter):
         if request.user.is_staff:
             return reverse("admin:index")
         return reverse("portal:home")
+
+    def send_mail(self, template_prefix, email, context):
+        """Every account email in the contact's language (the user's `language` when the address
+        is theirs, else the language the request was made in) and the brand's look: the brand of
+        the client in use, else the default brand the login page shows."""
+        user = context.get("user") or self._user_for(email)
+        request = context.get("request") or getattr(self, "request", None)
+        client = getattr(request, "client", None)
+        brand = client.brand if client is not None else default_brand()
+        language = getattr(user, "language", "") or translation.get_language()
+        with translation.override(language):
+            # No settings link: these emails cannot be turned off.
+            super().send_mail(template_prefix, email, {**brand_email_context(brand), "settings_link": "",
+                                                       "user": user, "language": language, **context})
+
+    def render_mail(self, template_prefix, email, context, headers=None):
+        """allauth's message, sent by the brand (its name, its support address for replies), the
+        brand's name in the subject, and HTML in its look for the emails without an HTML template."""
+        message = super().render_mail(template_prefix, email, context, headers=headers)
+        brand = context.get("brand")
+        if brand is None:
+            return message
+        message.subject = f"{message.subject} · {brand.name}"
+        message.from_email = f"{brand.name} <{message.from_email}>"
+        if brand.support_email:
+            message.reply_to = [brand.support_email]
+        if hasattr(message, "attach_alternative") and not message.alternatives:
+            message.attach_alternative(render_to_string("account/email/_generic_message.html",
+                                                        {**context, "body": message.body.split("\n--\n")[0]}),
+                                     "text/html")
+        return message
+
+    @staticmethod
+    def _user_for(email):
+        return get_user_model().objects.filter(email__iexact=email or "").first()
 
     def get_client_ip(self, request) -> str:
         # allauth's own reading trusts X-Forwarded-For by count; ours trusts only TRUSTED_PROXIES.

@@ -1,7 +1,9 @@
 """Tenancy (brands, clients, memberships), users and the append-only audit log."""
 from __future__ import annotations
 
+import datetime
 import zoneinfo
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
@@ -9,9 +11,11 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from portal.crypto import EncryptedJSONField, EncryptedTextField
+from portal.formatting import format_day, format_money
 
 def validate_time_zone(value: str) -> None:
     if value not in zoneinfo.available_timezones():
@@ -85,6 +89,9 @@ class Brand(models.Model):
         _("one-invoice links in emails"), default=False,
         help_text=_("Emails about a new invoice carry a link that opens that one invoice without a password."))
     document_link_days = models.PositiveSmallIntegerField(_("one-invoice links last (days)"), default=14)
+    email_attach_pdf = models.BooleanField(
+        _("PDF attached to emails"), default=True,
+        help_text=_("Emails about a new invoice or credit note carry its PDF."))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -215,7 +222,11 @@ class NotificationKind(models.TextChoices):
 
 
 class Notification(models.Model):
-    """An in-app notification for one contact of one client, and the state of its email."""
+    """An in-app notification for one contact of one client, and the state of its email.
+    Its text is written when it is shown, in the reader's language at that moment: `message`
+    is the untranslated message and `message_args` its values as they are, not as any
+    language writes them (money {"money": "1306.80", "currency": "EUR"}, a date
+    {"date": "2026-12-17"})."""
 
     class EmailStatus(models.TextChoices):
         PENDING = "pending", _("Pending")
@@ -226,8 +237,16 @@ class Notification(models.Model):
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="notifications")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=30, choices=NotificationKind.choices)
-    title = models.CharField(max_length=300)
+    title = models.CharField(max_length=300, help_text=_(
+        "As written when it was made, in the contact's language then: shown only when there is no message."))
+    message = models.CharField(max_length=300, blank=True, help_text=_(
+        "The untranslated message, with named placeholders; translated whenever it is shown."))
+    message_args = models.JSONField(default=dict, blank=True)
     url = models.CharField(max_length=300, help_text="The deep link, relative to the site.")
+    pay_url = models.CharField(max_length=300, blank=True, help_text=_(
+        "Where the email's Pay button leads, relative to the site (empty: no Pay button)."))
+    attachment = models.CharField(max_length=50, blank=True, help_text=_(
+        "The document whose PDF the email carries, as kind:id (invoice:12, credit_note:3)."))
     read_at = models.DateTimeField(null=True, blank=True)
     email_status = models.CharField(max_length=10, choices=EmailStatus.choices, default=EmailStatus.PENDING)
     email_attempts = models.PositiveSmallIntegerField(default=0)
@@ -242,7 +261,31 @@ class Notification(models.Model):
         indexes = [models.Index(fields=["user", "client", "read_at"])]
 
     def __str__(self):
-        return self.title
+        return self.text
+
+    @property
+    def text(self) -> str:
+        """What it says, in the active language, with money and dates written that language's way."""
+        if not self.message:
+            return self.title
+        try:
+            return gettext(self.message) % self.shown_args
+        except (KeyError, TypeError, ValueError):  # a translation that lost a placeholder
+            return self.title
+
+    @property
+    def shown_args(self) -> dict[str, str]:
+        """The message's values as the active language writes them (`amount`, `due`, ...)."""
+        return {name: shown_value(value) for name, value in (self.message_args or {}).items()}
+
+
+def shown_value(value) -> str:
+    """A stored message value as the active language writes it: money and dates formatted."""
+    if isinstance(value, dict) and "money" in value:
+        return format_money(Decimal(value["money"]), value.get("currency") or "EUR")
+    if isinstance(value, dict) and "date" in value:
+        return format_day(datetime.date.fromisoformat(value["date"]))
+    return str(value)
 
 
 class NotificationPreference(models.Model):

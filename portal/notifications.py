@@ -1,42 +1,89 @@
 """Telling a client's contacts: an in-app notification each, and an email unless they turned
 that kind off. Each email is a job ("notification.email", portal.jobs) written with its
-notification: sent with no transaction open, recorded right after, retried, never sent twice."""
+notification: sent with no transaction open, recorded right after, retried, never sent twice.
+
+A notification keeps its message untranslated, with its values raw (Notification.text writes it
+in the reader's language when shown); the email is written in the contact's language when it is
+sent. Every email here and in the apps has the same branded look (portal/email/_layout.html):
+brand_email_context() and branded_email() build it."""
 from __future__ import annotations
+
+import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.db.models import F
+from django.dispatch import Signal
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone, translation
 
+from portal.branding import readable_on_white
 from portal.jobs import jobs_enqueue_bulk
 from portal.models import Client, Membership, Notification, NotificationKind, NotificationPreference
 
 EMAIL_JOB = "notification.email"
 EmailStatus = Notification.EmailStatus
 
+# The app that owns a notification's `attachment` ("invoice:12") supplies its file: a receiver
+# gets `notification` and returns (file name, content, MIME type), or None when it is not its
+# kind (invoices.documents.attachments). Sent by the email job with no transaction open.
+email_attachment_wanted = Signal()
+
+
+def money_arg(amount: Decimal, currency: str) -> dict:
+    """A money value for a message, kept raw: written in the reader's language when shown."""
+    return {"money": str(amount), "currency": currency}
+
+
+def date_arg(day: datetime.date) -> dict:
+    return {"date": day.isoformat()}
+
+
+def _raw_args(title_args: dict) -> dict:
+    raw = {}
+    for name, value in title_args.items():
+        if isinstance(value, datetime.datetime):
+            raise TypeError(f"{name}: a moment is not a message value; pass its date")
+        if isinstance(value, datetime.date):
+            value = date_arg(value)
+        elif isinstance(value, (Decimal, float)):
+            raise TypeError(f"{name}: money needs its currency, money_arg(amount, currency)")
+        raw[name] = value
+    return raw
+
 
 def notify_client(*, client: Client, kind: str, url: str, title: str, title_args: dict,
-                  users: list | None = None) -> list[Notification]:
-    """One notification per contact of the client (or per one of `users`), its title in the
-    contact's language, with its email job in the same transaction.
-    `title` is a gettext_noop'd message with %(name)s placeholders filled from title_args."""
+                  users: list | None = None, pay_url: str = "", attachment: str = "",
+                  send_email: bool = True) -> list[Notification]:
+    """One notification per contact of the client (or per one of `users`), with its email job
+    in the same transaction (none when `send_email` is off: the caller emails them itself).
+    `title` is a gettext_noop'd message with %(name)s placeholders, `title_args` its values:
+    text, dates, and money as money_arg(amount, currency). They are stored as they are and
+    written in the reader's language whenever the notification is shown or emailed.
+    `pay_url` gives the email a Pay button; `attachment` ("invoice:<id>") attaches that PDF
+    where the brand allows it."""
     created = []
     email_off = set(NotificationPreference.objects.filter(kind=kind, email=False).values_list("user_id", flat=True))
     memberships = Membership.objects.filter(client=client).select_related("user")
     if users is not None:
         memberships = memberships.filter(user__in=users)
+    raw = _raw_args(title_args)
     with transaction.atomic():
         for membership in memberships:
             user = membership.user
             if not user.is_active:
                 continue
+            notification = Notification(client=client, user=user, kind=kind, url=url, message=title,
+                                        message_args=raw, pay_url=pay_url, attachment=attachment,
+                                        email_status=EmailStatus.OFF if not send_email or user.pk in email_off
+                                        else EmailStatus.PENDING)
             with translation.override(user.language):
-                text = translation.gettext(title) % title_args
-            created.append(Notification.objects.create(
-                client=client, user=user, kind=kind, title=text[:300], url=url,
-                email_status=EmailStatus.OFF if user.pk in email_off else EmailStatus.PENDING))
+                notification.title = notification.text[:300]  # what admin lists and searches
+            notification.save()
+            created.append(notification)
         jobs_enqueue_bulk(kind=EMAIL_JOB, jobs=[(f"notification:{n.pk}", {"notification": n.pk}, "")
                                                 for n in created if n.email_status == EmailStatus.PENDING])
     return created
@@ -61,31 +108,65 @@ def notification_email_deliver(*, notification_id: int, final: bool = False) -> 
     return "sent"
 
 
+def site_link(path: str) -> str:
+    """An absolute link for an email: the public address (settings.SITE_URL) and a site path."""
+    return settings.SITE_URL.rstrip("/") + path
+
+
+def brand_email_context(brand) -> dict:
+    """What the branded email layout needs: the brand, its colour made readable on white, and
+    the link to the notification settings."""
+    return {"brand": brand, "brand_primary": readable_on_white(brand.primary_colour) if brand else "#1f4e79",
+            "settings_link": site_link(reverse("portal:notification_preferences"))}
+
+
+def branded_email(*, brand, subject: str, text: str, html: str, to: list[str],
+                  headers: dict | None = None) -> EmailMultiAlternatives:
+    """An email from the brand (its name as the sender, replies to its support address), text and HTML."""
+    message = EmailMultiAlternatives(
+        subject=subject, body=text, to=to,
+        from_email=f"{brand.name} <{settings.DEFAULT_FROM_EMAIL}>" if brand else settings.DEFAULT_FROM_EMAIL,
+        reply_to=[brand.support_email] if brand and brand.support_email else None, headers=headers)
+    message.attach_alternative(html, "text/html")
+    return message
+
+
 def notification_email_send(*, notification: Notification) -> None:
-    """Send one notification's email now (HTML and text, brand look, contact's language)."""
+    """Send one notification's email now: HTML and text, the brand's look, the contact's
+    language, the amount and due date, a Pay button where there is something to pay, the PDF
+    where the brand allows, and the way to the notification settings. Call it with no
+    transaction open (the PDF may be rendered here)."""
     user, client = notification.user, notification.client
     brand = client.brand
-    link = settings.SITE_URL.rstrip("/") + notification.url
-    context = {"notification": notification, "user": user, "client": client, "brand": brand, "link": link,
-               "document_link_url": _document_link_url(notification)}
+    attachments = _attachments(notification) if notification.attachment and brand.email_attach_pdf else []
     with translation.override(user.language):
+        context = {**brand_email_context(brand), "notification": notification, "user": user, "client": client,
+                   "title": notification.text, "facts": notification.shown_args,
+                   "link": site_link(notification.url),
+                   "pay_link": site_link(notification.pay_url) if notification.pay_url else "",
+                   "document_link_url": _document_link_url(notification), "language": user.language,
+                   "attached": [name for name, _, _ in attachments]}
         subject = render_to_string("portal/email/notification_subject.txt", context).strip()
         text = render_to_string("portal/email/notification.txt", context)
         html = render_to_string("portal/email/notification.html", context)
-    message = EmailMultiAlternatives(subject=subject, body=text, to=[user.email],
-                                     from_email=f"{brand.name} <{settings.DEFAULT_FROM_EMAIL}>",
-                                     reply_to=[brand.support_email],
-                                     # The same id however often it is sent, so a repeat can be recognised.
-                                     headers={"Message-ID": _message_id(notification)})
-    message.attach_alternative(html, "text/html")
+    message = branded_email(brand=brand, subject=subject, text=text, html=html, to=[user.email],
+                            # The same id however often it is sent, so a repeat can be recognised.
+                            headers={"Message-ID": _message_id(notification)})
+    for name, content, mime in attachments:
+        message.attach(name, content, mime)
     message.send()
+
+
+def _attachments(notification: Notification) -> list[tuple[str, bytes, str]]:
+    return [found for _, found in email_attachment_wanted.send(sender=Notification, notification=notification)
+            if found]
 
 
 def _document_link_url(notification: Notification) -> str:
     link = notification.document_link  # an invoices.DocumentLink; it knows its own URL
     if link is None or not link.is_usable(timezone.now()) or not notification.client.brand.allow_document_links:
         return ""
-    return settings.SITE_URL.rstrip("/") + link.url_path()
+    return site_link(link.url_path())
 
 
 def _message_id(notification: Notification) -> str:

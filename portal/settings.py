@@ -68,7 +68,10 @@ if PRODUCTION:
 else:
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
+# The public address every link in an email starts with. Required in production; elsewhere the
+# address `make run` serves (portal.stack passes it on to web, worker and beat).
+SITE_URL = (_required("SITE_URL") if PRODUCTION
+            else env.str("SITE_URL", default=f"http://127.0.0.1:{env.str('PORT', default='8000')}")).rstrip("/")
 # Payment gateways' API base URLs: the real ones unless set (tests point them at local fakes).
 MOLLIE_API_ENDPOINT = env.str("MOLLIE_API_ENDPOINT", default="https://api.mollie.com")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")

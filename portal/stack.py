@@ -78,6 +78,12 @@ def web_command(port: str, threads: int) -> list[str]:
             "--workers", "1", "--threads", str(threads), "--reload", "--access-logfile", "-"]
 
 
+def site_url(port: str) -> str:
+    """Where links in emails lead: SITE_URL when set (the address the public reaches), else the
+    address this serves."""
+    return os.environ.get("SITE_URL") or f"http://127.0.0.1:{port}"
+
+
 def run_commands(port: str) -> dict[str, tuple[list[str], dict]]:
     """What `make run` starts: each process with the environment it runs in. All three connect
     as the application role (the set-up before them alone used the owner), each with a pool
@@ -87,7 +93,7 @@ def run_commands(port: str) -> dict[str, tuple[list[str], dict]]:
 
     def env(name: str, pool_size: int) -> dict:
         return {**runtime_environ(), "DATABASE_APPLICATION_NAME": f"portal-{name}",
-                "DATABASE_POOL_MAX_SIZE": pool or str(pool_size)}
+                "DATABASE_POOL_MAX_SIZE": pool or str(pool_size), "SITE_URL": site_url(port)}
 
     return {
         "web": (web_command(port, threads), env("web", threads)),
@@ -104,6 +110,7 @@ def run() -> int:
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, (cmd, env) in run_commands(port).items()}
     time.sleep(2)
     _say(f"portal running at http://127.0.0.1:{port}/  (admin: http://127.0.0.1:{port}/admin/)")
+    _say(f"links in emails lead to {site_url(port)}/ (SITE_URL)")
     print(DEMO_LOGINS, flush=True)
     _say("Ctrl-C stops everything")
     status = 0

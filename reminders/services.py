@@ -17,13 +17,13 @@ import zoneinfo
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.translation import gettext_noop
 
 from invoices.documents.render import _css, _logo, html_to_pdf
 from invoices.models import Invoice
@@ -31,8 +31,9 @@ from invoices.money import round_money
 from invoices.services import invoice_create
 from invoices.signals import invoice_issued_by_portal
 from portal.jobs import jobs_enqueue_bulk
-from portal.models import AuditEvent, Membership, NotificationKind
-from portal.notifications import notify_client
+from portal.formatting import format_day, format_money
+from portal.models import AuditEvent, Membership, NotificationKind, NotificationPreference
+from portal.notifications import brand_email_context, branded_email, money_arg, notify_client, site_link
 from portal.services import audit_record
 from reminders.models import ReminderDelivery, ReminderDispatch, ReminderStep
 
@@ -123,12 +124,14 @@ def _raise_late_fee(dispatch: ReminderDispatch, *, today: datetime.date) -> None
     amount = round_money(step.late_fee_fixed + invoice.open_balance * step.late_fee_percent / 100)
     if amount <= 0:
         return
-    lines = [{"description": f"Late payment fee for invoice {invoice.number}", "quantity": 1, "unit": "",
+    with translation.override(invoice.client.locale):  # the fee invoice is the client's to read
+        description = translation.gettext("Late payment fee for invoice %(number)s") % {"number": invoice.number}
+    lines = [{"description": description, "quantity": 1, "unit": "",
               "unit_price": amount, "discount_percent": 0, "tax_rate": 0}]
     fee = invoice_create(
         client=invoice.client, brand=invoice.brand, number=f"{invoice.number}-FEE{step.offset_days:+d}",
         issue_date=today, due_date=today + datetime.timedelta(days=14), currency=invoice.currency,
-        payment_terms_days=14, notes=f"Late payment fee for invoice {invoice.number}", lines=lines)
+        payment_terms_days=14, notes=description, lines=lines)
     ReminderDispatch.objects.filter(pk=dispatch.pk).update(fee_invoice=fee)
     invoice_issued_by_portal.send(sender=Invoice, invoice=fee, lines=lines, related_invoice=invoice)
 
@@ -150,28 +153,44 @@ def _render(text: str, context: dict) -> str:
 
 @dataclass(frozen=True)
 class _Text:
-    """What one reminder says, in the client's language, with today's open balance."""
+    """What one reminder says in one language, with today's open balance written that
+    language's way (`€ 1.208,33`, `17 dec 2026`)."""
 
+    language: str
     subject: str
     body: str
     pay_link: str
+    amount: str
+    due: str
 
 
-def _reminder_text(dispatch: ReminderDispatch) -> _Text:
+def _reminder_text(dispatch: ReminderDispatch, language: str | None = None) -> _Text:
+    """The step's words in `language` (the client's when not given): the policy's Dutch text
+    for Dutch, its English text otherwise."""
     invoice, step, client = dispatch.invoice, dispatch.step, dispatch.invoice.client
-    pay_link = settings.SITE_URL.rstrip("/") + reverse("invoices:pay", args=[invoice.pk])
-    context = {"client": client.name, "invoice_number": invoice.number, "due_date": invoice.due_date,
-               "open_balance": f"{invoice.currency} {invoice.open_balance}", "pay_link": pay_link,
+    language = language or client.locale
+    pay_link = site_link(reverse("invoices:pay", args=[invoice.pk]))
+    amount = format_money(invoice.open_balance, invoice.currency, language=language)
+    due = format_day(invoice.due_date, language=language)
+    context = {"client": client.name, "invoice_number": invoice.number, "due_date": due,
+               "open_balance": amount, "pay_link": pay_link,
                "days_overdue": max(0, (timezone.localdate() - invoice.due_date).days)}
-    dutch = client.locale == "nl"
-    return _Text(subject=_render(step.subject_nl if dutch else step.subject_en, context),
-                 body=_render(step.body_nl if dutch else step.body_en, context), pay_link=pay_link)
+    dutch = language == "nl"
+    return _Text(language=language, subject=_render(step.subject_nl if dutch else step.subject_en, context),
+                 body=_render(step.body_nl if dutch else step.body_en, context), pay_link=pay_link,
+                 amount=amount, due=due)
 
 
-def _email_recipients(client) -> list[str]:
-    """The billing address and every active contact's, each once."""
-    contacts = Membership.objects.filter(client=client, user__is_active=True).values_list("user__email", flat=True)
-    return sorted({address for address in (client.billing_email, *contacts) if address})
+def _email_recipients(client) -> dict[str, str]:
+    """{address: language}: the billing address (in the client's language) and every active
+    contact's (in theirs) who has not turned reminder emails off, each once."""
+    turned_off = NotificationPreference.objects.filter(kind=NotificationKind.REMINDER, email=False).values("user_id")
+    contacts = (Membership.objects.filter(client=client, user__is_active=True)
+                .exclude(user_id__in=turned_off).values_list("user__email", "user__language"))
+    recipients = {address: language for address, language in contacts if address}
+    if client.billing_email:
+        recipients.setdefault(client.billing_email, client.locale)
+    return dict(sorted(recipients.items()))
 
 
 def reminder_send(*, dispatch_id: int, final: bool = False) -> str:
@@ -193,16 +212,16 @@ def reminder_send(*, dispatch_id: int, final: bool = False) -> str:
             ReminderDispatch.objects.filter(pk=dispatch.pk).update(status=Status.FAILED,
                                                                   error="settled before it went out")
             return "skipped"
-        emails_to = []
+        emails_to = {}
         if step.channel in (ReminderStep.Channel.EMAIL, ReminderStep.Channel.BOTH):
             reached = set(dispatch.deliveries.filter(channel=Channel.EMAIL, sent_at__isnull=False)
                           .values_list("recipient", flat=True))
-            emails_to = [address for address in _email_recipients(invoice.client) if address not in reached]
+            emails_to = {address: language for address, language in _email_recipients(invoice.client).items()
+                         if address not in reached}
     try:
-        text = _reminder_text(dispatch)
         if step.channel in (ReminderStep.Channel.IN_APP, ReminderStep.Channel.BOTH):
-            _deliver_in_app(dispatch, text)
-        failures = _deliver_emails(dispatch, text, emails_to) if emails_to else {}
+            _deliver_in_app(dispatch)
+        failures = _deliver_emails(dispatch, emails_to) if emails_to else {}
     except Exception as exc:
         _record_failure(dispatch, f"{type(exc).__name__}: {exc}", final=final)
         raise
@@ -221,9 +240,10 @@ def reminder_send(*, dispatch_id: int, final: bool = False) -> str:
     return Status.SENT
 
 
-def _deliver_in_app(dispatch: ReminderDispatch, text: _Text) -> None:
-    """The notifications (and their email jobs) commit with the delivery records that say they
-    exist, or neither does: each contact gets the reminder in the portal exactly once."""
+def _deliver_in_app(dispatch: ReminderDispatch) -> None:
+    """The notifications commit with the delivery records that say they exist, or neither
+    does: each contact gets the reminder in the portal exactly once. They send no email of
+    their own: the reminder email is the email (_deliver_emails)."""
     with transaction.atomic():
         reached = set(dispatch.deliveries.filter(channel=Channel.IN_APP).values_list("recipient", flat=True))
         users = [membership.user for membership in
@@ -233,8 +253,11 @@ def _deliver_in_app(dispatch: ReminderDispatch, text: _Text) -> None:
             return
         invoice = dispatch.invoice
         notify_client(client=invoice.client, kind=NotificationKind.REMINDER,
-                      url=reverse("invoices:detail", args=[invoice.pk]), title="%(subject)s",
-                      title_args={"subject": text.subject}, users=users)
+                      url=reverse("invoices:detail", args=[invoice.pk]),
+                      title=gettext_noop("Payment reminder: invoice %(number)s, %(amount)s open, due %(due)s"),
+                      title_args={"number": invoice.number, "due": invoice.due_date,
+                                  "amount": money_arg(invoice.open_balance, invoice.currency)},
+                      users=users, pay_url=reverse("invoices:pay", args=[invoice.pk]), send_email=False)
         now = timezone.now()
         # A second worker doing the same breaks the unique constraint: all of this rolls back.
         ReminderDelivery.objects.bulk_create([
@@ -242,15 +265,21 @@ def _deliver_in_app(dispatch: ReminderDispatch, text: _Text) -> None:
                              recipient=str(user.pk), sent_at=now) for user in users])
 
 
-def _deliver_emails(dispatch: ReminderDispatch, text: _Text, addresses: list[str]) -> dict[str, str]:
-    """Send to each address on its own; returns {address: reason} for those that failed."""
+def _deliver_emails(dispatch: ReminderDispatch, addresses: dict[str, str]) -> dict[str, str]:
+    """Send to each address on its own, in its language ({address: language}); returns
+    {address: reason} for those that failed."""
     invoice, step = dispatch.invoice, dispatch.step
-    letter = reminder_letter_pdf(invoice=invoice, subject=text.subject, body=text.body,
-                                 pay_link=text.pay_link) if step.attach_letter else None
+    letter = None
+    if step.attach_letter:  # the letter is one document, in the client's language
+        text = _reminder_text(dispatch)
+        letter = reminder_letter_pdf(invoice=invoice, subject=text.subject, body=text.body, pay_link=text.pay_link)
+    texts: dict[str, _Text] = {}
     failures = {}
-    for address in addresses:
+    for address, language in addresses.items():
         try:
-            _reminder_email(dispatch, text, address, letter).send()
+            if language not in texts:
+                texts[language] = _reminder_text(dispatch, language)
+            _reminder_email(dispatch, texts[language], address, letter).send()
         except Exception as exc:  # noqa: BLE001 - recorded for this address; the others still go out
             failures[address] = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("reminder %s to %s failed: %s", dispatch.pk, address, failures[address])
@@ -259,11 +288,17 @@ def _deliver_emails(dispatch: ReminderDispatch, text: _Text, addresses: list[str
 
 
 def _reminder_email(dispatch: ReminderDispatch, text: _Text, address: str, letter: bytes | None):
+    """The reminder as an email in the brand's look and the recipient's language: the policy's
+    words, the open amount, the due date, a Pay button and the way to the email settings."""
     invoice = dispatch.invoice
     brand = invoice.brand
-    message = EmailMultiAlternatives(
-        subject=text.subject, body=f"{text.body}\n\n{text.pay_link}\n\n--\n{brand.name}\n{brand.legal_footer}",
-        to=[address], from_email=f"{brand.name} <{settings.DEFAULT_FROM_EMAIL}>", reply_to=[brand.support_email],
+    with translation.override(text.language):
+        context = {**brand_email_context(brand), "text": text, "invoice": invoice, "client": invoice.client,
+                   "attached": letter is not None}
+        text_body = render_to_string("reminders/email.txt", context)
+        html = render_to_string("reminders/email.html", context)
+    message = branded_email(
+        brand=brand, subject=text.subject, text=text_body, html=html, to=[address],
         # The same id each time it is sent (a retry after a lost answer), so a repeat can be recognised.
         headers={"Message-ID": _message_id(f"reminder-{dispatch.pk}", address)})
     if letter is not None:

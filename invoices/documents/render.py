@@ -82,9 +82,10 @@ def document_context(document: Invoice | CreditNote) -> dict:
     open_amount = Decimal("0.00") if is_credit else invoice.open_balance
     qr = (epc_qr_payload(brand=document.brand, amount=open_amount, reference=invoice.number)
           if not is_credit and invoice.status in Invoice.PAYABLE and document.currency == "EUR" else None)
+    lines = list(document.lines.all())
     return {
         "document": document, "invoice": invoice, "is_credit": is_credit, "brand": document.brand,
-        "client": document.client, "lines": list(document.lines.all()),
+        "client": document.client, "lines": lines, "has_discount": any(line.discount_percent for line in lines),
         "tax_breakdown": document_tax_breakdown(document=document),
         "open_amount": open_amount, "logo": _logo(document.brand), "qr": _qr_uri(qr), "css": _css(),
         "overdue": not is_credit and invoice.is_overdue(),

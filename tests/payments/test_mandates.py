@@ -19,6 +19,7 @@ from payments.gateways.mollie import MollieGateway
 from payments.mandates import collection_opt_in, collections_run
 from payments.models import CheckoutAttempt, GatewayAccount, Mandate, MandateCollection
 from portal import jobs
+from portal.formatting import format_day
 from portal.models import Job, Notification, NotificationKind
 from portal.rls import staff_scope
 from tests.invoices.factories import TODAY, line, make_invoice
@@ -136,7 +137,7 @@ def test_recurring_invoices_are_announced_then_collected_once_on_the_due_date(se
         assert collections_run(today=due - datetime.timedelta(days=3)) == {"prenotified": 1, "queued": 0}
         assert collections_run(today=due - datetime.timedelta(days=2)) == {"prenotified": 0, "queued": 0}
         told = Notification.objects.get(kind=NotificationKind.COLLECTION_UPCOMING)
-        assert "NL55 •••• 0000" in told.title and due.isoformat() in told.title
+        assert "NL55 •••• 0000" in told.text and format_day(due, language="en") in told.text
         assert collections_run(today=due) == {"prenotified": 0, "queued": 1}
         assert collections_run(today=due) == {"prenotified": 0, "queued": 0}  # never twice
     [job] = worker.jobs(kind="mandate.collect")

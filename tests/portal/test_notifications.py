@@ -4,13 +4,14 @@ deep links that survive a login, and nothing of another client."""
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from invoices import services
 from portal import jobs
-from portal.models import Job, Notification, NotificationKind, NotificationPreference
+from portal.models import Brand, Job, Notification, NotificationKind, NotificationPreference
 from portal.notifications import notification_email_deliver
 from portal.rls import staff_scope
 from tests.invoices.factories import TODAY, line, make_invoice, pay
@@ -76,7 +77,10 @@ def test_new_invoice_notifies_each_contact_in_its_language_with_a_deep_link(cont
     invoice = make_invoice(contacts["alpha"], number="INV-77", lines=[line(unit_price="100.00")])
     anna, erik = _notifications(contacts["anna"]), _notifications(contacts["erik"])
     assert [n.kind for n in anna + erik] == [NotificationKind.INVOICE_ISSUED] * 2
-    assert anna[0].title.startswith("Nieuwe factuur INV-77") and erik[0].title.startswith("New invoice INV-77")
+    with translation.override("nl"):
+        assert anna[0].text.startswith("Nieuwe factuur INV-77")
+    with translation.override("en"):
+        assert erik[0].text.startswith("New invoice INV-77")
     assert anna[0].url == reverse("invoices:detail", args=[invoice.pk])
     assert _notifications(contacts["outsider"]) == []
     _send_all()
@@ -86,15 +90,12 @@ def test_new_invoice_notifies_each_contact_in_its_language_with_a_deep_link(cont
     assert "Hallo Anna" in dutch.body and "Hello Erik" in english.body
     html, mime = english.alternatives[0]
     assert mime == "text/html" and "#0b6e4f" in html and "Acme · KvK 12345678" in html
-    link = f"http://localhost:8000/invoices/{invoice.pk}/"
+    link = f"{settings.SITE_URL}/invoices/{invoice.pk}/"
     assert link in english.body and link in html
-    assert english.subject == f"{erik_title(erik=_notifications(contacts['erik'])[0])} · Acme Accounting B.V."
+    assert english.subject == "New invoice INV-77: €121.00, due 25 Dec 2026 · Acme Accounting B.V."
+    assert dutch.subject == "Nieuwe factuur INV-77: €\u00a0121,00, te betalen vóór 25 dec 2026 · Acme Accounting B.V."
     assert english.reply_to == ["support@acme.test"]
     assert {n.email_status for n in _notifications()} == {Notification.EmailStatus.SENT}
-
-
-def erik_title(*, erik):
-    return erik.title
 
 
 def test_payment_and_credit_note_notify_too(contacts):
@@ -221,3 +222,70 @@ def test_the_deep_link_goes_through_login_and_lands_on_the_invoice(contacts, cli
     landed = client.post(response.url, {"login": "erik@alpha.test", "password": PASSWORD, "next": target})
     assert landed.url == target
     assert "INV-84" in client.get(target).text
+
+
+def _reader_sees(client, user, language: str) -> str:
+    client.force_login(user)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = language
+    return client.get(reverse("portal:notifications")).text
+
+
+def test_a_notification_is_written_in_the_readers_language_when_shown(contacts, client):
+    make_invoice(contacts["alpha"], number="INV-90", due_days=22, lines=[line(unit_price="1080.00")])
+    [notification] = _notifications(contacts["erik"])
+    # Stored raw: the message untranslated, money and the date as values, not as text.
+    assert notification.message == "New invoice %(number)s: %(amount)s, due %(due)s"
+    assert notification.message_args == {"number": "INV-90", "amount": {"money": "1306.80", "currency": "EUR"},
+                                         "due": {"date": "2026-12-17"}}
+    with translation.override("nl"):
+        assert notification.text == "Nieuwe factuur INV-90: €\u00a01.306,80, te betalen vóór 17 dec 2026"
+    with translation.override("en"):
+        assert notification.text == "New invoice INV-90: €1,306.80, due 17 Dec 2026"
+    # The same notification, read by the same contact in one language and then the other.
+    assert "Nieuwe factuur INV-90: €\u00a01.306,80, te betalen vóór 17 dec 2026" in _reader_sees(
+        client, contacts["erik"], "nl")
+    assert "New invoice INV-90: €1,306.80, due 17 Dec 2026" in _reader_sees(client, contacts["erik"], "en")
+
+
+def test_a_notification_from_before_messages_shows_its_stored_title(contacts, client):
+    make_invoice(contacts["alpha"], number="INV-91")
+    [notification] = _notifications(contacts["erik"])
+    with staff_scope():
+        Notification.objects.filter(pk=notification.pk).update(message="", message_args={},
+                                                                title="New invoice INV-91: EUR 121.00")
+    assert "New invoice INV-91: EUR 121.00" in _reader_sees(client, contacts["erik"], "nl")
+
+
+def test_the_invoice_email_has_amount_due_date_pay_button_pdf_and_settings_link(contacts):
+    invoice = make_invoice(contacts["alpha"], number="INV-92", due_days=22, lines=[line(unit_price="1080.00")])
+    _send_all()
+    dutch = next(m for m in mail.outbox if m.to == ["anna@alpha.test"])
+    html, _ = dutch.alternatives[0]
+    pay_link = f"{settings.SITE_URL}/invoices/{invoice.pk}/pay/"
+    settings_link = f"{settings.SITE_URL}{reverse('portal:notification_preferences')}"
+    for body in (dutch.body, html):
+        assert "€\u00a01.306,80" in body and "17 dec 2026" in body
+        assert pay_link in body and settings_link in body
+    assert ">Nu betalen</a>" in html and "Vervaldatum" in dutch.body
+    [(name, content, mime)] = dutch.attachments
+    assert (name, mime) == ("INV-92.pdf", "application/pdf") and content.startswith(b"%PDF")
+    assert "De PDF zit als bijlage bij deze e-mail." in dutch.body
+
+
+def test_a_brand_can_keep_pdfs_out_of_emails(contacts):
+    with staff_scope():
+        Brand.objects.filter(pk=contacts["alpha"].brand_id).update(email_attach_pdf=False)
+    make_invoice(contacts["alpha"], number="INV-93")
+    _send_all()
+    assert [m.attachments for m in mail.outbox] == [[], []]
+
+
+def test_a_payment_email_has_the_amount_and_no_pay_button(contacts):
+    invoice = make_invoice(contacts["alpha"], number="INV-94")
+    pay(contacts["alpha"], [(invoice, "21.00")])
+    with staff_scope():
+        payment = Notification.objects.get(user=contacts["erik"], kind=NotificationKind.PAYMENT_RECEIVED)
+        notification_email_deliver(notification_id=payment.pk)
+    [email] = mail.outbox
+    assert email.subject.startswith("Payment of €21.00 received for invoice INV-94")
+    assert "Amount: €21.00" in email.body and "/pay/" not in email.body and email.attachments == []

@@ -12,6 +12,7 @@ PRODUCTION_ENV = {
     "DJANGO_ENV": "production",
     "SECRET_KEY": "p" * 20 + "-Zq8v7w6x5y4z3A2B1C0dEfGhIjKlMnOpQrStUvWxYz",
     "ALLOWED_HOSTS": "portal.example.com",
+    "SITE_URL": "https://portal.example.com",
     "DATABASE_URL": "postgres://admin@db.invalid:5432/portal",
     "DATABASE_APP_PASSWORD": "app-password",
     "DATABASE_OWNER_PASSWORD": "owner-password",
@@ -35,7 +36,7 @@ def test_production_passes_check_deploy_without_warnings():
 
 
 def test_production_refuses_to_start_without_its_secrets():
-    for missing in ("SECRET_KEY", "ALLOWED_HOSTS", "ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL"):
+    for missing in ("SECRET_KEY", "ALLOWED_HOSTS", "SITE_URL", "ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL"):
         env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
         result = _manage("check", env=env)
         assert result.returncode != 0

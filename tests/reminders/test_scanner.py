@@ -65,7 +65,7 @@ def test_a_whole_sequence_from_a_week_before_to_a_month_after(world, time_machin
     assert sent == {-3: [-3], 1: [1], 7: [7], 14: [14]}
     # One message per recipient (the billing address and the contact), each step once.
     assert [(m.subject, m.to) for m in mail.outbox] == [
-        (f"[{level}] Invoice R-1: EUR 121.00", [address]) for level in ("friendly", "friendly", "firm", "final")
+        (f"[{level}] Invoice R-1: €121.00", [address]) for level in ("friendly", "friendly", "firm", "final")
         for address in ("anna@alpha.test", "ap@alpha.test")]
     assert "(7 days ago)" in mail.outbox[4].body and "/invoices/" in mail.outbox[4].body
     with staff_scope():  # email-only step: no in-app; the others: in-app too
@@ -93,7 +93,7 @@ def test_payment_stops_the_sequence_and_a_partial_one_shows_the_new_balance(worl
     _scan_and_send(_day(world["invoice"], 1))
     pay(world["client"], [(world["invoice"], "21.00")])
     _scan_and_send(_day(world["invoice"], 7))
-    assert "EUR 100.00" in mail.outbox[-1].subject
+    assert "€100.00" in mail.outbox[-1].subject
     pay(world["client"], [(world["invoice"], "100.00")])
     assert _scan_and_send(_day(world["invoice"], 14)) == []
 
@@ -166,7 +166,7 @@ def test_admin_previews_policies_and_shows_delivery_rates(world, client, staff):
     pay(world["client"], [(world["invoice"], "121.00")])
     client.force_login(staff)
     policy_page = client.get(f"/admin/reminders/reminderpolicy/{world['policy'].pk}/change/")
-    assert "[firm] Invoice INV-2026-00042: EUR 1,208.33" in policy_page.text
+    assert "[firm] Invoice INV-2026-00042: €1,208.33" in policy_page.text
     rates = client.get("/admin/reminders/reminderdispatch/rates/")
     assert rates.status_code == 200 and "100.0%" in rates.text and "121.00" in rates.text
 

@@ -1,0 +1,26 @@
+"""The PDF a notification's email carries: its `attachment` names an invoice or credit note
+(portal.notifications.email_attachment_wanted). The stored PDF when it is current, else rendered
+now, in the email job with no transaction of the caller's open."""
+from __future__ import annotations
+
+from django.dispatch import receiver
+
+from invoices.documents.render import document_pdf
+from invoices.models import CreditNote, Invoice
+from portal.notifications import email_attachment_wanted
+
+MODELS = {"invoice": Invoice, "credit_note": CreditNote}
+
+
+@receiver(email_attachment_wanted, dispatch_uid="invoices.document_pdf_attachment")
+def document_pdf_attachment(sender, notification, **kwargs):
+    kind, _, pk = notification.attachment.partition(":")
+    model = MODELS.get(kind)
+    if model is None or not pk.isdigit():
+        return None
+    document = (model.objects.select_related("client", "brand")
+                .filter(pk=int(pk), client_id=notification.client_id).first())
+    if document is None:
+        return None
+    pdf = document_pdf(document)
+    return pdf.file_name, pdf.content, "application/pdf"
