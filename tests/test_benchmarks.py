@@ -28,3 +28,11 @@ def test_the_connections_benchmark_runs_at_a_tiny_size():
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[1].startswith("20, 0,") and cells[2].startswith("10, 0,"), row  # loads, errors
         assert cells[3] == "0" and cells[5] == "portal_app", row  # no slot failures; the app role only
+
+
+def test_the_live_poll_benchmark_runs_at_a_tiny_size():
+    env = {**os.environ, "DATABASE_NAME": "portal_bench_live_tiny"}
+    result = subprocess.run([sys.executable, "bench/live.py", "--clients", "3", "--concurrent", "2", "--seconds", "1",
+                             "--sequential", "10"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "10 idle polls one after the other" in result.stdout and " 0 errors" in result.stdout, result.stdout
