@@ -60,6 +60,7 @@ def test_invoice_pdf_shows_number_totals_brand_and_footer_in_dutch(brand):
                      "€\u00a01.208,33", "€\u00a0204,36", "€\u00a01.003,97", "Openstaand saldo", "NL91ABNA0417164300",
                      "KvK 12345678 · BTW NL001234567B01", "Pagina 1 van 1", "25 december 2026"):
         assert expected in page, expected
+    assert "Korting" in page and "10%" in page  # a line has a discount: the column is there
     # The tax breakdown per rate.
     assert "€\u00a0950,00" in page and "€\u00a0199,50" in page and "€\u00a053,97" in page and "€\u00a04,86" in page
 
@@ -68,6 +69,7 @@ def test_english_client_gets_an_english_pdf(brand):
     invoice = make_invoice(_client(brand, locale="en"), lines=[line(unit_price="1000.00")])
     [page] = _text(_pdf(invoice).content)
     assert "Invoice INV-" in page and "€1,210.00" in page and "Page 1 of 1" in page and "Open balance" in page
+    assert "BILLED TO" in page and "Invoice date" in page and "Discount" not in page
 
 
 def test_a_long_invoice_breaks_across_pages_with_the_header_and_footer_on_each(brand):
@@ -123,11 +125,16 @@ def test_credit_note_pdf_names_the_invoice_it_credits(brand):
     invoice = make_invoice(_client(brand), number="INV-CN-1")
     with staff_scope():
         note = services.credit_note_create(invoice=invoice, number="CN-2026-0001", issue_date=TODAY,
-                                           lines=[line(unit_price="20.00")], reason="Korting")
+                                           lines=[line(unit_price="20.00")], reason="Prijsafspraak")
     with staff_scope():
         content = render.document_pdf(note).content
     [page] = _text(content)
     assert "Creditnota CN-2026-0001" in page and "Crediteert factuur INV-CN-1" in page
+    # A credit note's own words, never an invoice's; no discount column when no line has one.
+    for said in ("CREDITNOTA AAN", "Datum creditnota", "Nummer creditnota", "Bij factuur INV-CN-1"):
+        assert said in page, said
+    for unsaid in ("FACTUUR AAN", "Factuurdatum", "INVOICE TO", "Korting", "Discount"):
+        assert unsaid.lower() not in page.lower(), unsaid
     _, xml = facturx.get_xml_from_pdf(content, check_xsd=False)
     assert etree.fromstring(xml).findtext(
         ".//{urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100}TypeCode") == "381"
