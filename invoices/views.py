@@ -2,18 +2,20 @@
 import io
 import zipfile
 
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from invoices.documents.einvoice import ubl_xml
 from invoices.documents.render import document_pdf
 from invoices.documents.statement import statement_pdf
-from invoices.filters import InvoiceFilter
+from invoices.filters import InvoiceFilter, active_filter_count, invoice_filter, sort_headers
 from invoices.links import LinkRefused, document_link_use
 from invoices.forms import StatementForm
 from invoices.models import CreditNote, Invoice
@@ -91,15 +93,20 @@ def statement(request):
 
 @client_required
 def invoice_list(request):
-    filterset = InvoiceFilter(request.GET or None, queryset=client_invoices(client=request.client))
-    invoices = filterset.qs if filterset.is_bound and filterset.is_valid() else client_invoices(client=request.client)
-    page = Paginator(invoices.prefetch_related("lines"), PAGE_SIZE).get_page(request.GET.get("page"))
+    filterset = _filtered(request)
+    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"filter": filterset, "page": page, "query": query.urlencode(),
-               "filtered": any(v for k, v in request.GET.items() if k not in ("page", "sort"))}
-    template = "invoices/_results.html" if request.headers.get("HX-Request") else "invoices/list.html"
+    context = {"filter": filterset, "page": page, "query": query.urlencode(), "headers": sort_headers(request.GET),
+               "filter_count": active_filter_count(request.GET), "htmx": bool(request.headers.get("HX-Request"))}
+    template = "invoices/_results.html" if context["htmx"] else "invoices/list.html"
     return render(request, template, context)
+
+
+def _filtered(request) -> InvoiceFilter:
+    """The client's invoices as the list's URL filters and sorts them; a filter that is not
+    valid is left out (the form says why) and the others still apply."""
+    return invoice_filter(request.GET, client_invoices(client=request.client))
 
 
 @client_required
@@ -141,8 +148,7 @@ def pay(request, pk: int):
 
 @client_required
 def export_csv(request):
-    filterset = InvoiceFilter(request.GET or None, queryset=client_invoices(client=request.client))
-    invoices = filterset.qs if filterset.is_bound and filterset.is_valid() else client_invoices(client=request.client)
+    invoices = _filtered(request).qs
     buffer = io.StringIO()
     writer = csv_writer(buffer)  # formula-looking text from accounting is escaped
     writer.writerow(["number", "issue_date", "due_date", "currency", "subtotal", "tax", "total", "paid", "credited",
@@ -167,7 +173,8 @@ def download_zip(request):
     ids = [int(pk) for pk in request.POST.getlist("invoice") if pk.isdigit()][:ZIP_LIMIT]
     invoices = list(client_invoices(client=request.client).filter(pk__in=ids))
     if not invoices:
-        return HttpResponse("Select at least one invoice.", status=400, content_type="text/plain")
+        messages.info(request, _("Tick at least one invoice to download."))
+        return redirect("invoices:list")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for invoice in invoices:

@@ -84,14 +84,45 @@ def test_list_filters_by_issue_and_due_date_and_sorts(ledger, client):
         "A-OPEN", "A-PART", "A-VOID"]
     due_until = (TODAY - datetime.timedelta(days=1)).isoformat()
     assert sorted(_numbers(client.get(reverse("invoices:list"), {"due_to": due_until}))) == ["A-LATE", "A-PAID"]
-    by_amount = client.get(reverse("invoices:list"), {"sort": "amount"}).text
-    assert by_amount.index(">A-PAID<") < by_amount.index(">A-OPEN<") < by_amount.index(">A-PART<")
+    by_total = client.get(reverse("invoices:list"), {"sort": "total"}).text
+    assert by_total.index(">A-PAID<") < by_total.index(">A-OPEN<") < by_total.index(">A-PART<")
+    largest_first = client.get(reverse("invoices:list"), {"sort": "-total"}).text
+    assert largest_first.index(">A-PART<") < largest_first.index(">A-OPEN<") < largest_first.index(">A-PAID<")
+
+
+def test_column_headers_sort_and_say_how_and_a_second_click_reverses(ledger, client):
+    client.force_login(ledger["owner"])
+    newest_first = client.get(reverse("invoices:list"), {"status": "paid"}).text
+    # Unsorted means newest first: the issue date header says so and a click turns it around.
+    assert 'aria-sort="descending"' in newest_first and newest_first.count("aria-sort=") == 1
+    assert 'href="?status=paid&amp;sort=date"' in newest_first
+    assert 'href="?status=paid&amp;sort=-total"' in newest_first  # amounts: largest first
+    by_number = client.get(reverse("invoices:list"), {"status": "paid", "sort": "number", "page": "1"}).text
+    assert 'aria-sort="ascending"' in by_number and 'href="?status=paid&amp;sort=-number"' in by_number
+    for header in ("Number", "Issue date", "Due date", "Total", "Open", "Status"):
+        assert f">{header}<span" in by_number, header
+
+
+def test_a_ticked_nothing_download_or_payment_goes_back_to_the_list_with_a_message(ledger, client):
+    client.force_login(ledger["owner"])
+    for name in ("invoices:download_zip", "payments:checkout"):
+        response = client.post(reverse(name), {}, follow=True)
+        assert response.redirect_chain[0] == (reverse("invoices:list"), 302), name
+        assert "class=\"message" in response.text, name
+    page = client.get(reverse("invoices:list")).text
+    # Both act on the selection with a POST: no token in any URL.
+    assert 'formaction="/pay/"' in page and 'method="post" action="/invoices/download.zip"' in page
+    client.force_login(ledger["viewer"])
+    assert "Pay selected" not in client.get(reverse("invoices:list")).text
 
 
 def test_htmx_gets_only_the_results_and_no_js_gets_the_whole_page(ledger, client):
     client.force_login(ledger["owner"])
     partial = client.get(reverse("invoices:list"), {"status": "paid"}, HTTP_HX_REQUEST="true")
     assert "<html" not in partial.text and ">A-PAID<" in partial.text
+    # The filter button's count and the sort choice outside the results follow them.
+    assert '<span id="filter-count" hx-swap-oob="innerHTML">Filters (1)' in partial.text
+    assert 'data-sort="-date"' in partial.text
     full = client.get(reverse("invoices:list"), {"status": "paid"})
     assert "<html" in full.text and 'name="status"' in full.text
 
@@ -100,8 +131,11 @@ def test_empty_states_say_what_is_empty(ledger, client):
     client.force_login(ledger["owner"])
     with staff_scope():
         pay(ledger["alpha"], [(ledger["overdue"], "363.00")])
-    assert "No overdue invoices" in client.get(reverse("invoices:list"), {"status": "overdue"}).text
-    assert "No invoices match these filters." in client.get(reverse("invoices:list"), {"q": "nothing"}).text
+    overdue = client.get(reverse("invoices:list"), {"status": "overdue"}).text
+    assert "Nothing is overdue." in overdue and "Show all invoices" in overdue
+    unmatched = client.get(reverse("invoices:list"), {"q": "nothing", "status": "paid"}).text
+    assert "No invoices match these filters." in unmatched and "Filters (2)" in unmatched
+    assert unmatched.count(f'href="{reverse("invoices:list")}">Clear filters') == 2  # the form's and the empty state's
 
 
 def test_pagination_keeps_the_filters(ledger, client):
