@@ -4,6 +4,8 @@ transition goes through invoices.services (one function per machine) with an aud
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal
+
 from django.core import signing
 from django.db import models
 from django.db.models import F, Q
@@ -12,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from invoices.money import ZERO
+from portal.formatting import format_money, format_number
 
 MONEY = dict(max_digits=14, decimal_places=2, default=ZERO)
 
@@ -19,6 +22,14 @@ MONEY = dict(max_digits=14, decimal_places=2, default=ZERO)
 class InvoiceQuerySet(models.QuerySet):
     def payable(self):
         return self.filter(status__in=Invoice.PAYABLE, open_balance__gt=0)
+
+    def payable_now(self):
+        """What a client can start paying now: an open balance beyond what is pending at a gateway."""
+        return self.payable().filter(open_balance__gt=F("amount_pending"))
+
+    def pending(self):
+        """Invoices with a payment the gateway has not settled yet (a SEPA debit, say)."""
+        return self.filter(amount_pending__gt=0)
 
     def overdue(self, today: datetime.date | None = None):
         """The overdue label, as a filter: an open balance past its due date."""
@@ -47,6 +58,23 @@ class Invoice(models.Model):
     }
     PAYABLE = (Status.OPEN, Status.PARTIALLY_PAID)
 
+    class DisplayStatus(models.TextChoices):
+        """What the client reads: the stored status, told more precisely (display only)."""
+        DRAFT = "draft", _("Draft")
+        OPEN = "open", _("Open")
+        PARTIALLY_PAID = "partially_paid", _("Partially paid")
+        PARTLY_CREDITED = "partly_credited", _("Partly credited")
+        PAYMENT_PENDING = "payment_pending", _("Payment pending")
+        PAID = "paid", _("Paid")
+        VOID = "void", _("Void")
+
+    # Reasons the portal itself writes when it voids, as the client reads them.
+    VOID_REASONS = {
+        "voided": _("Voided."),
+        "voided in the back office": _("Voided by our administration."),
+        "voided in accounting": _("Voided in our accounting system."),
+    }
+
     client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="invoices")
     brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="invoices")
     number = models.CharField(_("number"), max_length=40)
@@ -71,6 +99,13 @@ class Invoice(models.Model):
     open_balance = models.DecimalField(_("open balance"), **MONEY)
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.DRAFT)
     overdue_since = models.DateTimeField(_("overdue since"), null=True, blank=True)
+    # What gateways hold for this invoice but have not settled (checkout attempts in PENDING):
+    # kept in step by payments.services under this row's lock; not paid, not payable again.
+    amount_pending = models.DecimalField(_("payment pending"), **MONEY)
+    pending_method = models.CharField(_("pending payment method"), max_length=20, blank=True)
+    pending_since = models.DateTimeField(_("payment pending since"), null=True, blank=True)
+    voided_at = models.DateTimeField(_("voided at"), null=True, blank=True)
+    void_reason = models.CharField(_("reason voided"), max_length=300, blank=True)
     source_updated_at = models.DateTimeField(null=True, blank=True,
                                              help_text="The accounting system's version of this invoice.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -80,6 +115,8 @@ class Invoice(models.Model):
 
     class Meta:
         ordering = ["-issue_date", "-id"]
+        verbose_name = _("invoice")
+        verbose_name_plural = _("invoices")
         constraints = [
             models.UniqueConstraint(fields=["brand", "number"], name="invoice_number_unique_per_brand"),
             models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
@@ -94,6 +131,7 @@ class Invoice(models.Model):
             models.CheckConstraint(condition=Q(open_balance__gte=0, amount_paid__gte=0, amount_credited__gte=0),
                                    name="invoice_amounts_not_negative"),
             models.CheckConstraint(condition=Q(due_date__gte=F("issue_date")), name="invoice_due_after_issue"),
+            models.CheckConstraint(condition=Q(amount_pending__gte=0), name="invoice_pending_not_negative"),
         ]
         indexes = [
             models.Index(fields=["client", "status", "due_date"]),
@@ -112,6 +150,36 @@ class Invoice(models.Model):
     def days_overdue(self) -> int:
         return max(0, (timezone.localdate() - self.due_date).days) if self.is_overdue() else 0
 
+    @property
+    def payable_balance(self) -> Decimal:
+        """What the client can pay now: the open balance less what a gateway is still settling."""
+        if self.status not in self.PAYABLE:
+            return ZERO
+        return max(ZERO, self.open_balance - self.amount_pending)
+
+    @property
+    def display_status(self) -> "Invoice.DisplayStatus":
+        """The status as the client reads it: "Payment pending" while a gateway settles all that
+        is open, "Partly credited" when only a credit note lowered the balance."""
+        shown = self.DisplayStatus
+        if self.status in self.PAYABLE and self.amount_pending > 0 and self.payable_balance == 0:
+            return shown.PAYMENT_PENDING
+        if self.status == self.Status.PARTIALLY_PAID and self.amount_paid == 0 and self.amount_credited > 0:
+            return shown.PARTLY_CREDITED
+        return shown(self.status)
+
+    @property
+    def shows_overdue(self) -> bool:
+        """The overdue label: past due with something left to pay (not what is pending)."""
+        return self.is_overdue() and self.payable_balance > 0
+
+    @property
+    def void_reason_display(self) -> str:
+        return str(self.VOID_REASONS.get(self.void_reason.strip().lower(), self.void_reason))
+
+    def get_pending_method_display(self) -> str:
+        return str(dict(Payment.Method.choices).get(self.pending_method, self.pending_method))
+
 
 class LineFields(models.Model):
     position = models.PositiveSmallIntegerField(_("position"))
@@ -129,12 +197,17 @@ class LineFields(models.Model):
         abstract = True
         ordering = ["position"]
 
+    def __str__(self):
+        return f"{self.position}. {self.description}"
+
 
 class InvoiceLine(LineFields):
     client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
 
     class Meta(LineFields.Meta):
+        verbose_name = _("invoice line")
+        verbose_name_plural = _("invoice lines")
         constraints = [models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position")]
 
 
@@ -166,6 +239,8 @@ class CreditNote(models.Model):
 
     class Meta:
         ordering = ["-issue_date", "-id"]
+        verbose_name = _("credit note")
+        verbose_name_plural = _("credit notes")
         constraints = [
             models.UniqueConstraint(fields=["brand", "number"], name="credit_note_number_unique_per_brand"),
             models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
@@ -182,6 +257,8 @@ class CreditNoteLine(LineFields):
     credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
 
     class Meta(LineFields.Meta):
+        verbose_name = _("credit note line")
+        verbose_name_plural = _("credit note lines")
         constraints = [models.UniqueConstraint(fields=["credit_note", "position"], name="credit_note_line_position")]
 
 
@@ -212,11 +289,21 @@ class Payment(models.Model):
     external_id = models.CharField(_("external id"), max_length=100, blank=True)
     gateway_payment_id = models.CharField(_("gateway payment"), max_length=120, blank=True,
                                           help_text="<provider>:<account>:<the gateway's payment id>")
+    # The reference the client reads (PAY-2026-000123): per brand and year of receipt, without
+    # gaps, taken from a locked NumberSequence when the payment is recorded.
+    brand = models.ForeignKey("portal.Brand", null=True, on_delete=models.PROTECT, related_name="payments")
+    number = models.CharField(_("payment number"), max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    NUMBER_PREFIX = "PAY"
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        verbose_name = _("payment")
+        verbose_name_plural = _("payments")
         constraints = [
+            models.UniqueConstraint(fields=["brand", "number"], condition=~Q(number=""),
+                                    name="payment_number_unique_per_brand"),
             models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
                                     name="payment_external_id_unique_per_connection"),
             models.UniqueConstraint(fields=["gateway_payment_id"], condition=~Q(gateway_payment_id=""),
@@ -225,7 +312,7 @@ class Payment(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.currency} {self.amount} {self.get_method_display()} {self.reference}".strip()
+        return self.number or f"{self.currency} {self.amount} {self.get_method_display()} {self.reference}".strip()
 
 
 class PaymentAllocation(models.Model):
@@ -246,10 +333,15 @@ class PaymentAllocation(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name = _("payment allocation")
+        verbose_name_plural = _("payment allocations")
         constraints = [
             models.CheckConstraint(condition=(Q(kind="allocation", amount__gt=0) | (~Q(kind="allocation") & Q(amount__lt=0))),
                                    name="allocation_sign_matches_kind"),
         ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {format_number(self.amount, places=2)}"
 
 
 class ClientCredit(models.Model):
@@ -272,6 +364,11 @@ class ClientCredit(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("client credit")
+        verbose_name_plural = _("client credit")
+
+    def __str__(self):
+        return f"{format_money(self.amount, self.currency)} ({self.get_source_display()})"
 
 
 class RecurringSchedule(models.Model):
@@ -309,6 +406,8 @@ class RecurringSchedule(models.Model):
 
     class Meta:
         ordering = ["client__name", "name"]
+        verbose_name = _("recurring schedule")
+        verbose_name_plural = _("recurring schedules")
         constraints = [models.CheckConstraint(condition=Q(interval_count__gte=1), name="recurring_interval_positive")]
 
     def __str__(self):
@@ -320,11 +419,14 @@ class RecurringLine(LineFields):
     schedule = models.ForeignKey(RecurringSchedule, on_delete=models.CASCADE, related_name="lines")
 
     class Meta(LineFields.Meta):
+        verbose_name = _("recurring line")
+        verbose_name_plural = _("recurring lines")
         constraints = [models.UniqueConstraint(fields=["schedule", "position"], name="recurring_line_position")]
 
 
 class NumberSequence(models.Model):
-    """Per brand and year, the last number the portal itself issued (recurring invoices)."""
+    """Per brand, prefix and year, the last number the portal itself issued (recurring invoices,
+    payment references)."""
 
     brand = models.ForeignKey("portal.Brand", on_delete=models.CASCADE)
     year = models.PositiveSmallIntegerField()
@@ -373,6 +475,8 @@ class DocumentLink(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("document link")
+        verbose_name_plural = _("document links")
 
     def __str__(self):
         return f"{self.invoice} → {self.user}"

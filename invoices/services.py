@@ -194,7 +194,9 @@ def invoice_void(*, invoice: Invoice, reason: str = "", actor=None) -> Invoice:
     invoice = _lock(invoice)
     invoice_transition(invoice=invoice, to=Status.VOID, actor=actor, reason=reason or "voided")
     invoice.open_balance = ZERO
-    invoice.save(update_fields=["open_balance", "updated_at"])
+    invoice.voided_at = timezone.now()
+    invoice.void_reason = (reason or "voided")[:300]
+    invoice.save(update_fields=["open_balance", "voided_at", "void_reason", "updated_at"])
     if invoice.amount_paid > 0:
         _credit_client(client=invoice.client, currency=invoice.currency, amount=invoice.amount_paid,
                        source=ClientCredit.Source.VOIDED_INVOICE, invoice=invoice, actor=actor)
@@ -284,6 +286,30 @@ def credit_note_issue(*, credit_note: CreditNote, actor=None) -> CreditNote:
 
 # --- Payments -------------------------------------------------------------------------
 
+def payment_receipt_path(payment: Payment) -> str:
+    """Where the client reads a payment's receipt (the payments app serves it by this name; the
+    ledger links to it, as it links to any page, without importing that app)."""
+    return reverse("payments:receipt", args=[payment.pk])
+
+
+@transaction.atomic
+def invoice_pending_set(*, invoice: Invoice, amount: Decimal, method: str = "", since=None) -> Invoice:
+    """Record what gateways hold for an invoice but have not settled (payments keeps it in step
+    with its checkout attempts, in their transaction). Not a payment: the balance and the
+    status stay; only what the client can pay again shrinks (Invoice.payable_balance)."""
+    invoice = _lock(invoice)
+    amount = round_money(amount)
+    if amount < 0:
+        raise DomainError(f"invoice {invoice}: a pending amount cannot be negative ({amount})")
+    if (invoice.amount_pending, invoice.pending_method, invoice.pending_since) == (amount, method, since):
+        return invoice
+    invoice.amount_pending, invoice.pending_method, invoice.pending_since = amount, method, since
+    invoice.save(update_fields=["amount_pending", "pending_method", "pending_since", "updated_at"])
+    audit_record(action=AuditEvent.Action.INVOICE_UPDATED, client=invoice.client, obj=invoice,
+                 details={"amount_pending": str(amount), "pending_method": method})
+    return invoice
+
+
 @transaction.atomic
 def payment_record(*, client, amount: Decimal, currency: str, source: str, method: str, received_at,
                    allocations: list[tuple[Invoice, Decimal]], reference: str = "", connection=None,
@@ -296,10 +322,14 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
         raise DomainError(f"allocations add up to more than the payment ({currency} {amount})")
     try:
         with transaction.atomic():
+            # The number is taken in this savepoint: a duplicate rolls it back, so none is skipped.
+            number = _next_number(client.brand, timezone.localdate(received_at).year, prefix=Payment.NUMBER_PREFIX,
+                                  digits=6)
             payment = Payment.objects.create(client=client, amount=amount, currency=currency, source=source,
                                              method=method, reference=reference, received_at=received_at,
                                              connection=connection, external_id=external_id,
-                                             gateway_payment_id=gateway_payment_id)
+                                             gateway_payment_id=gateway_payment_id, brand=client.brand,
+                                             number=number)
     except IntegrityError:
         # The same payment again (a duplicate delivery, a concurrent one): recorded once.
         if gateway_payment_id:
@@ -328,7 +358,7 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
         _rebalance(invoice, actor=actor, reason=f"payment {reference or payment.pk}",
                    details={"payment": payment.pk, "amount": str(applied)})
         notify_client(client=client, kind=NotificationKind.PAYMENT_RECEIVED,
-                      url=reverse("invoices:detail", args=[invoice.pk]),
+                      url=payment_receipt_path(payment),
                       title=gettext_noop("Payment of %(amount)s received for invoice %(number)s"),
                       title_args={"amount": money_arg(applied, currency), "number": invoice.number})
     if unallocated > 0:
@@ -393,11 +423,13 @@ def _advance(date: datetime.date, unit: str, count: int, anchor_day: int) -> dat
     return datetime.date(year, month, min(anchor_day, calendar.monthrange(year, month)[1]))
 
 
-def _next_number(brand, year: int, prefix: str = "REC") -> str:
+def _next_number(brand, year: int, prefix: str = "REC", digits: int = 5) -> str:
+    """The next number of a brand's sequence for the year, under the sequence row's lock (held to
+    the end of the transaction, so numbers are handed out in commit order without gaps)."""
     sequence, _ = NumberSequence.objects.select_for_update().get_or_create(brand=brand, prefix=prefix, year=year)
     sequence.last += 1
     sequence.save(update_fields=["last"])
-    return f"{prefix}-{year}-{sequence.last:05d}"
+    return f"{prefix}-{year}-{sequence.last:0{digits}d}"
 
 
 def recurring_generate_due(*, today: datetime.date | None = None) -> int:

@@ -1,9 +1,47 @@
+"""The checkout form: which invoices, how much of each (typed the way the client's language writes
+money), and how to pay. Amounts are read with portal.formatting.parse_money and checked per
+invoice by payments.services.amount_problem, the rule checkout_start applies again under lock."""
 from decimal import Decimal
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from invoices.money import round_money
+from payments.services import amount_problem
+from portal.formatting import MoneyParseError, format_money, format_number, parse_money
+
 METHOD_LABELS = {"ideal": _("iDEAL"), "card": _("Card"), "sepa_direct_debit": _("SEPA direct debit")}
+
+
+def amount_text(amount: Decimal) -> str:
+    """An amount as the client's language types it, for an input field: `10,50` (nl), `10.50` (en)."""
+    return format_number(amount, places=2)
+
+
+class MoneyInput(forms.TextInput):
+    """A text field for money: the phone shows its decimal keypad; no type=number (whose
+    browser-side parsing reads a Dutch `10,50` as 1050 or nothing at all)."""
+
+    def __init__(self, attrs=None):
+        super().__init__({"inputmode": "decimal", "autocomplete": "off", "spellcheck": "false",
+                          "class": "amount-input", **(attrs or {})})
+
+
+class MoneyField(forms.CharField):
+    """An amount typed in the client's language, cleaned to a Decimal with two places."""
+
+    widget = MoneyInput
+
+    def to_python(self, value):
+        if isinstance(value, Decimal):
+            return round_money(value)
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return None
+        try:
+            return parse_money(value)
+        except MoneyParseError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from exc
 
 
 class CheckoutForm(forms.Form):
@@ -16,16 +54,60 @@ class CheckoutForm(forms.Form):
     def __init__(self, *args, invoices, gateway, **kwargs):
         super().__init__(*args, **kwargs)
         self.invoices = invoices
+        self.gateway = gateway
         self.fields["method"].choices = [(m, METHOD_LABELS[m]) for m in gateway.methods()]
         self.fields["method"].initial = gateway.methods()[0] if gateway.methods() else None
         if gateway.provider != "mollie" or not gateway.sepa_direct_debit:
             del self.fields["wants_mandate"]
         for invoice in invoices:
-            self.fields[f"amount_{invoice.pk}"] = forms.DecimalField(
-                label=invoice.number, max_digits=14, decimal_places=2, min_value=Decimal("0.01"),
-                max_value=invoice.open_balance, initial=invoice.open_balance,
+            self.fields[self.amount_name(invoice)] = MoneyField(
+                label=invoice.number, initial=amount_text(invoice.payable_balance),
                 disabled=not gateway.allow_partial,
-                widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}))
+                help_text=_("Open: %(amount)s") % {"amount": format_money(invoice.payable_balance, invoice.currency)})
+
+    @staticmethod
+    def amount_name(invoice) -> str:
+        return f"amount_{invoice.pk}"
+
+    def amount_fields(self):
+        return [self[self.amount_name(invoice)] for invoice in self.invoices]
+
+    def clean(self):
+        cleaned = super().clean()
+        for invoice in self.invoices:
+            name = self.amount_name(invoice)
+            amount = cleaned.get(name)
+            if amount is None:
+                continue
+            problem = amount_problem(invoice=invoice, gateway=self.gateway, amount=amount)
+            if problem:
+                self.add_error(name, problem)
+        return cleaned
 
     def requested(self):
-        return [(invoice, self.cleaned_data[f"amount_{invoice.pk}"]) for invoice in self.invoices]
+        return [(invoice, self.cleaned_data[self.amount_name(invoice)]) for invoice in self.invoices]
+
+    def summary(self) -> dict:
+        """What the summary and the Pay button show for the amounts as typed so far: each
+        invoice with its amount (None where it is not a valid amount yet), the total of the
+        valid ones, the method's label; `complete` when every amount is valid."""
+        data = self.data if self.is_bound else {}
+        rows, total, complete = [], Decimal("0.00"), True
+        for invoice in self.invoices:
+            field = self.fields[self.amount_name(invoice)]
+            raw = field.initial if field.disabled or not self.is_bound else data.get(self.amount_name(invoice), "")
+            try:
+                amount = field.clean(raw)
+            except forms.ValidationError:
+                amount = None
+            if amount is not None and amount_problem(invoice=invoice, gateway=self.gateway, amount=amount):
+                amount = None
+            if amount is None:
+                complete = False
+            else:
+                total += amount
+            rows.append({"invoice": invoice, "amount": amount})
+        method = data.get("method") if self.is_bound else self.fields["method"].initial
+        labels = dict(self.fields["method"].choices)
+        return {"rows": rows, "total": total, "complete": complete, "method": labels.get(method, ""),
+                "currency": self.invoices[0].currency if self.invoices else ""}

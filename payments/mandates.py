@@ -182,16 +182,17 @@ def _collection_attempt(*, invoice_id: int, key) -> tuple[CheckoutAttempt | None
                 return None, "collected already, by an earlier collection"
             return collection.attempt, "resumed"
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
-        if invoice.status not in Invoice.PAYABLE or invoice.open_balance <= 0:
+        if invoice.payable_balance <= 0:  # paid, void, or all of it pending at a gateway already
             return None, f"nothing open on {invoice.number}"
         mandate = collection.mandate
         if mandate.status != Mandate.Status.VALID:
             return None, f"the mandate is {mandate.status}"
         attempt = CheckoutAttempt.objects.create(
             client=invoice.client, gateway=mandate.gateway, idempotency_key=key, method="sepa_direct_debit",
-            amount=invoice.open_balance, currency=invoice.currency, provider_customer_id=mandate.provider_customer_id)
+            amount=invoice.payable_balance, currency=invoice.currency,
+            provider_customer_id=mandate.provider_customer_id)
         CheckoutItem.objects.create(client=invoice.client, attempt=attempt, invoice=invoice,
-                                    amount=invoice.open_balance)
+                                    amount=invoice.payable_balance)
         collection.attempt = attempt
         collection.save(update_fields=["attempt"])
     return attempt, "new"

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -18,12 +19,13 @@ from django.utils.translation import gettext
 from invoices.errors import DomainError
 from invoices.models import Invoice, Payment, PaymentAllocation
 from invoices.money import round_money
-from invoices.services import payment_record, payment_reverse
+from invoices.services import invoice_pending_set, payment_record, payment_reverse
 from payments.gateways import GatewayError, GatewayPayment, PaymentNotFound, adapter_for, idempotency_key_for
 from payments.gateways.stripe import StripeGateway
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, Mandate
 from payments.webhooks import named_payment, remember_not_ours
 from portal.jobs import job_enqueue
+from portal.formatting import format_money
 from portal.models import AuditEvent, WebhookRequest
 from portal.rls import staff_scope
 from portal.services import audit_record
@@ -46,26 +48,82 @@ def gateway_for_brand(brand) -> GatewayAccount | None:
     return account
 
 
+class AmountRefused(DomainError):
+    """An amount the checkout cannot take for one invoice (the message is for the client)."""
+
+    def __init__(self, invoice: Invoice, message: str):
+        self.invoice = invoice
+        super().__init__(message)
+
+
+def amount_problem(*, invoice: Invoice, gateway: GatewayAccount, amount: Decimal) -> str | None:
+    """Why this amount cannot be paid on this invoice now, in the client's words (None: it can).
+    The one rule the checkout form and checkout_start both apply: above zero, never above what
+    is payable now (the open balance less what is pending), and a part payment at least the
+    gateway's minimum, where part payments are allowed at all."""
+    currency, number = invoice.currency, invoice.number
+    payable = invoice.payable_balance
+    if payable <= 0:
+        if invoice.amount_pending > 0 and invoice.status in Invoice.PAYABLE:
+            return gettext("A payment of %(amount)s for invoice %(number)s is pending. You can pay again if it "
+                           "fails.") % {"amount": format_money(invoice.amount_pending, currency), "number": number}
+        return gettext("Invoice %(number)s has nothing left to pay.") % {"number": number}
+    if amount <= 0:
+        return gettext("Enter an amount above zero.")
+    if amount > payable:
+        if invoice.amount_pending > 0:
+            return gettext("At most %(amount)s can be paid now: %(pending)s is already pending.") % {
+                "amount": format_money(payable, currency), "pending": format_money(invoice.amount_pending, currency)}
+        return gettext("At most %(amount)s is open on invoice %(number)s.") % {
+            "amount": format_money(payable, currency), "number": number}
+    if amount < payable:
+        if not gateway.allow_partial:
+            return gettext("Invoice %(number)s can only be paid in full (%(amount)s).") % {
+                "number": number, "amount": format_money(payable, currency)}
+        if amount < gateway.partial_minimum:
+            return gettext("A part payment is at least %(minimum)s (or pay the whole %(amount)s).") % {
+                "minimum": format_money(gateway.partial_minimum, currency), "amount": format_money(payable, currency)}
+    return None
+
+
 def _checked_items(*, client, gateway, requested: list[tuple[Invoice, Decimal]]) -> tuple[list, str]:
     if not requested:
-        raise DomainError("choose at least one invoice to pay")
+        raise DomainError(gettext("Choose at least one invoice to pay."))
     currencies = {invoice.currency for invoice, _ in requested}
     if len(currencies) != 1:
-        raise DomainError("invoices in different currencies are paid separately")
+        raise DomainError(gettext("Invoices in different currencies are paid separately."))
     items = []
     for invoice, amount in requested:
         amount = round_money(amount)
-        if invoice.client_id != client.pk or invoice.status not in Invoice.PAYABLE or invoice.open_balance <= 0:
-            raise DomainError(f"invoice {invoice} cannot be paid")
-        if amount > invoice.open_balance:
-            raise DomainError(f"invoice {invoice}: {amount} is more than the open balance {invoice.open_balance}")
-        if amount < invoice.open_balance:
-            if not gateway.allow_partial:
-                raise DomainError(f"invoice {invoice}: only the full open balance can be paid")
-            if amount < gateway.partial_minimum:
-                raise DomainError(f"invoice {invoice}: a part payment is at least {gateway.partial_minimum}")
+        if invoice.client_id != client.pk or invoice.status not in Invoice.PAYABLE:
+            raise AmountRefused(invoice, gettext("Invoice %(number)s cannot be paid.") % {"number": invoice.number})
+        problem = amount_problem(invoice=invoice, gateway=gateway, amount=amount)
+        if problem:
+            raise AmountRefused(invoice, problem)
         items.append((invoice, amount))
     return items, currencies.pop()
+
+
+def _pending_refresh(invoice_ids) -> None:
+    """Write each invoice's pending amount again from the attempts now in PENDING, under the
+    invoice's row lock (taken in id order, after the attempt changed, in its transaction): two
+    attempts that change at once are counted one after the other, never one over the other."""
+    for invoice in Invoice.objects.select_for_update().filter(pk__in=set(invoice_ids)).order_by("pk"):
+        pending = CheckoutItem.objects.filter(invoice=invoice, attempt__status=Status.PENDING)
+        total = pending.aggregate(total=Sum("amount"))["total"] or Decimal("0.00")
+        latest = pending.select_related("attempt").order_by("-attempt__created_at", "-id").first()
+        invoice_pending_set(invoice=invoice, amount=total, method=latest.attempt.method if latest else "",
+                            since=latest.attempt.created_at if latest else None)
+
+
+def _attempt_status_set(attempt: CheckoutAttempt, to: str) -> None:
+    """Move a locked attempt to a new status; entering or leaving PENDING moves its invoices'
+    pending amounts with it, in this same transaction."""
+    previous = attempt.status
+    attempt.status = to
+    attempt.save(update_fields=["status", "updated_at"])
+    if Status.PENDING in (previous, to) and previous != to:
+        _pending_refresh(attempt.items.values_list("invoice_id", flat=True))
 
 
 def mandate_customer_for(*, client, gateway: GatewayAccount) -> str:
@@ -98,13 +156,13 @@ def _attempt_for_key(*, client, idempotency_key) -> CheckoutAttempt | None:
 def _checkout_attempt_create(*, client, user, requested, method, idempotency_key, wants_mandate) -> CheckoutAttempt:
     gateway = gateway_for_brand(client.brand)
     if gateway is None:
-        raise DomainError("online payment is not available")
+        raise DomainError(gettext("Online payment is not available."))
     if method not in gateway.methods():
-        raise DomainError(f"{method} is not offered")
+        raise DomainError(gettext("This payment method is not offered."))
     customer = ""
     if wants_mandate:
         if gateway.provider != GatewayAccount.Provider.MOLLIE or not gateway.sepa_direct_debit:
-            raise DomainError("automatic direct debit is not offered")
+            raise DomainError(gettext("Automatic direct debit is not offered."))
         customer = mandate_customer_for(client=client, gateway=gateway)
     with transaction.atomic():
         invoices = {i.pk: i for i in Invoice.objects.select_for_update().filter(pk__in=[i.pk for i, _ in requested])}
@@ -151,9 +209,9 @@ def _checkout_open(attempt: CheckoutAttempt, *, user) -> CheckoutAttempt:
         if first_answer:
             attempt.provider_payment_id = created.provider_payment_id
         attempt.checkout_url = created.checkout_url
+        attempt.save(update_fields=["provider_payment_id", "checkout_url", "updated_at"])
         if attempt.status == Status.CREATED and created.status in CheckoutAttempt.TRANSITIONS[Status.CREATED]:
-            attempt.status = created.status  # not when a webhook got here first: that news is newer
-        attempt.save(update_fields=["provider_payment_id", "checkout_url", "status", "updated_at"])
+            _attempt_status_set(attempt, created.status)  # not when a webhook got here first: that news is newer
         if first_answer:
             audit_record(action=AuditEvent.Action.CHECKOUT_STARTED, actor=user, client=attempt.client, obj=attempt,
                          details={"amount": str(attempt.amount), "currency": attempt.currency, "invoices": numbers,
@@ -222,8 +280,7 @@ def checkout_apply(*, gateway: GatewayAccount, reported: GatewayPayment) -> Chec
         attempt.save(update_fields=["provider_reference", "updated_at"])
     if reported.status != attempt.status and reported.status in CheckoutAttempt.TRANSITIONS[attempt.status]:
         previous = attempt.status
-        attempt.status = reported.status
-        attempt.save(update_fields=["status", "updated_at"])
+        _attempt_status_set(attempt, reported.status)
         audit_record(action=AuditEvent.Action.CHECKOUT_STATUS, client=attempt.client, obj=attempt,
                      details={"from": previous, "to": reported.status, "gateway": gateway.provider})
     if attempt.payment_id:

@@ -35,7 +35,7 @@ def _entries(client, currency: str) -> list[Entry]:
                       -c.total)
                 for c in CreditNote.objects.filter(client=client, currency=currency)
                 .exclude(status=CreditNote.Status.DRAFT).select_related("invoice")]
-    entries += [Entry(timezone.localdate(p.received_at), "payment", p.reference or str(p.pk),
+    entries += [Entry(timezone.localdate(p.received_at), "payment", p.number or p.reference or str(p.pk),
                       _("Payment (%(method)s)") % {"method": p.get_method_display()}, -p.amount)
                 for p in Payment.objects.filter(client=client, currency=currency)]
     entries += [Entry(timezone.localdate(a.created_at), a.kind, a.invoice.number,
@@ -57,6 +57,7 @@ class Statement:
     closing_balance: Decimal
     overdue: list[Invoice]
     overdue_total: Decimal
+    pending: list[Invoice] = ()  # payments a gateway has not settled yet (not in the balance)
 
 
 def statement_data(*, client, start: datetime.date, end: datetime.date, currency: str | None = None) -> Statement:
@@ -70,9 +71,11 @@ def statement_data(*, client, start: datetime.date, end: datetime.date, currency
             shown.append(Entry(**{**entry.__dict__, "balance": running}))
     overdue = list(Invoice.objects.overdue(end).filter(client=client, currency=currency, issue_date__lte=end)
                    .order_by("due_date"))
+    pending = list(Invoice.objects.payable().pending().filter(client=client, currency=currency)
+                   .order_by("pending_since", "id"))
     return Statement(client=client, currency=currency, start=start, end=end, opening_balance=opening,
                      entries=shown, closing_balance=running, overdue=overdue,
-                     overdue_total=sum((i.open_balance for i in overdue), ZERO))
+                     overdue_total=sum((i.open_balance for i in overdue), ZERO), pending=pending)
 
 
 def statement_pdf(*, client, start: datetime.date, end: datetime.date) -> tuple[bytes, str]:

@@ -86,15 +86,25 @@ def test_pending_is_never_paid_and_the_return_page_keeps_asking(shop, client, wo
     gateway_url = _checkout(client, [shop["first"]], method="sepa_direct_debit").url
     back = client.post(gateway_url, {"outcome": "pending"}).url
     worker.run()
-    assert _invoice(shop["first"]).status == "open"
+    invoice = _invoice(shop["first"])
+    assert (invoice.status, invoice.open_balance, invoice.amount_pending, invoice.payable_balance) == (
+        "open", D("121.00"), D("121.00"), D("0.00"))
+    assert (invoice.pending_method, invoice.display_status) == ("sepa_direct_debit", "payment_pending")
     page = client.get(back)
-    assert "being processed" in page.text and 'hx-trigger="every 2s"' in page.text
+    assert "Payment pending" in page.text and 'hx-trigger="every 2s"' in page.text
+    # The pending part cannot be paid a second time: the checkout sends the client back, saying why.
+    again = client.get(reverse("payments:checkout"), {"invoice": shop["first"].pk}, follow=True)
+    assert again.redirect_chain[-1][0] == reverse("invoices:list")
+    assert "A payment for the chosen invoices is pending" in again.text
+    refused = _checkout(client, [shop["first"]])
+    assert refused.status_code == 302 and refused.url == reverse("invoices:list")
     with staff_scope():
         SandboxPayment.objects.update(status="paid")
         attempt = CheckoutAttempt.objects.get()
     assert _sandbox_webhook(client, attempt).json()["status"] == "accepted"
     worker.run()
-    assert _invoice(shop["first"]).status == "paid"
+    invoice = _invoice(shop["first"])
+    assert (invoice.status, invoice.amount_pending, invoice.pending_method) == ("paid", D("0.00"), "")
     assert "Paid. Thank you!" in client.get(back, HTTP_HX_REQUEST="true").text
 
 
@@ -154,7 +164,7 @@ def test_partial_payment_respects_the_brands_rules(shop, client, worker):
         services.gateway_for_brand(shop["alpha"].brand)
         GatewayAccount.objects.update(partial_minimum=D("25.00"))
     too_small = _checkout(client, [shop["first"]], amounts={shop["first"].pk: "5.00"})
-    assert too_small.status_code == 200 and "at least 25.00" in too_small.text
+    assert too_small.status_code == 200 and "A part payment is at least €25.00" in too_small.text
     gateway_url = _checkout(client, [shop["first"]], amounts={shop["first"].pk: "50.00"}).url
     client.post(gateway_url, {"outcome": "paid"})
     worker.run()
@@ -171,7 +181,11 @@ def test_a_viewer_cannot_pay_and_nobody_pays_another_clients_invoice(shop, clien
     client.force_login(shop["viewer"])
     assert client.get(reverse("payments:checkout"), {"invoice": shop["first"].pk}).status_code == 403
     client.force_login(shop["owner"])
-    assert client.get(reverse("payments:checkout"), {"invoice": other.pk}).status_code == 404
+    # Another client's invoice is nothing this client can pay: back to its own list, nothing started.
+    refused = client.get(reverse("payments:checkout"), {"invoice": other.pk})
+    assert (refused.status_code, refused.url) == (302, reverse("invoices:list"))
+    with staff_scope():
+        assert not CheckoutAttempt.objects.exists()
 
 
 def test_ten_concurrent_deliveries_of_the_same_news_make_one_payment(committed):

@@ -97,6 +97,7 @@ class Side:
     links: dict[str, DocumentLink]          # valid, revoked
     attempts: list[CheckoutAttempt]
     mandates: list[Mandate]
+    payments: list = field(default_factory=list)
     strings: list[str] = field(default_factory=list)          # what identifies this side's documents
     client_strings: list[str] = field(default_factory=list)   # what identifies the client itself
 
@@ -125,8 +126,8 @@ def _side(client: Client, prefix: str, prices: dict[str, str], users: list, sand
                             issue_date=TODAY - datetime.timedelta(days=100 if state == "overdue" else 10),
                             purchase_order=f"{prefix}-PO-{state.upper()}", open_now=state != "draft")
         for state, price in prices.items() if state in STATES}
-    pay(client, [(invoices["partial"], prices["partial-paid"])], reference=f"{prefix}-PAYREF-1")
-    pay(client, [(invoices["paid"], str(invoices["paid"].total))], reference=f"{prefix}-PAYREF-2")
+    payments = [pay(client, [(invoices["partial"], prices["partial-paid"])], reference=f"{prefix}-PAYREF-1"),
+                pay(client, [(invoices["paid"], str(invoices["paid"].total))], reference=f"{prefix}-PAYREF-2")]
     with staff_scope():
         ledger.invoice_void(invoice=invoices["void"])
         credit_notes = {
@@ -159,6 +160,7 @@ def _side(client: Client, prefix: str, prices: dict[str, str], users: list, sand
         credit_notes = {state: CreditNote.objects.get(pk=note.pk) for state, note in credit_notes.items()}
     strings = [*(i.number for i in invoices.values()), *(i.purchase_order for i in invoices.values()),
                *(c.number for c in credit_notes.values()), f"{prefix}-PAYREF-1", f"{prefix}-PAYREF-2",
+               *(payment.number for payment in payments),
                mandate.consumer_name, mandate.masked_account, *(n.title for n in notifications),
                *(u.email for u in users)]
     for document in [*invoices.values(), *credit_notes.values()]:
@@ -169,7 +171,7 @@ def _side(client: Client, prefix: str, prices: dict[str, str], users: list, sand
             if amount:
                 strings += _amounts(amount)
     return Side(client=client, invoices=invoices, credit_notes=credit_notes, notifications=notifications,
-                links=links, attempts=[attempt], mandates=[mandate], strings=strings,
+                links=links, attempts=[attempt], mandates=[mandate], payments=payments, strings=strings,
                 client_strings=[client.name, client.kvk_number, client.vat_number, client.billing_email])
 
 
@@ -272,6 +274,10 @@ def _invoices(w: World) -> list[int]:
     return [invoice.pk for invoice in w.b.invoices.values()]
 
 
+def _payments(w: World) -> list[int]:
+    return [payment.pk for payment in w.b.payments]
+
+
 @dataclass(frozen=True)
 class Ids:
     """Where B's values for each keyword come from (each is tried), and A's own values for the
@@ -307,6 +313,8 @@ ID_ROUTES: dict[str, Ids] = {
     "payments:sandbox_checkout": Ids({"payment_id": _guessed_sandbox_ids},
                                      lambda w: {"payment_id": w.a.attempts[0].provider_payment_id}),
     # Revoking A's own mandate calls Mollie: no positive control here (tests/payments/test_mandates.py has it).
+    "payments:receipt": Ids({"pk": _payments}, lambda w: {"pk": w.a.payments[0].pk}),
+    "payments:receipt_pdf": Ids({"pk": _payments}, lambda w: {"pk": w.a.payments[0].pk}),
     "payments:mandate_revoke": Ids({"pk": lambda w: [m.pk for m in w.b.mandates]}, None),
     "payments:collect_on_due_date": Ids({"pk": _invoices}, lambda w: {"pk": w.a.invoices["open"].pk}, 302,
                                         ours_method="post"),
@@ -500,10 +508,16 @@ NO_ID_ROUTES: dict[str, Page] = {
                                    Probe("post", lambda w: {"invoice": _invoices(w)}, htmx=True, refused=True))),
     "invoices:statement": Page((QUERY, Probe("get", lambda w: {"client": w.b.client.pk, "start": "2026-01-01",
                                                                "end": "2026-12-31"}))),
-    "payments:checkout": Page((Probe("get", lambda w: {"invoice": _invoices(w)}, refused=True),
-                               Probe("post", lambda w: {"invoice": _invoices(w), "method": "ideal"}, refused=True),
-                               Probe("post", lambda w: {"invoice": _invoices(w), "method": "ideal"}, htmx=True,
-                                     refused=True))),
+    # B's invoices are nothing A can pay: the checkout sends A back to its own list (a redirect,
+    # checked for B's data like every answer; test_the_matrix_changed_nothing_of_bravos: no attempt).
+    "payments:checkout": Page((Probe("get", lambda w: {"invoice": _invoices(w)}),
+                               Probe("get", lambda w: {"overdue": "1", "currency": "EUR"}),
+                               Probe("post", lambda w: {"invoice": _invoices(w)}),
+                               Probe("post", lambda w: {"invoice": _invoices(w), "method": "ideal"}),
+                               Probe("post", lambda w: {"invoice": _invoices(w), "method": "ideal"}, htmx=True))),
+    "payments:summary": Page((FORM, FORM_HTMX, Probe("post", lambda w: {
+        "invoice": _invoices(w), **{f"amount_{pk}": "1,00" for pk in _invoices(w)}}, htmx=True))),
+    "payments:list": Page((QUERY, QUERY_HTMX), lambda w: w.a.payments[0].number),
     "payments:mandates": Page((QUERY, QUERY_HTMX), lambda w: w.a.mandates[0].consumer_name),
 }
 NO_ID_REFUSALS = frozenset({400, 403, 404, 405})
