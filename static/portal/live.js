@@ -24,6 +24,7 @@
   var timer = null;
   var stopped = false;
   var refreshing = false;
+  var forced = false;
   var waiting = false; // a change is known but a region could not take it yet
   var pointerY = null;
 
@@ -182,6 +183,7 @@
   function refresh(messages, force) {
     if (refreshing) {
       waiting = true;
+      forced = forced || force; // the client asked while a refresh was on its way: theirs follows
       announce(messages);
       return null;
     }
@@ -222,6 +224,10 @@
       announce(messages);
     }).then(function () {
       refreshing = false;
+      if (forced) {
+        forced = false;
+        refresh([], true);
+      }
     });
   }
 
