@@ -7,13 +7,15 @@ from django.db.models.functions import Concat
 from django.utils.translation import gettext_lazy as _
 
 from integrations.models import ClientLink, Connection, OutboxMessage
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, job_link, with_job
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, SecretFieldsMixin, job_link, with_job
 
 
 @admin.register(Connection)
-class ConnectionAdmin(AuditedModelAdmin):
+class ConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
     list_display = ["name", "kind", "brand", "enabled", "webhook_url"]
     list_filter = ["kind", "enabled", "brand"]
+    list_select_related = ["brand"]
+    secret_lines_fields = ("signing_secrets",)
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["webhook_url"]
@@ -30,6 +32,7 @@ class ClientLinkAdmin(AuditedModelAdmin):
     list_filter = ["connection"]
     search_fields = ["external_id", "client__name"]
     autocomplete_fields = ["client"]
+    list_select_related = ["connection", "client"]
 
 
 @admin.register(OutboxMessage)

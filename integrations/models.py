@@ -18,7 +18,8 @@ class Connection(models.Model):
     slug = models.SlugField(_("URL name"), unique=True,
                             help_text=_("Webhooks arrive at /webhooks/accounting/<URL name>/."))
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.GENERIC_REST)
-    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="connections")
+    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="connections",
+                              verbose_name=_("brand"))
     signing_secrets = EncryptedTextField(
         _("signing secrets"),
         help_text=_("Standard Webhooks secrets (whsec_...), one per line. During rotation list the new "
@@ -27,10 +28,12 @@ class Connection(models.Model):
     outbound_url = models.URLField(
         _("payments go to"), blank=True,
         help_text=_("Where payments, refunds and chargebacks are posted back (signed like inbound webhooks)."))
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("connection")
+        verbose_name_plural = _("connections")
 
     def __str__(self):
         return self.name
@@ -42,12 +45,16 @@ class Connection(models.Model):
 class ClientLink(models.Model):
     """Which portal client an accounting system's customer id stands for."""
 
-    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="client_links")
-    external_id = models.CharField(max_length=100)
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="links")
-    created_at = models.DateTimeField(auto_now_add=True)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="client_links",
+                                   verbose_name=_("connection"))
+    external_id = models.CharField(_("customer id in accounting"), max_length=100)
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="links",
+                               verbose_name=_("client"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("client link")
+        verbose_name_plural = _("client links")
         constraints = [models.UniqueConstraint(fields=["connection", "external_id"], name="client_link_unique")]
 
     def __str__(self):
@@ -60,7 +67,8 @@ class OutboxMessage(models.Model):
     one truth about delivery (state, attempts, next try, last error); the message keeps only
     what the other side answered, for staff to read."""
 
-    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="outbox")
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="outbox",
+                                   verbose_name=_("connection"))
     message_id = models.CharField(_("message id"), max_length=64, unique=True,
                                   help_text=_("Sent as webhook-id: the receiver books a message id once."))
     event_type = models.CharField(_("type"), max_length=50)

@@ -1,5 +1,6 @@
-"""Back office for the ledger. Amounts and statuses are read-only here: they change only
-through invoices.services (the state machines), e.g. with the actions below."""
+"""Back office for the ledger. Invoices, credit notes, payments and allocations are records here:
+nobody edits or deletes one in admin (portal.admin_base.LedgerAdminMixin); amounts and statuses
+change only through invoices.services (the state machines), e.g. with the void action below."""
 
 from django.contrib import admin, messages
 from django.shortcuts import get_object_or_404
@@ -15,13 +16,14 @@ from invoices.links import document_link_revoke
 from invoices.models import (ClientCredit, CreditNote, CreditNoteLine, DocumentLink, Invoice, InvoiceLine, Payment,
                              PaymentAllocation, RecurringLine, RecurringSchedule)
 from invoices.money import line_amounts
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.admin_base import (AuditedModelAdmin, LedgerAdminMixin, ReadOnlyAdminMixin, day_display, money_display,
+                               moment_display, number_display)
 from portal.http import download_response
 from portal.models import AuditEvent
 from portal.services import audit_record
 
-LINE_FIELDS = ["position", "description", "quantity", "unit", "unit_price", "discount_percent", "tax_rate",
-               "net_amount", "tax_amount", "line_total"]
+LINE_FIELDS = ["position", "description", "quantity_shown", "unit", "unit_price_shown", "discount_shown",
+               "tax_rate_shown", "net_shown", "tax_shown", "total_shown"]
 
 
 class DocumentDownloadsMixin:
@@ -59,20 +61,45 @@ class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
 
 
-class InvoiceLineInline(ReadOnlyInline):
-    model = InvoiceLine
+class LineInline(ReadOnlyInline):
+    """A document's lines, amounts in the document's currency and the reader's language."""
+
+    document = ""  # the line's foreign key to its document
     fields = readonly_fields = LINE_FIELDS
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related(self.document)
+
+    quantity_shown = number_display("quantity", _("quantity"))
+    discount_shown = number_display("discount_percent", _("discount"), suffix="%")
+    tax_rate_shown = number_display("tax_rate", _("VAT"), suffix="%")
+
+
+class InvoiceLineInline(LineInline):
+    model = InvoiceLine
+    document = "invoice"
+    unit_price_shown = money_display("unit_price", _("unit price"), currency_field="invoice__currency")
+    net_shown = money_display("net_amount", _("net"), currency_field="invoice__currency")
+    tax_shown = money_display("tax_amount", _("tax"), currency_field="invoice__currency")
+    total_shown = money_display("line_total", _("line total"), currency_field="invoice__currency")
 
 
 class CreditNoteInline(ReadOnlyInline):
     model = CreditNote
-    fields = readonly_fields = ["number", "issue_date", "total", "amount_applied", "amount_to_credit", "status"]
+    fields = readonly_fields = ["number", "issue_date", "total_shown", "applied_shown", "to_credit_shown", "status"]
     show_change_link = True
+    total_shown = money_display("total", _("total"))
+    applied_shown = money_display("amount_applied", _("applied to the invoice"))
+    to_credit_shown = money_display("amount_to_credit", _("left as client credit"))
 
 
 class AllocationInline(ReadOnlyInline):
     model = PaymentAllocation
-    fields = readonly_fields = ["payment", "invoice", "kind", "amount", "created_at"]
+    fields = readonly_fields = ["payment", "invoice", "kind", "amount_shown", "created_at"]
+    amount_shown = money_display("amount", _("amount"), currency_field="payment__currency")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("payment", "invoice")
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -91,10 +118,11 @@ class OverdueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(DocumentDownloadsMixin, AuditedModelAdmin):
+class InvoiceAdmin(DocumentDownloadsMixin, LedgerAdminMixin, AuditedModelAdmin):
     formats = ("pdf", "ubl")
-    list_display = ["number", "client", "brand", "issue_date", "due_date", "currency", "total", "open_balance",
-                    "status", "overdue"]
+    # What staff look for first, in columns that fit 1280 px next to the filters: the currency
+    # is in the amounts, the brand in the filters, overdue in the status.
+    list_display = ["number", "client", "issue_column", "due_column", "total_column", "open_column", "status_column"]
     list_filter = ["status", OverdueFilter, "brand", ("client", admin.RelatedOnlyFieldListFilter), "issue_date",
                    "due_date", "connection"]
     search_fields = ["number", "client__name", "purchase_order", "external_id"]
@@ -103,28 +131,49 @@ class InvoiceAdmin(DocumentDownloadsMixin, AuditedModelAdmin):
     inlines = [InvoiceLineInline, CreditNoteInline, AllocationInline]
     actions = ["void_invoices"]
     fieldsets = [
-        (None, {"fields": ["number", "client", "brand", "status", "overdue_since", "documents"]}),
+        (None, {"fields": ["number", "client", "brand", "status_column", "overdue_since", "documents"]}),
         (_("Dates and terms"), {"fields": ["issue_date", "due_date", "payment_terms_days", "payment_terms_text",
                                            "purchase_order", "notes"]}),
-        (_("Amounts"), {"fields": ["currency", "subtotal", "tax_total", "total", "amount_paid", "amount_credited",
-                                   "open_balance"]}),
+        (_("Amounts"), {"fields": ["subtotal_shown", "tax_shown", "total_shown", "paid_shown", "credited_shown",
+                                   "open_shown", "pending_shown", "pending_method", "pending_since"]}),
+        (_("Void"), {"fields": ["voided_at", "void_reason"], "classes": ["collapse"]}),
         (_("Source"), {"fields": ["connection", "external_id", "source_updated_at", "recurring_schedule",
                                   "period_start", "created_at", "updated_at"]}),
     ]
 
+    issue_column = day_display("issue_date", _("issued"))
+    due_column = day_display("due_date", _("due"))
+    total_column = money_display("total", _("total"))
+    open_column = money_display("open_balance", _("open"))
+    pending_shown = money_display("amount_pending", _("payment pending"))
+    subtotal_shown = money_display("subtotal", _("subtotal"))
+    tax_shown = money_display("tax_total", _("tax"))
+    total_shown = money_display("total", _("total"))
+    paid_shown = money_display("amount_paid", _("paid"))
+    credited_shown = money_display("amount_credited", _("credited"))
+    open_shown = money_display("open_balance", _("open balance"))
+
     def get_readonly_fields(self, request, obj=None):
         # What came from accounting is accounting's to change; amounts and status move only
         # through the ledger's services.
-        return [f.name for f in Invoice._meta.fields] + ["created_at", "updated_at", "documents"]
+        return [f.name for f in Invoice._meta.fields] + ["created_at", "updated_at", "documents", "subtotal_shown",
+                                                          "tax_shown", "total_shown", "paid_shown", "credited_shown",
+                                                          "open_shown", "pending_shown", "status_column"]
 
-    def has_add_permission(self, request):
-        return False
+    @admin.display(description=_("status"), ordering="status")
+    def status_column(self, obj):
+        """The status as the client reads it (payment pending, partly credited), and overdue."""
+        status = obj.display_status.label
+        if obj.shows_overdue:
+            return format_html('{} · <strong class="warning-text">{}</strong>', status, _("Overdue"))
+        return status
 
-    @admin.display(boolean=True, description=_("overdue"))
-    def overdue(self, obj):
-        return obj.is_overdue()
+    def has_void_permission(self, request):
+        # Voiding is a change made by the state machine, not by editing the row.
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
-    @admin.action(description=_("Void selected invoices"), permissions=["change"])
+    @admin.action(description=_("Void selected invoices"), permissions=["void"])
     def void_invoices(self, request, queryset):
         for invoice in queryset:
             try:
@@ -133,47 +182,73 @@ class InvoiceAdmin(DocumentDownloadsMixin, AuditedModelAdmin):
                 self.message_user(request, str(exc), messages.ERROR)
 
 
-class CreditNoteLineInline(ReadOnlyInline):
+class CreditNoteLineInline(LineInline):
     model = CreditNoteLine
-    fields = readonly_fields = LINE_FIELDS
+    document = "credit_note"
+    unit_price_shown = money_display("unit_price", _("unit price"), currency_field="credit_note__currency")
+    net_shown = money_display("net_amount", _("net"), currency_field="credit_note__currency")
+    tax_shown = money_display("tax_amount", _("tax"), currency_field="credit_note__currency")
+    total_shown = money_display("line_total", _("line total"), currency_field="credit_note__currency")
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(DocumentDownloadsMixin, AuditedModelAdmin):
-    list_display = ["number", "invoice", "client", "issue_date", "total", "amount_applied", "amount_to_credit", "status"]
+class CreditNoteAdmin(DocumentDownloadsMixin, LedgerAdminMixin, AuditedModelAdmin):
+    list_display = ["number", "invoice", "client", "issue_column", "total_column", "applied_column", "status"]
     list_filter = ["status", "brand", ("client", admin.RelatedOnlyFieldListFilter), "issue_date"]
     search_fields = ["number", "invoice__number", "client__name"]
     list_select_related = ["invoice", "client"]
     inlines = [CreditNoteLineInline]
+    fieldsets = [
+        (None, {"fields": ["number", "invoice", "client", "brand", "status", "documents"]}),
+        (None, {"fields": ["issue_date", "reason"]}),
+        (_("Amounts"), {"fields": ["subtotal_shown", "tax_shown", "total_shown", "applied_shown",
+                                   "to_credit_shown"]}),
+        (_("Source"), {"fields": ["connection", "external_id", "created_at"]}),
+    ]
+    issue_column = day_display("issue_date", _("issued"))
+    total_column = money_display("total", _("total"))
+    applied_column = money_display("amount_applied", _("applied"))
+    subtotal_shown = money_display("subtotal", _("subtotal"))
+    tax_shown = money_display("tax_total", _("tax"))
+    total_shown = money_display("total", _("total"))
+    applied_shown = money_display("amount_applied", _("applied to the invoice"))
+    to_credit_shown = money_display("amount_to_credit", _("left as client credit"))
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in CreditNote._meta.fields] + ["created_at", "documents"]
-
-    def has_add_permission(self, request):
-        return False
+        return [f.name for f in CreditNote._meta.fields] + [
+            "created_at", "documents", "subtotal_shown", "tax_shown", "total_shown", "applied_shown",
+            "to_credit_shown"]
 
 
 @admin.register(Payment)
-class PaymentAdmin(AuditedModelAdmin):
-    list_display = ["received_at", "client", "amount", "currency", "method", "source", "reference"]
+class PaymentAdmin(LedgerAdminMixin, AuditedModelAdmin):
+    """Money received, from a gateway, the accounting system or booked by hand: a record. A
+    refund or chargeback is a new allocation (invoices.services), never an edit."""
+
+    list_display = ["number", "received_column", "client", "amount_column", "method", "reference"]
     list_filter = ["source", "method", "currency", ("client", admin.RelatedOnlyFieldListFilter), "received_at"]
-    search_fields = ["reference", "external_id", "client__name"]
+    search_fields = ["number", "reference", "external_id", "client__name"]
     date_hierarchy = "received_at"
     list_select_related = ["client"]
     inlines = [AllocationInline]
+    fields = ["number", "client", "brand", "amount_column", "source", "method", "reference", "received_at",
+              "connection", "external_id", "gateway_payment_id", "created_at"]
+    received_column = moment_display("received_at", _("received"))
+    amount_column = money_display("amount", _("amount"))
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Payment._meta.fields] + ["created_at"]
-
-    def has_add_permission(self, request):
-        return False
+        return [f.name for f in Payment._meta.fields] + ["created_at", "amount_column", "received_column"]
 
 
 @admin.register(ClientCredit)
-class ClientCreditAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "client", "currency", "amount", "source"]
+class ClientCreditAdmin(LedgerAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "client", "amount_column", "source"]
     list_filter = ["source", "currency", ("client", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["client__name"]
+    list_select_related = ["client"]
+    fields = readonly_fields = ["client", "amount_column", "source", "credit_note", "payment", "invoice",
+                                "created_at"]
+    amount_column = money_display("amount", _("amount"))
 
 
 class RecurringLineInline(admin.TabularInline):

@@ -10,14 +10,16 @@ from django.utils.translation import gettext_lazy as _
 from invoices.models import Payment, PaymentAllocation
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount
 from payments.webhooks import GATEWAY_EVENT
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin
+from portal.admin_base import AuditedModelAdmin, LedgerAdminMixin, ReadOnlyAdminMixin, SecretFieldsMixin, money_display
 from portal.models import Job
 
 
 @admin.register(GatewayAccount)
-class GatewayAccountAdmin(AuditedModelAdmin):
+class GatewayAccountAdmin(SecretFieldsMixin, AuditedModelAdmin):
     list_display = ["brand", "provider", "mode", "ideal", "card", "sepa_direct_debit", "allow_partial", "enabled"]
     list_filter = ["provider", "mode", "enabled", "brand"]
+    list_select_related = ["brand"]
+    secret_fields = ("api_key", "webhook_secret")
     fieldsets = [
         (None, {"fields": ["brand", "provider", "mode", "enabled"]}),
         (_("Methods"), {"fields": ["ideal", "card", "sepa_direct_debit", "allow_partial", "partial_minimum"]}),
@@ -58,8 +60,12 @@ def _gateway_events_failing(limit: int = 100) -> list[dict]:
 
 class CheckoutItemInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = CheckoutItem
-    fields = readonly_fields = ["invoice", "amount"]
+    fields = readonly_fields = ["invoice", "amount_shown"]
     extra = 0
+    amount_shown = money_display("amount", _("amount"), currency_field="attempt__currency")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("invoice", "attempt")
 
 
 class FlaggedFilter(admin.SimpleListFilter):
@@ -74,9 +80,18 @@ class FlaggedFilter(admin.SimpleListFilter):
 
 
 @admin.register(CheckoutAttempt)
-class CheckoutAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "client", "gateway", "method", "amount", "currency", "status", "flagged"]
+class CheckoutAttemptAdmin(LedgerAdminMixin, admin.ModelAdmin):
+    """What the portal asked a gateway for and what it answered: a record, never edited."""
+
+    list_display = ["created_at", "client", "gateway", "method", "amount_column", "status", "flagged"]
     list_filter = ["status", FlaggedFilter, "gateway__provider", "method"]
     search_fields = ["provider_payment_id", "client__name", "idempotency_key"]
-    list_select_related = ["client", "gateway"]
+    list_select_related = ["client", "gateway__brand"]
     inlines = [CheckoutItemInline]
+    fields = ["client", "gateway", "user", "status", "amount_column", "method", "flagged", "provider_payment_id",
+              "provider_reference", "checkout_url", "wants_mandate", "provider_customer_id", "payment",
+              "idempotency_key", "created_at", "updated_at"]
+    amount_column = money_display("amount", _("amount"))
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in CheckoutAttempt._meta.fields] + ["amount_column"]

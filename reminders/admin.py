@@ -1,5 +1,6 @@
 """Back office: reminder policies with a preview, holds, the dispatch log (with who each reminder
 reached, and why not) and delivery rates."""
+import datetime
 from decimal import Decimal
 
 from django.contrib import admin, messages
@@ -10,12 +11,17 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, job_link, with_job
+from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, first_line, job_link, money_display, with_job
+from portal.formatting import format_day, format_money
 from reminders.models import ReminderDelivery, ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
 from reminders.services import _render
 
-SAMPLE = {"client": "Northwind Traders B.V.", "invoice_number": "INV-2026-00042", "open_balance": "EUR 1,208.33",
-          "due_date": "2026-11-30", "days_overdue": 7, "pay_link": "https://portal.example.com/invoices/42/pay/"}
+def _sample(language: str) -> dict:
+    """The sample invoice a policy's preview fills its texts with, as a client reading `language` sees it."""
+    return {"client": "Northwind Traders B.V.", "invoice_number": "INV-2026-00042",
+            "open_balance": format_money(Decimal("1208.33"), "EUR", language=language),
+            "due_date": format_day(datetime.date(2026, 11, 30), language=language), "days_overdue": 7,
+            "pay_link": "https://portal.example.com/invoices/42/pay/"}
 
 
 class ReminderStepInline(admin.StackedInline):
@@ -31,21 +37,26 @@ class ReminderPolicyAdmin(AuditedModelAdmin):
                     "enabled", "steps_summary"]
     list_filter = ["brand", "enabled"]
     autocomplete_fields = ["client"]
+    list_select_related = ["brand", "client"]
     inlines = [ReminderStepInline]
     readonly_fields = ["preview"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("steps")
+
     @admin.display(description=_("steps"))
     def steps_summary(self, obj):
-        return ", ".join(f"{s.offset_days:+d} {s.level}" for s in obj.steps.all())
+        return ", ".join(f"{s.offset_days:+d} {s.get_level_display()}" for s in obj.steps.all())
 
     @admin.display(description=_("preview (sample invoice, English and Dutch)"))
     def preview(self, obj):
         if not obj.pk:
             return "-"
+        english, dutch = _sample("en"), _sample("nl")
         return format_html_join("", "<div class='stacked'><strong>{} · {}</strong><br>{}<br><em>{}</em>"
                                     "<br>{}</div>", (
-            (f"{s.offset_days:+d}", s.get_level_display(), _render(s.subject_en, SAMPLE), _render(s.body_en, SAMPLE),
-             _render(s.subject_nl, SAMPLE)) for s in obj.steps.all()))
+            (f"{s.offset_days:+d}", s.get_level_display(), _render(s.subject_en, english), _render(s.body_en, english),
+             _render(s.subject_nl, dutch)) for s in obj.steps.all()))
 
 
 @admin.register(ReminderHold)
@@ -54,6 +65,7 @@ class ReminderHoldAdmin(AuditedModelAdmin):
     list_filter = ["reason"]
     raw_id_fields = ["invoice"]
     readonly_fields = ["client"]
+    list_select_related = ["invoice", "client"]
 
     def save_model(self, request, obj, form, change):
         obj.client = obj.invoice.client
@@ -68,13 +80,20 @@ class ReminderDeliveryInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(ReminderDispatch)
 class ReminderDispatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "invoice", "client", "step", "status", "open_balance", "attempts", "error"]
+    list_display = ["created_at", "invoice", "client", "step", "status", "balance_column", "attempts", "short_error"]
     list_filter = ["status", "step__level", "step__policy"]
     search_fields = ["invoice__number", "client__name"]
     list_select_related = ["invoice", "client", "step__policy"]
     inlines = [ReminderDeliveryInline]
-    readonly_fields = ["send_job"]
+    fields = ["invoice", "client", "step", "status", "balance_column", "attempts", "error", "fee_invoice",
+              "created_at", "sent_at", "send_job"]
+    readonly_fields = ["send_job", "balance_column"]
     actions = ["mark_bounced"]
+    balance_column = money_display("open_balance", _("open when sent"), currency_field="invoice__currency")
+
+    @admin.display(description=_("last error"))
+    def short_error(self, obj):
+        return first_line(obj.error)
 
     def get_queryset(self, request):
         return with_job(super().get_queryset(request), Concat(Value("reminder:"), Cast(OuterRef("pk"), CharField())))

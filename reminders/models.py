@@ -14,9 +14,9 @@ class ReminderPolicy(models.Model):
 
     name = models.CharField(_("name"), max_length=200)
     brand = models.ForeignKey("portal.Brand", null=True, blank=True, on_delete=models.CASCADE,
-                              related_name="reminder_policies")
+                              related_name="reminder_policies", verbose_name=_("brand"))
     client = models.OneToOneField("portal.Client", null=True, blank=True, on_delete=models.CASCADE,
-                                  related_name="reminder_policy", help_text=_("Set for a client's own policy."))
+                                  related_name="reminder_policy", verbose_name=_("client"), help_text=_("Set for a client's own policy."))
     business_days_only = models.BooleanField(_("send on business days only"), default=True)
     business_hours_start = models.TimeField(_("send from"), null=True, blank=True,
                                             help_text=_("In the client's time zone; empty: any hour."))
@@ -24,6 +24,8 @@ class ReminderPolicy(models.Model):
     enabled = models.BooleanField(_("enabled"), default=True)
 
     class Meta:
+        verbose_name = _("reminder policy")
+        verbose_name_plural = _("reminder policies")
         constraints = [
             models.CheckConstraint(condition=Q(brand__isnull=False) ^ Q(client__isnull=False),
                                    name="policy_for_brand_or_client"),
@@ -61,6 +63,8 @@ class ReminderStep(models.Model):
 
     class Meta:
         ordering = ["policy", "offset_days"]
+        verbose_name = _("reminder step")
+        verbose_name_plural = _("reminder steps")
         constraints = [models.UniqueConstraint(fields=["policy", "offset_days"], name="one_step_per_day")]
 
     def __str__(self):
@@ -74,11 +78,19 @@ class ReminderHold(models.Model):
         PAUSED = "paused", _("Paused")
         DISPUTED = "disputed", _("Disputed")
 
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
-    invoice = models.OneToOneField("invoices.Invoice", on_delete=models.CASCADE, related_name="reminder_hold")
-    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.PAUSED)
-    note = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+", verbose_name=_("client"))
+    invoice = models.OneToOneField("invoices.Invoice", on_delete=models.CASCADE, related_name="reminder_hold",
+                                   verbose_name=_("invoice"))
+    reason = models.CharField(_("reason"), max_length=10, choices=Reason.choices, default=Reason.PAUSED)
+    note = models.CharField(_("note"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("reminder hold")
+        verbose_name_plural = _("reminder holds")
+
+    def __str__(self):
+        return f"{self.invoice} ({self.get_reason_display()})"
 
 
 class ReminderDispatch(models.Model):
@@ -91,21 +103,28 @@ class ReminderDispatch(models.Model):
         FAILED = "failed", _("Failed")
         BOUNCED = "bounced", _("Bounced")
 
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
-    invoice = models.ForeignKey("invoices.Invoice", on_delete=models.CASCADE, related_name="reminders")
-    step = models.ForeignKey(ReminderStep, on_delete=models.PROTECT, related_name="dispatches")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+", verbose_name=_("client"))
+    invoice = models.ForeignKey("invoices.Invoice", on_delete=models.CASCADE, related_name="reminders",
+                                verbose_name=_("invoice"))
+    step = models.ForeignKey(ReminderStep, on_delete=models.PROTECT, related_name="dispatches",
+                             verbose_name=_("step"))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.QUEUED)
     open_balance = models.DecimalField(_("open balance when sent"), **MONEY)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    error = models.TextField(_("last error"), blank=True)
     fee_invoice = models.OneToOneField("invoices.Invoice", null=True, blank=True, on_delete=models.PROTECT,
                                        related_name="fee_for_reminder")
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("reminder dispatch")
+        verbose_name_plural = _("reminder dispatches")
         constraints = [models.UniqueConstraint(fields=["invoice", "step"], name="one_dispatch_per_invoice_step")]
+
+    def __str__(self):
+        return f"{self.invoice}: {self.step}"
 
 
 class ReminderDelivery(models.Model):

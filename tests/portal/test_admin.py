@@ -67,3 +67,5 @@ def test_every_back_office_list_and_detail_page_opens(client, committed):
         if first is not None:
             detail = client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[first.pk]))
             assert detail.status_code == 200, meta.label
+            # Every row (inline rows too) is named, never "InvoiceLine object (5)".
+            assert " object (" not in detail.text, meta.label
