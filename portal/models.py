@@ -242,7 +242,7 @@ class Notification(models.Model):
     message = models.CharField(max_length=300, blank=True, help_text=_(
         "The untranslated message, with named placeholders; translated whenever it is shown."))
     message_args = models.JSONField(default=dict, blank=True)
-    url = models.CharField(max_length=300, help_text="The deep link, relative to the site.")
+    url = models.CharField(max_length=300, help_text=_("The deep link, relative to the site."))
     pay_url = models.CharField(max_length=300, blank=True, help_text=_(
         "Where the email's Pay button leads, relative to the site (empty: no Pay button)."))
     attachment = models.CharField(max_length=50, blank=True, help_text=_(
