@@ -17,18 +17,26 @@ from portal import jobs
 from portal.models import Job
 from portal.rls import staff_scope
 
-CATALOGUE = [
-    ("Monthly bookkeeping", "month", "450.00", "21"),
-    ("Payroll administration", "employee", "12.50", "21"),
-    ("Annual accounts", "piece", "1250.00", "21"),
-    ("Tax advice", "hour", "135.00", "21"),
-    ("Reference book", "piece", "39.95", "9"),
-]
+# The demo ERP's price list, in each client's language: (description, unit, price, VAT %).
+CATALOGUE = {
+    "en": [("Monthly bookkeeping", "month", "450.00", "21"), ("Payroll administration", "employee", "12.50", "21"),
+           ("Annual accounts", "piece", "1250.00", "21"), ("Tax advice", "hour", "135.00", "21"),
+           ("Reference book", "piece", "39.95", "9")],
+    "nl": [("Maandelijkse boekhouding", "maand", "450.00", "21"), ("Salarisadministratie", "medewerker", "12.50", "21"),
+           ("Jaarrekening", "stuk", "1250.00", "21"), ("Belastingadvies", "uur", "135.00", "21"),
+           ("Naslagwerk", "stuk", "39.95", "9")],
+}
+# What the demo ERP writes beside the lines, in each client's language.
+TEXTS = {
+    "en": {"terms": "{days} days net", "void": "Issued twice by mistake", "credit": "Two hours not worked"},
+    "nl": {"terms": "{days} dagen netto", "void": "Per abuis dubbel gefactureerd", "credit": "Twee uur niet gewerkt"},
+}
 
 
-def _lines(*picks: tuple[int, str]) -> list[dict]:
-    return [{"description": CATALOGUE[i][0], "quantity": qty, "unit": CATALOGUE[i][1],
-             "unit_price": CATALOGUE[i][2], "tax_rate": CATALOGUE[i][3]} for i, qty in picks]
+def _lines(language: str, *picks: tuple[int, str]) -> list[dict]:
+    catalogue = CATALOGUE[language]
+    return [{"description": catalogue[i][0], "quantity": qty, "unit": catalogue[i][1],
+             "unit_price": catalogue[i][2], "tax_rate": catalogue[i][3]} for i, qty in picks]
 
 
 def _with_totals(data: dict) -> dict:
@@ -44,47 +52,61 @@ def client_events(key: str, client: dict) -> list[tuple[str, dict]]:
     return [(f"demo-{key}-client", {"type": "client.upserted", "data": {"external_id": key, **client}})]
 
 
-def ledger_events(key: str, prefix: str, today: datetime.date) -> list[tuple[str, dict]]:
-    """Per client: open, partially paid, overdue, paid and void invoices, and a credit note."""
+def ledger_events(key: str, prefix: str, today: datetime.date, *, language: str = "en", currency: str = "EUR",
+                  extra_paid: int = 0, few: bool = False) -> list[tuple[str, dict]]:
+    """Per client: open, partially paid, overdue, paid and void invoices, and a credit note, in the
+    client's language and currency; `extra_paid` older paid invoices (a long history); `few`:
+    only an open, an overdue and a paid one (a new client)."""
     day = datetime.timedelta(days=1)
     stamp = timezone.now().replace(microsecond=0).isoformat()
+    texts = TEXTS[language]
 
     def invoice(n: int, issued_days_ago: int, lines: list[dict], terms: int = 30) -> dict:
         issue = today - issued_days_ago * day
         return _with_totals({
             "external_id": f"{key}-inv-{n}", "number": f"{prefix}-{today.year}-{n:04d}", "client_external_id": key,
             "issue_date": issue.isoformat(), "due_date": (issue + terms * day).isoformat(),
-            "payment_terms": {"days": terms, "text": f"{terms} days net"}, "currency": "EUR",
+            "payment_terms": {"days": terms, "text": texts["terms"].format(days=terms)}, "currency": currency,
             "purchase_order": f"PO-{n:03d}", "lines": lines, "updated_at": stamp})
 
     invoices = {
-        "open": invoice(1, 3, _lines((0, "1"), (1, "14"))),
-        "partial": invoice(2, 20, _lines((2, "1"), (4, "2"))),
-        "overdue": invoice(3, 52, _lines((3, "6.5"), (0, "1"))),
-        "paid": invoice(4, 70, _lines((0, "1"))),
-        "void": invoice(5, 15, _lines((3, "2"))),
-        "credited": invoice(6, 10, _lines((3, "8"))),
+        "open": invoice(1, 3, _lines(language, (0, "1"), (1, "14"))),
+        "overdue": invoice(3, 52, _lines(language, (3, "6.5"), (0, "1"))),
+        "paid": invoice(4, 70, _lines(language, (0, "1"))),
     }
+    if not few:
+        invoices |= {
+            "partial": invoice(2, 20, _lines(language, (2, "1"), (4, "2"))),
+            "void": invoice(5, 15, _lines(language, (3, "2"))),
+            "credited": invoice(6, 10, _lines(language, (3, "8"))),
+            "overdue-long": invoice(7, 75, _lines(language, (1, "22"))),
+        }
+    for n in range(extra_paid):  # one a month or so, back in time, all paid
+        invoices[f"history-{n}"] = invoice(100 + n, 90 + 30 * n, _lines(language, (0, "1"), (1, str(10 + n % 5))))
     events = [(f"demo-{key}-inv-{name}", {"type": "invoice.created", "data": data}) for name, data in invoices.items()]
 
     def payment(n: int, name: str, amount: str, days_ago: int) -> tuple[str, dict]:
         return (f"demo-{key}-pay-{n}", {"type": "payment.recorded", "data": {
-            "external_id": f"{key}-pay-{n}", "client_external_id": key, "amount": amount, "currency": "EUR",
+            "external_id": f"{key}-pay-{n}", "client_external_id": key, "amount": amount, "currency": currency,
             "received_at": (timezone.now() - datetime.timedelta(days=days_ago)).replace(microsecond=0).isoformat(),
             "method": "bank_transfer", "reference": invoices[name]["number"],
             "allocations": [{"invoice_external_id": invoices[name]["external_id"], "amount": amount}]}})
 
-    events += [
-        payment(1, "partial", "500.00", 5),
-        payment(2, "paid", invoices["paid"]["total"], 45),
-        (f"demo-{key}-void", {"type": "invoice.voided", "data": {
-            "external_id": invoices["void"]["external_id"], "reason": "Issued twice by mistake",
-            "updated_at": (timezone.now() + datetime.timedelta(seconds=1)).replace(microsecond=0).isoformat()}}),
-        (f"demo-{key}-cn-1", {"type": "credit_note.created", "data": _with_totals({
-            "external_id": f"{key}-cn-1", "number": f"{prefix}-CN-{today.year}-0001",
-            "invoice_external_id": invoices["credited"]["external_id"], "issue_date": (today - 2 * day).isoformat(),
-            "reason": "Two hours not worked", "lines": _lines((3, "2"))})}),
-    ]
+    events.append(payment(2, "paid", invoices["paid"]["total"], 45))
+    events += [payment(200 + n, f"history-{n}", invoices[f"history-{n}"]["total"], 70 + 30 * n)
+               for n in range(extra_paid)]
+    if not few:
+        events += [
+            payment(1, "partial", "500.00", 5),
+            payment(3, "overdue-long", "100.00", 12),  # a part payment on an old debt
+            (f"demo-{key}-void", {"type": "invoice.voided", "data": {
+                "external_id": invoices["void"]["external_id"], "reason": texts["void"],
+                "updated_at": (timezone.now() + datetime.timedelta(seconds=1)).replace(microsecond=0).isoformat()}}),
+            (f"demo-{key}-cn-1", {"type": "credit_note.created", "data": _with_totals({
+                "external_id": f"{key}-cn-1", "number": f"{prefix}-CN-{today.year}-0001",
+                "invoice_external_id": invoices["credited"]["external_id"], "issue_date": (today - 2 * day).isoformat(),
+                "reason": texts["credit"], "lines": _lines(language, (3, "2"))})}),
+        ]
     return events
 
 

@@ -17,6 +17,8 @@ from integrations.models import ClientLink, Connection
 from integrations.signing import generate_secret
 from invoices import services as ledger
 from invoices.models import RecurringSchedule
+from payments.models import Mandate
+from payments.services import gateway_for_brand
 from portal.models import Brand, Membership, User
 from portal.rls import staff_scope
 from reminders.models import ReminderPolicy, ReminderStep
@@ -35,17 +37,26 @@ BRANDS = [
          iban="NL20INGB0001234567", bic="INGBNL2A",
          legal_footer="Blue Harbor Services B.V. · KvK 87654321 · BTW NL009876543B01"),
 ]
-# key: (brand, invoice number prefix, client.upserted data)
+# key: (brand, invoice number prefix, client.upserted data, ledger profile). The clients differ as
+# real ones do: Dutch and English, euro and pound, a long history and a new client, one paying
+# by SEPA direct debit.
 CLIENTS = {
     "northwind": ("acme", "NW", dict(name="Northwind Traders B.V.", kvk_number="34567890", vat_number="NL003456789B01",
                                      billing_email="finance@northwind.test", locale="nl", address=dict(
-                                         line="Damrak 50", postal_code="1012 LM", city="Amsterdam", country="NL"))),
+                                         line="Damrak 50", postal_code="1012 LM", city="Amsterdam", country="NL")),
+                  dict(language="nl", currency="EUR", extra_paid=18)),
     "globex": ("acme", "GX", dict(name="Globex Nederland B.V.", kvk_number="45678901", vat_number="NL004567890B01",
                                   billing_email="ap@globex.test", locale="en", address=dict(
-                                      line="Stationsplein 8", postal_code="3511 ED", city="Utrecht", country="NL"))),
+                                      line="Stationsplein 8", postal_code="3511 ED", city="Utrecht", country="NL")),
+               dict(language="en", currency="EUR", extra_paid=2)),
     "initech": ("harbor", "IT", dict(name="Initech Logistics B.V.", kvk_number="56789012", vat_number="NL005678901B01",
                                      billing_email="invoices@initech.test", locale="nl", address=dict(
-                                         line="Coolsingel 40", postal_code="3011 AD", city="Rotterdam", country="NL"))),
+                                         line="Coolsingel 40", postal_code="3011 AD", city="Rotterdam", country="NL")),
+                dict(language="nl", currency="EUR", few=True, mandate=True)),
+    "umbrella": ("harbor", "UM", dict(name="Umbrella Trading Ltd", billing_email="accounts@umbrella.test", locale="en",
+                                      default_currency="GBP", address=dict(
+                                          line="221 Baker Street", postal_code="NW1 6XE", city="London", country="GB")),
+                 dict(language="en", currency="GBP")),
 }
 USERS = [
     dict(email="admin@example.com", first_name="Sam", last_name="Staff", is_staff=True, is_superuser=True,
@@ -54,7 +65,18 @@ USERS = [
          memberships=[("northwind", Membership.Role.OWNER)]),
     dict(email="bob@globex.test", first_name="Bob", last_name="Jansen", language="en",
          memberships=[("globex", Membership.Role.OWNER), ("initech", Membership.Role.FINANCE)]),
+    dict(email="pieter@northwind.test", first_name="Pieter", last_name="Bakker", language="nl",
+         memberships=[("northwind", Membership.Role.FINANCE)]),
+    dict(email="emma@globex.test", first_name="Emma", last_name="Clarke", language="en",
+         memberships=[("globex", Membership.Role.VIEWER)]),
+    dict(email="sanne@initech.test", first_name="Sanne", last_name="Visser", language="nl",
+         memberships=[("initech", Membership.Role.OWNER)]),
+    dict(email="carol@umbrella.test", first_name="Carol", last_name="Hughes", language="en",
+         memberships=[("umbrella", Membership.Role.OWNER)]),
 ]
+# The monthly subscription each client has, in its language.
+SUBSCRIPTION = {"en": ("Monthly bookkeeping subscription", "Bookkeeping subscription", "month"),
+                "nl": ("Abonnement maandelijkse boekhouding", "Abonnement boekhouding", "maand")}
 
 
 class Command(BaseCommand):
@@ -71,11 +93,11 @@ class Command(BaseCommand):
                 slug=f"{slug}-erp", defaults={"name": f"{brand.name} ERP (demo)", "brand": brand,
                                               "signing_secrets": generate_secret()})[0]
                 for slug, brand in brands.items()}
-        for key, (brand, _prefix, data) in CLIENTS.items():
+        for key, (brand, _prefix, data, _profile) in CLIENTS.items():
             demo.send(connections[brand], demo.client_events(key, data))
         with transaction.atomic(), staff_scope():
             clients = {key: ClientLink.objects.select_related("client").get(
-                connection=connections[brand], external_id=key).client for key, (brand, _, _) in CLIENTS.items()}
+                connection=connections[brand], external_id=key).client for key, (brand, *_) in CLIENTS.items()}
             for spec in USERS:
                 spec = dict(spec)
                 memberships = spec.pop("memberships")
@@ -88,16 +110,24 @@ class Command(BaseCommand):
                 for key, role in memberships:
                     Membership.objects.update_or_create(user=user, client=clients[key], defaults={"role": role})
         accepted = 0
-        for key, (brand, prefix, _data) in CLIENTS.items():
-            answers = demo.send(connections[brand], demo.ledger_events(key, prefix, today))
+        for key, (brand, prefix, _data, profile) in CLIENTS.items():
+            ledger_profile = {k: v for k, v in profile.items() if k != "mandate"}
+            answers = demo.send(connections[brand], demo.ledger_events(key, prefix, today, **ledger_profile))
             accepted += sum(1 for status in answers.values() if status == "accepted")
         with transaction.atomic(), staff_scope():
             for key, client in clients.items():
+                profile = CLIENTS[key][3]
+                if profile.get("mandate"):
+                    _demo_mandate(client, today)
                 if not RecurringSchedule.objects.filter(client=client).exists():
+                    name, description, unit = SUBSCRIPTION[profile["language"]]
+                    # The direct-debit client's subscription starts next month: the sandbox
+                    # gateway takes no collections, so none falls due in the demo.
+                    first = (today.replace(day=28) + datetime.timedelta(days=4)).replace(day=1) if profile.get(
+                        "mandate") else today.replace(day=1) - datetime.timedelta(days=60)
                     ledger.recurring_create(
-                        client=client, brand=client.brand, name="Monthly bookkeeping subscription",
-                        next_date=today.replace(day=1) - datetime.timedelta(days=60),
-                        lines=[{"description": "Bookkeeping subscription", "quantity": Decimal("1"), "unit": "month",
+                        client=client, brand=client.brand, name=name, next_date=first, currency=profile["currency"],
+                        lines=[{"description": description, "quantity": Decimal("1"), "unit": unit,
                                 "unit_price": Decimal("299.00"), "discount_percent": Decimal("0"),
                                 "tax_rate": Decimal("21")}])
             generated = ledger.recurring_generate_due(today=today)
@@ -137,3 +167,14 @@ def _default_reminder_policy(brand):
             ReminderStep.objects.create(policy=policy, offset_days=offset, level=level, channel=channel,
                                         subject_en=subject_en, body_en=body_en, subject_nl=subject_nl,
                                         body_nl=body_nl)
+
+
+def _demo_mandate(client, today):
+    """A valid SEPA direct-debit mandate on the brand's gateway (the sandbox in development), as a
+    first payment with a mandate would have left it."""
+    gateway = gateway_for_brand(client.brand)
+    Mandate.objects.get_or_create(
+        gateway=gateway, provider_mandate_id=f"mdt_demo_{client.pk}",
+        defaults={"client": client, "provider_customer_id": f"cst_demo_{client.pk}", "status": Mandate.Status.VALID,
+                  "consumer_name": client.name, "consumer_account": "NL55INGB0001234567",
+                  "signed_on": today - datetime.timedelta(days=40)})
