@@ -1,13 +1,16 @@
 """The back office at 1280 px (staff work on desktops), in English and Dutch: the invoice,
-payment and inbound-webhook lists and an invoice's page show their key columns without a
-sideways scroll, amounts formatted, and a read-only record offers no Save or Delete."""
+payment, inbound-webhook, credit-note and job lists and an invoice's page show their key
+columns without a sideways scroll, amounts formatted, and a read-only record offers no Save or
+Delete."""
 import datetime
 import json
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from portal.models import WebhookRequest
+from invoices import services
+from portal.models import Job, WebhookRequest
 from tests.e2e.support import log_in, screenshot, sideways_overflow
 from tests.invoices.factories import TODAY, line, make_invoice, pay
 from tests.portal.factories import BrandFactory, ClientFactory, UserFactory
@@ -27,6 +30,13 @@ def _back_office():
         invoices.append(make_invoice(clients[n % 2], number=f"INV-2026-{n + 1:06d}", issue_date=TODAY - 40 * n * days,
                                      lines=lines))
     pay(clients[0], [(invoices[0], "1000.00")], reference="Bank transfer 2026-11-25 NL91ABNA0417164300")
+    services.credit_note_create(invoice=invoices[1], number="CN-2026-000001", issue_date=TODAY,
+                                lines=[line("Discount agreed for the delayed delivery", unit_price="250.00")])
+    for n in range(6):
+        Job.objects.create(kind="accounting.event", key=f"webhook:{1000 + n}", subject=f"connection:exact-online-{n}",
+                           state=Job.State.DEAD, attempts=6, run_after=timezone.now(),
+                           last_error="ConnectionError: HTTPSConnectionPool(host='start.exactonline.nl', port=443): "
+                                      "Max retries exceeded with url: /api/v1/current/Me")
     for n in range(6):
         WebhookRequest.objects.create(
             source="accounting", account="exact-online-production-connection", status=WebhookRequest.Status.REJECTED,
@@ -71,7 +81,8 @@ def test_back_office_lists_and_invoice_page_fit_a_desktop(committed, live_url, d
     invoice, staff = committed.create(_back_office)
     _sign_in(desktop, live_url, staff)
     for name, path in [("invoices", "/admin/invoices/invoice/"), ("payments", "/admin/invoices/payment/"),
-                       ("webhooks", "/admin/portal/webhookrequest/"),
+                       ("webhooks", "/admin/portal/webhookrequest/"), ("credit-notes", "/admin/invoices/creditnote/"),
+                       ("jobs", "/admin/portal/job/"),
                        ("invoice", f"/admin/invoices/invoice/{invoice.pk}/change/")]:
         desktop.goto(f"{live_url}{path}")
         screenshot(desktop, f"admin-{name}")
