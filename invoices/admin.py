@@ -255,8 +255,14 @@ class RecurringLineInline(admin.TabularInline):
     model = RecurringLine
     extra = 1
     fields = ["position", "description", "quantity", "unit", "unit_price", "discount_percent", "tax_rate",
-              "net_amount", "tax_amount", "line_total"]
-    readonly_fields = ["net_amount", "tax_amount", "line_total"]
+              "net_shown", "tax_shown", "total_shown"]
+    readonly_fields = ["net_shown", "tax_shown", "total_shown"]
+    net_shown = money_display("net_amount", _("net"), currency_field="schedule__currency")
+    tax_shown = money_display("tax_amount", _("tax"), currency_field="schedule__currency")
+    total_shown = money_display("line_total", _("line total"), currency_field="schedule__currency")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("schedule")
 
 
 @admin.register(RecurringSchedule)
