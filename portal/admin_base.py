@@ -177,6 +177,8 @@ class SecretFieldsMixin:
                     if name in self.fields and name in cleaned:
                         cleaned[name] = _keep_or_replace(cleaned[name] or "", getattr(self.instance, name, "") or "",
                                                          lines=name in lines)
+                        if not cleaned[name] and not self._meta.model._meta.get_field(name).blank:
+                            self.add_error(name, _("Keep at least one secret: leave its masked line or type a new one."))
                 return cleaned
 
         return SecretForm

@@ -198,6 +198,12 @@ def test_signing_secrets_are_masked_and_rotate_by_adding_a_line(connection, clie
     with staff_scope():
         connection.refresh_from_db()
     assert connection.secrets() == [SIGNING_NEW]
+    # Not a line left that stands for a secret: refused, the secret stays.
+    page = client.post(url, _connection_form(connection, "••••nope"))
+    assert page.status_code == 200 and "Keep at least one secret" in page.text
+    with staff_scope():
+        connection.refresh_from_db()
+    assert connection.secrets() == [SIGNING_NEW]
 
 
 def test_totp_secrets_are_not_shown_in_the_authenticator_admin(client, staff):
