@@ -117,11 +117,12 @@ class SecretLinesInput(forms.Textarea):
 
 def _keep_or_replace(typed: str, current: str, *, lines: bool) -> str:
     """What a secret field holds after a save: a line left as its mask keeps the secret it
-    stands for, a typed line replaces it; an empty field keeps everything as it was."""
+    stands for (a mask that stands for none is dropped), a typed line replaces it; an empty
+    field keeps everything as it was."""
     if not typed.strip():
         return current
     if not lines:
-        return current if typed.strip() == mask_secret(current) else typed.strip()
+        return current if typed.strip().startswith(MASK) else typed.strip()
     by_mask: dict[str, list[str]] = {}
     for secret in current.splitlines():
         if secret.strip():
