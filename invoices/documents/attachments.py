@@ -1,11 +1,11 @@
 """The PDF a notification's email carries: its `attachment` names an invoice or credit note
-(portal.notifications.email_attachment_wanted). The stored PDF when it is current, else rendered
-now, in the email job with no transaction of the caller's open."""
+(portal.notifications.email_attachment_wanted). The stored PDF when it is current (the
+pre-render job stores it), else rendered here, in the email job, with no transaction open."""
 from __future__ import annotations
 
 from django.dispatch import receiver
 
-from invoices.documents.render import document_pdf
+from invoices.documents.render import render_document, stored_pdf
 from invoices.models import CreditNote, Invoice
 from portal.notifications import email_attachment_wanted
 
@@ -22,5 +22,5 @@ def document_pdf_attachment(sender, notification, **kwargs):
                 .filter(pk=int(pk), client_id=notification.client_id).first())
     if document is None:
         return None
-    pdf = document_pdf(document)
-    return pdf.file_name, pdf.content, "application/pdf"
+    stored = stored_pdf(document)
+    return f"{document.number}.pdf", stored.content if stored else render_document(document), "application/pdf"

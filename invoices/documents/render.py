@@ -165,6 +165,19 @@ def document_pdf(document: Invoice | CreditNote) -> StoredPdf:
     return StoredPdf(pdf, download_name, rendered_now=True)
 
 
+def stored_pdf(document: Invoice | CreditNote) -> StoredPdf | None:
+    """The stored PDF of a document when it is current, else None: nothing is rendered, and no
+    transaction is held for one (an email job renders what is missing itself, outside one)."""
+    owner = {"credit_note": document} if isinstance(document, CreditNote) else {"invoice": document}
+    html, xml, _ = _sources(document)
+    stored = RenderedDocument.objects.filter(**owner, fingerprint=_fingerprint(html.encode(), xml)).first()
+    storage = storages["encrypted"]
+    if stored is None or not storage.exists(stored.file_name):
+        return None
+    with storage.open(stored.file_name) as handle:
+        return StoredPdf(handle.read(), f"{document.number}.pdf", rendered_now=False)
+
+
 def is_current(document: Invoice | CreditNote) -> bool:
     owner = {"credit_note": document} if isinstance(document, CreditNote) else {"invoice": document}
     html, xml, _ = _sources(document)
