@@ -25,6 +25,16 @@ def log_in(page, url: str, email: str, password: str = PASSWORD) -> None:
         page.locator("form button[type=submit]").first.click()
 
 
+def open_menu(page, *, account: bool = False) -> None:
+    """Open the header's menu where it is folded: on a phone the pages and the account links are
+    behind the Menu button; on a desktop the account, company and language behind the account
+    button (`account=True`)."""
+    for selector in (".site-menu", ".account-menu") if account else (".site-menu",):
+        toggle = page.locator(f"{selector} > summary")
+        if toggle.is_visible() and page.locator(f"{selector}[open]").count() == 0:
+            toggle.click()
+
+
 def axe_violations(page) -> list[tuple[str, str, int]]:
     """axe-core's serious and critical findings on the page as it is now. Evaluated through the
     DevTools protocol, which the page's Content-Security-Policy does not govern."""

@@ -1,6 +1,7 @@
 """A client contact and a staff member log in from a phone and from a desktop."""
 import pytest
 
+from tests.e2e.support import open_menu
 from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,8 @@ def test_client_logs_in_and_lands_on_its_overview(committed, live_url, page):
     header_colour = page.eval_on_selector(".site-header", "e => getComputedStyle(e).backgroundColor")
     assert header_colour == "rgb(11, 110, 79)"  # the brand's primary colour
     assert _fits_the_screen(page)
-    for link in page.locator(".site-nav a, .site-nav button").all():
+    open_menu(page, account=True)
+    for link in page.locator(".site-nav a, .account-menu__panel a, .account-menu__panel button").all():
         assert link.bounding_box()["height"] >= 44  # tap targets
 
 
@@ -81,6 +83,7 @@ def test_contact_of_two_companies_picks_one_and_switches(committed, live_url, pa
     page.wait_for_url(f"{live_url}/clients/{initech.pk}/")
     assert page.get_by_role("heading", level=1).inner_text() == "Initech Logistics B.V."
 
+    open_menu(page, account=True)
     page.get_by_role("link", name="Switch company").click()
     page.get_by_role("button", name="Globex Nederland B.V.").click()
     page.wait_for_url(f"{live_url}/")
