@@ -84,7 +84,6 @@ def test_every_client_page_fits_the_screen_and_passes_axe(committed, live_url, s
         ("direct-debit", reverse("payments:mandates")),
         ("company", reverse("portal:client_detail", args=[data["client"]])),
         ("checkout", f"{reverse('payments:checkout')}?invoice={data['big']}&invoice={data['late']}"),
-        ("choose-company-again", reverse("portal:choose_client")),
         ("security", reverse("mfa_index")),
         ("payments", _optional("payments:list")),
         ("receipt", _optional("payments:receipt", data["payment"])),
