@@ -26,6 +26,7 @@
     boxes.forEach(function (box) { if (box.checked) { ticked += 1; } });
     var all = form.querySelector("[data-select-all]");
     if (all) {
+      all.closest("label").hidden = false;  // of no use without this script
       all.checked = boxes.length > 0 && ticked === boxes.length;
       all.indeterminate = ticked > 0 && ticked < boxes.length;
     }
