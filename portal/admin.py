@@ -45,7 +45,7 @@ class BrandAdmin(AuditedModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "slug", "is_default", "support_email"]}),
         (_("Look"), {"fields": ["logo", "primary_colour", "accent_colour", "legal_footer"]}),
-        (_("Emails"), {"fields": ["allow_document_links", "document_link_days"]}),
+        (_("Emails"), {"fields": ["email_attach_pdf", "allow_document_links", "document_link_days"]}),
         (_("Company and bank"), {"fields": ["kvk_number", "vat_number", "address_line", "postal_code", "city",
                                             "country", "bank_account_name",
                                             "iban", "bic"]}),
