@@ -38,6 +38,8 @@ class GatewayAccount(models.Model):
 
     class Meta:
         ordering = ["brand__name", "provider"]
+        verbose_name = _("gateway account")
+        verbose_name_plural = _("gateway accounts")
         constraints = [models.UniqueConstraint(fields=["brand", "provider"], name="one_account_per_provider")]
 
     def __str__(self):
@@ -88,6 +90,8 @@ class CheckoutAttempt(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("checkout attempt")
+        verbose_name_plural = _("checkout attempts")
         constraints = [
             models.UniqueConstraint(fields=["gateway", "provider_payment_id"], condition=~Q(provider_payment_id=""),
                                     name="one_attempt_per_gateway_payment"),
@@ -109,6 +113,13 @@ class CheckoutItem(models.Model):
     attempt = models.ForeignKey(CheckoutAttempt, on_delete=models.CASCADE, related_name="items")
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="checkout_items")
     amount = models.DecimalField(**MONEY)
+
+    class Meta:
+        verbose_name = _("checkout item")
+        verbose_name_plural = _("checkout items")
+
+    def __str__(self):
+        return str(self.invoice)
 
 
 class SandboxPayment(models.Model):
@@ -145,6 +156,8 @@ class Mandate(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("direct-debit mandate")
+        verbose_name_plural = _("direct-debit mandates")
         constraints = [models.UniqueConstraint(fields=["gateway", "provider_mandate_id"], name="mandate_once")]
 
     def __str__(self):

@@ -238,7 +238,7 @@ def test_reconciliation_page_shows_payments_per_day_and_flagged_attempts(shop, c
     client.force_login(staff_user)
     page = client.get(reverse("admin:payments_reconciliation"))
     assert page.status_code == 200
-    assert "EUR 121.00" in page.text and "A-1" in page.text
+    assert "€121.00" in page.text and "A-1" in page.text
     assert "the gateway reports EUR 6.05" in page.text
 
 
