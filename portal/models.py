@@ -60,6 +60,8 @@ class User(AbstractUser):
 
     class Meta:
         ordering = ["email"]
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
 
     def __str__(self):
         return self.email
@@ -96,6 +98,8 @@ class Brand(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("brand")
+        verbose_name_plural = _("brands")
         constraints = [
             models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_brand"),
         ]
@@ -128,6 +132,8 @@ class Client(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("client")
+        verbose_name_plural = _("clients")
 
     def __str__(self):
         return self.name
@@ -146,6 +152,8 @@ class Membership(models.Model):
 
     class Meta:
         ordering = ["client__name"]
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
         constraints = [models.UniqueConstraint(fields=["user", "client"], name="one_membership_per_user_client")]
 
     def __str__(self):
@@ -203,6 +211,8 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         indexes = [
             models.Index(fields=["client", "-created_at"]),
             models.Index(fields=["action", "-created_at"]),
