@@ -54,9 +54,10 @@ def _fill(owner, total: int, overdue: int, clients: int) -> None:
         cursor.execute("TRUNCATE invoices_invoice, portal_client, portal_brand, reminders_reminderpolicy CASCADE")
         cursor.execute("INSERT INTO portal_brand (name, slug, primary_colour, accent_colour, legal_footer, "
                        "support_email, bank_account_name, iban, bic, kvk_number, vat_number, address_line, "
-                       "postal_code, city, country, is_default, allow_document_links, document_link_days, created_at, logo)"
+                       "postal_code, city, country, is_default, allow_document_links, document_link_days, created_at, logo,"
+                       " email_attach_pdf)"
                        " VALUES ('Bench B.V.', 'bench', '#1f4e79', '#f2a900', '', 'b@bench.test', '', '', '', '', '',"
-                       " '', '', '', 'NL', true, false, 14, now(), '') RETURNING id")
+                       " '', '', '', 'NL', true, false, 14, now(), '', true) RETURNING id")
         brand = cursor.fetchone()[0]
         cursor.execute("INSERT INTO portal_client (brand_id, name, kvk_number, vat_number, billing_email, address_line,"
                        " postal_code, city, country, default_currency, locale, time_zone, created_at)"
@@ -78,11 +79,12 @@ def _fill(owner, total: int, overdue: int, clients: int) -> None:
             cursor.execute(f"""
                 INSERT INTO invoices_invoice (client_id, brand_id, number, external_id, issue_date, due_date,
                     payment_terms_days, payment_terms_text, currency, purchase_order, notes, subtotal, tax_total,
-                    total, amount_paid, amount_credited, open_balance, status, created_at, updated_at)
+                    total, amount_paid, amount_credited, open_balance, amount_pending, pending_method, void_reason,
+                    status, created_at, updated_at)
                 SELECT {first_client} + (g % {clients}), {brand}, 'B-' || g, '',
                        CURRENT_DATE - 60, CASE WHEN g % 10 = 0 AND g / 10 <= {overdue}
                                                THEN CURRENT_DATE - 1 - (g % 30) ELSE CURRENT_DATE + 20 END,
-                       30, '', 'EUR', '', '', 100, 21, 121, 0, 0, 121, 'open', now(), now()
+                       30, '', 'EUR', '', '', 100, 21, 121, 0, 0, 121, 0, '', '', 'open', now(), now()
                 FROM generate_series({start + 1}, {stop}) g""")
         print(f"  inserted {stop:,}/{total:,} invoices", flush=True)
     with owner.cursor() as cursor:

@@ -5,6 +5,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 from mollie.api.error import UnauthorizedError
@@ -60,9 +61,9 @@ def test_checkout_creates_a_mollie_payment_and_redirects_to_its_checkout(setup, 
     [payment] = mollie.payments.values()
     assert response.status_code == 302 and response.url == payment["_links"]["checkout"]["href"]
     assert payment["amount"] == {"currency": "EUR", "value": "121.00"} and payment["method"] == "ideal"
-    assert payment["webhookUrl"] == "http://localhost:8000" + reverse("payments:webhook",
+    assert payment["webhookUrl"] == settings.SITE_URL + reverse("payments:webhook",
                                                                       args=["mollie", setup["gateway"].pk])
-    assert payment["redirectUrl"].startswith("http://localhost:8000/pay/")
+    assert payment["redirectUrl"].startswith(settings.SITE_URL + "/pay/")
     assert payment["metadata"]["client"] == setup["alpha"].pk
 
 
