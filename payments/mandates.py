@@ -14,7 +14,7 @@ import datetime
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext, gettext_noop
 
 from invoices.errors import DomainError
 from invoices.models import Invoice
@@ -77,9 +77,9 @@ def mandate_revoke(*, mandate: Mandate, user, request=None) -> None:
 def collection_opt_in(*, invoice: Invoice, user, request=None) -> MandateCollection:
     mandate = valid_mandate(invoice.client)
     if mandate is None:
-        raise DomainError("there is no valid direct-debit mandate")
+        raise DomainError(gettext("There is no valid direct-debit mandate to collect with."))
     if invoice.status not in Invoice.PAYABLE:
-        raise DomainError(f"invoice {invoice} has nothing open")
+        raise DomainError(gettext("Invoice %(number)s has nothing left to pay.") % {"number": invoice.number})
     with transaction.atomic():
         collection, _ = MandateCollection.objects.get_or_create(
             invoice=invoice, defaults={"client": invoice.client, "mandate": mandate, "opted_in": True})

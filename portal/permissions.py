@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.translation import gettext
 
 from portal.models import Membership
 
@@ -26,7 +27,7 @@ def role_required(action: str):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
             if not can(request.membership, action):
-                raise PermissionDenied(f"your role may not {action}")
+                raise PermissionDenied(gettext("Your role in this company may not do this."))
             return view(request, *args, **kwargs)
 
         return wrapper
