@@ -71,7 +71,13 @@ def django_db_setup(django_db_blocker):
     # `make test` has created the roles and the test database and migrated it as the
     # owner; doing it again here is a fast no-op that lets `pytest` run on its own too.
     # The owner is borrowed for this alone (the settings have the application role only).
-    with django_db_blocker.unblock(), as_owner() as owner:
+    # The pytest-xdist workers take turns: roles are shared by the whole server, and two
+    # workers altering one role at once fail ("tuple concurrently updated").
+    import fasteners
+    from django.conf import settings
+
+    lock = fasteners.InterProcessLock(str(settings.VAR_DIR / "test-db-setup.lock"))
+    with lock, django_db_blocker.unblock(), as_owner() as owner:
         call_command("db_bootstrap", stdout=io.StringIO())
         call_command("migrate", database=owner, interactive=False, verbosity=0)
 
