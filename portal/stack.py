@@ -181,7 +181,7 @@ def test(pytest_args: list[str]) -> int:
     # and Redis databases of its own (portal/settings_test.py). Whole modules go to one worker, so a
     # module's shared data and servers are set up once.
     workers = os.environ.get("TEST_WORKERS", str(min(2, os.cpu_count() or 1)))
-    parallel = ["-n", workers, "--dist", "loadfile"] if workers != "1" else []
+    parallel = ["-n", workers, "--dist", "worksteal"] if workers != "1" else []
     return subprocess.run([PYTHON, "-m", "pytest", *parallel, *pytest_args], cwd=ROOT, env=env).returncode
 
 

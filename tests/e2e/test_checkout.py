@@ -27,10 +27,12 @@ EMAIL = "alice@northwind.test"
 WORDS = {
     "en": {"typed": "10.50", "pay": "Pay €10.50", "pending": "Payment pending", "credited": "Partly credited",
            "refused": "A payment for the chosen invoices is pending", "receipt": "View your receipt",
-           "thanks": "Paid. Thank you!", "amount": "€10.50"},
+           "thanks": "Paid. Thank you!", "amount": "€10.50", "sandbox": "Sandbox payment gateway",
+           "sandbox_pay": "Pay"},
     "nl": {"typed": "10,50", "pay": "Betaal €\u00a010,50", "pending": "Betaling in behandeling",
            "credited": "Gedeeltelijk gecrediteerd", "refused": "Voor de gekozen facturen is al een betaling",
-           "receipt": "Bekijk uw betalingsbewijs", "thanks": "Betaald. Dank u wel!", "amount": "€\u00a010,50"},
+           "receipt": "Bekijk uw betalingsbewijs", "thanks": "Betaald. Dank u wel!", "amount": "€\u00a010,50",
+           "sandbox": "Testbetaalomgeving", "sandbox_pay": "Betalen"},
 }
 
 
@@ -67,11 +69,11 @@ def test_an_amount_typed_in_the_clients_language_is_charged_and_gets_a_receipt(
     check_page(screen, "checkout")
     pay.click()
 
-    expect(screen.get_by_role("heading", name="Sandbox payment gateway")).to_be_visible()
+    expect(screen.get_by_role("heading", name=words["sandbox"])).to_be_visible()
     with staff_scope():
         [sandbox] = SandboxPayment.objects.all()
     assert (sandbox.amount, sandbox.currency) == (Decimal("10.50"), "EUR")  # never 1,050.00
-    screen.get_by_role("button", name="Pay", exact=True).click()
+    screen.get_by_role("button", name=words["sandbox_pay"], exact=True).click()
 
     expect(screen.get_by_role("heading", name=words["thanks"])).to_be_visible(timeout=20_000)
     screen.get_by_role("link", name=words["receipt"]).click()

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 ROOT = Path(__file__).resolve().parent.parent.parent
 BROKER_DB, CACHE_DB = 1, 0  # on our own Redis; the workers get TEST_REDIS_DB=0 (cache 0, broker 1)
 SWEEP_EVERY = 1.0  # seconds: the beat interval the harness plays
-WORKER_START_TIMEOUT = 40.0
+WORKER_START_TIMEOUT = 90.0  # two test workers on two busy cores: a cold Celery start can take a while
 
 
 class FaultCheckFailed(AssertionError):
@@ -214,8 +214,11 @@ class FaultStack:
             self.redis.stop()
 
     def worker_env(self, extra: dict | None = None) -> dict:
+        # Not PYTEST_XDIST_WORKER: it would move a test worker's Redis databases (settings_test),
+        # and these workers use this Redis of their own (the database name is already the test
+        # worker's own in DATABASE_NAME).
         env = {key: value for key, value in self.base_env.items()
-               if key not in ("PYTEST_CURRENT_TEST", "CACHE_URL", "CELERY_BROKER_URL")}
+               if key not in ("PYTEST_CURRENT_TEST", "CACHE_URL", "CELERY_BROKER_URL", "PYTEST_XDIST_WORKER")}
         env.update({"DJANGO_SETTINGS_MODULE": "portal.settings_test", "REDIS_URL": self.redis.url(CACHE_DB),
                     "TEST_REDIS_DB": str(CACHE_DB), "PYTHONUNBUFFERED": "1"})
         env.update(extra or {})
