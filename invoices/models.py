@@ -76,7 +76,7 @@ class Invoice(models.Model):
     }
 
     client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="invoices")
-    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="invoices")
+    brand = models.ForeignKey("portal.Brand", verbose_name=_("brand"), on_delete=models.PROTECT, related_name="invoices")
     number = models.CharField(_("number"), max_length=40)
     connection = models.ForeignKey("integrations.Connection", null=True, blank=True, on_delete=models.PROTECT,
                                    related_name="invoices")
@@ -202,7 +202,7 @@ class LineFields(models.Model):
 
 
 class InvoiceLine(LineFields):
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="+")
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
 
     class Meta(LineFields.Meta):
@@ -220,7 +220,7 @@ class CreditNote(models.Model):
     TRANSITIONS = {Status.DRAFT: {Status.ISSUED}, Status.ISSUED: {Status.APPLIED}, Status.APPLIED: set()}
 
     client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="credit_notes")
-    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="credit_notes")
+    brand = models.ForeignKey("portal.Brand", verbose_name=_("brand"), on_delete=models.PROTECT, related_name="credit_notes")
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
     number = models.CharField(_("number"), max_length=40)
     connection = models.ForeignKey("integrations.Connection", null=True, blank=True, on_delete=models.PROTECT,
@@ -253,7 +253,7 @@ class CreditNote(models.Model):
 
 
 class CreditNoteLine(LineFields):
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="+")
     credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
 
     class Meta(LineFields.Meta):
@@ -277,7 +277,7 @@ class Payment(models.Model):
         SEPA_DIRECT_DEBIT = "sepa_direct_debit", _("SEPA direct debit")
         OTHER = "other", _("Other")
 
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="payments")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="payments")
     amount = models.DecimalField(_("amount"), max_digits=14, decimal_places=2)
     currency = models.CharField(_("currency"), max_length=3)
     source = models.CharField(_("source"), max_length=20, choices=Source.choices)
@@ -324,7 +324,7 @@ class PaymentAllocation(models.Model):
         REFUND = "refund", _("Refund")
         CHARGEBACK = "chargeback", _("Chargeback")
 
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="+")
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="allocations")
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="allocations")
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.ALLOCATION)
@@ -353,7 +353,7 @@ class ClientCredit(models.Model):
         OVERPAYMENT = "overpayment", _("Overpayment")
         VOIDED_INVOICE = "voided_invoice", _("Payment on a voided invoice")
 
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="credits")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="credits")
     currency = models.CharField(max_length=3)
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     source = models.CharField(max_length=20, choices=Source.choices)
@@ -388,7 +388,7 @@ class RecurringSchedule(models.Model):
     }
 
     client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="recurring_schedules")
-    brand = models.ForeignKey("portal.Brand", on_delete=models.PROTECT, related_name="recurring_schedules")
+    brand = models.ForeignKey("portal.Brand", verbose_name=_("brand"), on_delete=models.PROTECT, related_name="recurring_schedules")
     name = models.CharField(_("name"), max_length=200)
     currency = models.CharField(_("currency"), max_length=3, default="EUR")
     interval_unit = models.CharField(_("every"), max_length=10, choices=Unit.choices, default=Unit.MONTHS)
@@ -415,7 +415,7 @@ class RecurringSchedule(models.Model):
 
 
 class RecurringLine(LineFields):
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="+")
     schedule = models.ForeignKey(RecurringSchedule, on_delete=models.CASCADE, related_name="lines")
 
     class Meta(LineFields.Meta):
@@ -428,7 +428,7 @@ class NumberSequence(models.Model):
     """Per brand, prefix and year, the last number the portal itself issued (recurring invoices,
     payment references)."""
 
-    brand = models.ForeignKey("portal.Brand", on_delete=models.CASCADE)
+    brand = models.ForeignKey("portal.Brand", verbose_name=_("brand"), on_delete=models.CASCADE)
     year = models.PositiveSmallIntegerField()
     prefix = models.CharField(max_length=10)
     last = models.PositiveIntegerField(default=0)
@@ -441,7 +441,7 @@ class NumberSequence(models.Model):
 class RenderedDocument(models.Model):
     """A PDF rendered from exactly the inputs its fingerprint names, stored encrypted."""
 
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.CASCADE, related_name="+")
     invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.CASCADE, related_name="renders")
     credit_note = models.ForeignKey(CreditNote, null=True, blank=True, on_delete=models.CASCADE,
                                     related_name="renders")
@@ -462,7 +462,7 @@ class RenderedDocument(models.Model):
 class DocumentLink(models.Model):
     """A password-free link to one invoice for one contact: signed, expiring, revocable, logged."""
 
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.CASCADE, related_name="+")
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="document_links")
     user = models.ForeignKey("portal.User", on_delete=models.CASCADE, related_name="document_links")
     expires_at = models.DateTimeField()

@@ -23,7 +23,7 @@ class GatewayAccount(models.Model):
         TEST = "test", _("Test")
         LIVE = "live", _("Live")
 
-    brand = models.ForeignKey("portal.Brand", on_delete=models.CASCADE, related_name="gateways")
+    brand = models.ForeignKey("portal.Brand", verbose_name=_("brand"), on_delete=models.CASCADE, related_name="gateways")
     provider = models.CharField(_("provider"), max_length=10, choices=Provider.choices)
     mode = models.CharField(_("mode"), max_length=4, choices=Mode.choices, default=Mode.TEST)
     ideal = models.BooleanField(_("iDEAL"), default=True)
@@ -69,7 +69,7 @@ class CheckoutAttempt(models.Model):
         Status.PAID: set(), Status.FAILED: set(), Status.CANCELED: set(), Status.EXPIRED: set(),
     }
 
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="checkout_attempts")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="checkout_attempts")
     gateway = models.ForeignKey(GatewayAccount, on_delete=models.PROTECT, related_name="attempts")
     user = models.ForeignKey("portal.User", null=True, on_delete=models.SET_NULL, related_name="+")
     idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True)
@@ -109,7 +109,7 @@ class CheckoutAttempt(models.Model):
 
 
 class CheckoutItem(models.Model):
-    client = models.ForeignKey("portal.Client", on_delete=models.PROTECT, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="+")
     attempt = models.ForeignKey(CheckoutAttempt, on_delete=models.CASCADE, related_name="items")
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="checkout_items")
     amount = models.DecimalField(**MONEY)
@@ -143,7 +143,7 @@ class Mandate(models.Model):
         INVALID = "invalid", _("Invalid")
         REVOKED = "revoked", _("Revoked")
 
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="mandates")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.CASCADE, related_name="mandates")
     gateway = models.ForeignKey(GatewayAccount, on_delete=models.PROTECT, related_name="mandates")
     provider_customer_id = models.CharField(max_length=100)
     provider_mandate_id = models.CharField(max_length=100)
@@ -172,7 +172,7 @@ class Mandate(models.Model):
 class MandateCollection(models.Model):
     """One invoice collected by direct debit on its due date: told a few days before, collected once."""
 
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.CASCADE, related_name="+")
     invoice = models.OneToOneField(Invoice, on_delete=models.CASCADE, related_name="mandate_collection")
     mandate = models.ForeignKey(Mandate, on_delete=models.PROTECT, related_name="collections")
     opted_in = models.BooleanField(default=False, help_text=_("Chosen by the client (recurring invoices need not be)."))

@@ -1,6 +1,7 @@
 import os
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 from django.db import connections
 from django.db.models.signals import post_migrate
 
@@ -21,7 +22,7 @@ def _secure_scope(sender, using, **kwargs):
 
 class PortalConfig(AppConfig):
     name = "portal"
-    verbose_name = "Portal"
+    verbose_name = _("Portal")
 
     def ready(self):
         # Imported for their side effects: signal receivers, and the row-level-security

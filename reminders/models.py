@@ -135,7 +135,7 @@ class ReminderDelivery(models.Model):
         EMAIL = "email", _("Email")
         IN_APP = "in_app", _("In the portal")
 
-    client = models.ForeignKey("portal.Client", on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.CASCADE, related_name="+")
     dispatch = models.ForeignKey(ReminderDispatch, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices)
     recipient = models.CharField(_("recipient"), max_length=254,
