@@ -46,7 +46,10 @@ def test_client_pages_run_with_nothing_refused_by_the_policy(committed, live_url
     # A notification opens with a POST (a button): its invoice, and it is read afterwards.
     open_menu(page)
     page.get_by_role("link", name=re.compile(r"^Notifications")).click()
+    page.wait_for_url(re.compile(r"/notifications/$"))  # count on the new page, not the invoice's
+    expect(page.get_by_role("heading", level=1)).to_have_text("Notifications")
     unread = page.locator(".notification-list li.unread")
+    expect(unread.first).to_be_visible()
     count = unread.count()
     assert count >= 1
     unread.first.get_by_role("button").click()
