@@ -11,7 +11,12 @@ requests with Mollie's error body (not executed, so no idempotency key is stored
 seconds)` executes the next n API requests at once but answers only after that long, so a client that
 gave up has nonetheless been heard (a create's key counts as still being processed until the answer
 leaves: a retry meanwhile is a 409); `forget_idempotency_keys()` is the 24 hours passing. The hosted
-checkout pages are the payer's browser, not the API: no faults there."""
+checkout pages are the payer's browser, not the API: no faults there.
+
+Paying inside the merchant's own page (Mollie Components, card tokens and 3-D Secure, iDEAL's bank
+page) and the Mandates API's create live in tests/fakes/mollie_components.py; FakeMollie takes them in.
+A payment with method ideal is paid on the bank page (/checkout/ideal/{id}); one without a method
+on the test checkout that lets the payer choose an outcome (/checkout/select-method/{id})."""
 from __future__ import annotations
 
 import json
@@ -23,6 +28,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
+from tests.fakes import mollie_components as components
 from tests.fakes.base import Faults, JsonHandler, LocalServer
 
 STATUSES = {"open", "pending", "authorized", "paid", "canceled", "expired", "failed"}
@@ -31,7 +37,7 @@ IDEMPOTENCY_KEY_LIFETIME = 24 * 3600  # seconds; "Keys older than 24 hours will 
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 250
 
 
-class FakeMollie(Faults, LocalServer):
+class FakeMollie(components.ComponentsMixin, Faults, LocalServer):
     def __init__(self, api_key: str):
         self.api_key = api_key
         self.payments: dict[str, dict] = {}
@@ -109,6 +115,7 @@ class FakeMollie(Faults, LocalServer):
 
     def _payment(self, body: dict) -> dict:
         payment_id = "tr_" + secrets.token_hex(5)
+        checkout = "ideal" if body.get("method") == "ideal" else "select-method"
         return {
             "resource": "payment", "id": payment_id, "mode": "test", "createdAt": _now(),
             "amount": body["amount"], "description": body["description"], "method": body.get("method"),
@@ -120,7 +127,7 @@ class FakeMollie(Faults, LocalServer):
             **({"mandateId": body["mandateId"]} if body.get("mandateId") else {}),
             "_links": {
                 "self": {"href": f"{self.url}/v2/payments/{payment_id}", "type": "application/hal+json"},
-                "checkout": {"href": f"{self.url}/checkout/select-method/{payment_id}", "type": "text/html"},
+                "checkout": {"href": f"{self.url}/checkout/{checkout}/{payment_id}", "type": "text/html"},
                 "documentation": {"href": "https://docs.mollie.com/reference/create-payment", "type": "text/html"},
             },
         }
@@ -146,14 +153,7 @@ class FakeMollie(Faults, LocalServer):
             def send_json(self, status: int, body: dict) -> None:
                 self._send(status, json.dumps(body).encode())
 
-            @staticmethod
-            def _error_body(status: int, title: str, detail: str, field: str | None = None) -> dict:
-                body = {"status": status, "title": title, "detail": detail,
-                        "_links": {"documentation": {"href": "https://docs.mollie.com/overview/handling-errors",
-                                                     "type": "text/html"}}}
-                if field:
-                    body["field"] = field
-                return body
+            _error_body = staticmethod(components.error_body)
 
             def _error(self, status: int, title: str, detail: str, field: str | None = None) -> None:
                 self.send_json(status, self._error_body(status, title, detail, field))
@@ -176,8 +176,16 @@ class FakeMollie(Faults, LocalServer):
                 return self._error_body(status, HTTPStatus(status).phrase,
                                         "An error occurred at Mollie's side; the request was not executed")
 
+            def do_OPTIONS(self):
+                if not components.route(self, fake, "OPTIONS"):
+                    self.send_response(405)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
             def do_POST(self):
                 fake.requests.append(("POST", self.path))
+                if components.route(self, fake, "POST"):
+                    return
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 checkout = re.fullmatch(r"/checkout/select-method/(tr_\w+)", self.path)
                 if checkout:
@@ -239,7 +247,8 @@ class FakeMollie(Faults, LocalServer):
                 self._send(status, payload)
 
             def _create(self, body) -> tuple[int, dict]:
-                """POST /v2/customers, /v2/payments and /v2/customers/{id}/payments: (status, answer)."""
+                """POST /v2/customers, /v2/payments, /v2/customers/{id}/payments and
+                /v2/customers/{id}/mandates: (status, answer)."""
                 if body is None:
                     return 400, self._error_body(400, "Bad Request", "The JSON body is not valid")
                 path = urlsplit(self.path).path
@@ -252,6 +261,9 @@ class FakeMollie(Faults, LocalServer):
                             "createdAt": _now(), "_links": {"self": {"href": f"{fake.url}/v2/customers/{customer_id}",
                                                                      "type": "application/hal+json"}}}
                         return 201, fake.customers[customer_id]
+                for_mandates = re.fullmatch(r"/v2/customers/(cst_\w+)/mandates", path)
+                if for_mandates:
+                    return fake.create_mandate(for_mandates.group(1), body)
                 for_customer = re.fullmatch(r"/v2/customers/(cst_\w+)/payments", path)
                 if for_customer:  # "an alias of the Create payment endpoint with the customerId predefined"
                     body = {**body, "customerId": for_customer.group(1)}
@@ -281,6 +293,8 @@ class FakeMollie(Faults, LocalServer):
                         return invalid("The customer does not have a valid mandate", "mandateId")
                 if body.get("method") not in METHODS:
                     return invalid("The payment method is invalid", "method")
+                if body.get("cardToken") is not None:  # Mollie Components: the card is in the token
+                    return fake.create_card_payment(body)
                 with fake.lock:
                     payment = fake._payment(body)
                     if sequence == "recurring":  # a direct debit: pending until the bank settles it
@@ -320,6 +334,8 @@ class FakeMollie(Faults, LocalServer):
 
             def do_GET(self):
                 fake.requests.append(("GET", self.path))
+                if components.route(self, fake, "GET"):
+                    return
                 checkout = re.fullmatch(r"/checkout/select-method/(tr_\w+)", self.path)
                 if checkout:
                     payment = self._checkout_page(checkout.group(1))
@@ -348,6 +364,13 @@ class FakeMollie(Faults, LocalServer):
                         payments = list(fake.payments.values())
                     return self._list_payments(payments, query, path,
                                                "https://docs.mollie.com/reference/v2/payments-api/list-payments")
+                mandate = re.fullmatch(r"/v2/customers/(cst_\w+)/mandates/(mdt_\w+)", path)
+                if mandate:
+                    with fake.lock:
+                        found = fake.mandates.get(mandate.group(1), {}).get(mandate.group(2))
+                        if found:  # a revoked one too, as status invalid
+                            return self.send_json(200, found)
+                    return self._error(404, "Not Found", f"No mandate exists with token {mandate.group(2)}.")
                 customer = re.fullmatch(r"/v2/customers/(cst_\w+)(/mandates|/payments)?", path)
                 if customer:
                     customer_id = customer.group(1)
