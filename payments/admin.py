@@ -16,13 +16,15 @@ from portal.models import Job
 
 @admin.register(GatewayAccount)
 class GatewayAccountAdmin(SecretFieldsMixin, AuditedModelAdmin):
-    list_display = ["brand", "provider", "mode", "ideal", "card", "sepa_direct_debit", "allow_partial", "enabled"]
+    list_display = ["brand", "provider", "mode", "checkout_mode", "ideal", "card", "sepa_direct_debit", "allow_partial",
+                    "enabled"]
     list_filter = ["provider", "mode", "enabled", "brand"]
     list_select_related = ["brand"]
     secret_fields = ("api_key", "webhook_secret")
     fieldsets = [
         (None, {"fields": ["brand", "provider", "mode", "enabled"]}),
         (_("Methods"), {"fields": ["ideal", "card", "sepa_direct_debit", "allow_partial", "partial_minimum"]}),
+        (_("Checkout"), {"fields": ["checkout_mode", "publishable_key", "profile_id", "creditor_id"]}),
         (_("Keys (encrypted at rest)"), {"fields": ["api_key", "webhook_secret"]}),
     ]
 
@@ -88,9 +90,10 @@ class CheckoutAttemptAdmin(LedgerAdminMixin, admin.ModelAdmin):
     search_fields = ["provider_payment_id", "client__name", "idempotency_key"]
     list_select_related = ["client", "gateway__brand"]
     inlines = [CheckoutItemInline]
-    fields = ["client", "gateway", "user", "status", "amount_column", "method", "flagged", "provider_payment_id",
-              "provider_reference", "checkout_url", "wants_mandate", "provider_customer_id", "payment",
-              "idempotency_key", "created_at", "updated_at"]
+    # Not the client secret: it is the client's browser's, never shown (it is encrypted at rest).
+    fields = ["client", "gateway", "user", "status", "amount_column", "method", "embedded", "failure", "flagged",
+              "provider_payment_id", "provider_reference", "checkout_url", "wants_mandate", "mandate",
+              "provider_customer_id", "payment", "idempotency_key", "created_at", "updated_at"]
     amount_column = money_display("amount", _("amount"))
 
     def get_readonly_fields(self, request, obj=None):

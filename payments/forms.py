@@ -44,12 +44,47 @@ class MoneyField(forms.CharField):
             raise forms.ValidationError(str(exc), code="invalid") from exc
 
 
+class IbanField(forms.CharField):
+    """An IBAN as people type it (spaces, lower case), checked with its check digits and the
+    country's length (python-stdnum), kept compact: NL91ABNA0417164300."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=42, widget=forms.TextInput(attrs={
+            "autocomplete": "off", "spellcheck": "false", "autocapitalize": "characters", "class": "iban-input"}),
+            **kwargs)
+
+    def to_python(self, value):
+        from stdnum import iban
+        from stdnum.exceptions import ValidationError as StdnumError
+
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return value
+        try:
+            return iban.validate(value)
+        except StdnumError:
+            raise forms.ValidationError(_("This is not a valid IBAN: please check the letters and digits."),
+                                        code="invalid")
+
+
 class CheckoutForm(forms.Form):
+    """What is paid, how, and (for SEPA direct debit signed in the portal) the account and the
+    client's consent. `card_token` (Mollie Components) and `embedded` (Stripe's script is ready)
+    are set by the page's script: without it the same form pays on the gateway's page."""
+
     idempotency_key = forms.UUIDField(widget=forms.HiddenInput)
     method = forms.ChoiceField(label=_("Pay with"), widget=forms.RadioSelect)
     wants_mandate = forms.BooleanField(
         label=_("Also collect my future invoices automatically by SEPA direct debit on their due date"),
         required=False)
+    card_token = forms.CharField(required=False, max_length=200, widget=forms.HiddenInput)
+    embedded = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    account_holder = forms.CharField(label=_("Account holder"), required=False, max_length=70,
+                                     widget=forms.TextInput(attrs={"autocomplete": "name"}))
+    iban = IbanField(label=_("IBAN"), required=False)
+    mandate_consent = forms.BooleanField(label=_("I authorise this direct debit"), required=False)
+    collects_all = forms.BooleanField(
+        label=_("Also collect my future invoices with this mandate on their due date"), required=False)
 
     def __init__(self, *args, invoices, gateway, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,8 +92,11 @@ class CheckoutForm(forms.Form):
         self.gateway = gateway
         self.fields["method"].choices = [(m, METHOD_LABELS[m]) for m in gateway.methods()]
         self.fields["method"].initial = gateway.methods()[0] if gateway.methods() else None
-        if gateway.provider != "mollie" or not gateway.sepa_direct_debit:
+        if gateway.provider != "mollie" or not gateway.sepa_direct_debit or self.signs_mandates:
             del self.fields["wants_mandate"]
+        if not self.signs_mandates:
+            for name in ("account_holder", "iban", "mandate_consent", "collects_all"):
+                del self.fields[name]
         for invoice in invoices:
             self.fields[self.amount_name(invoice)] = MoneyField(
                 label=invoice.number, initial=amount_text(invoice.payable_balance),
@@ -72,8 +110,22 @@ class CheckoutForm(forms.Form):
     def amount_fields(self):
         return [self[self.amount_name(invoice)] for invoice in self.invoices]
 
+    @property
+    def signs_mandates(self) -> bool:
+        """SEPA direct debit is signed in the portal's own IBAN form (Mollie, embedded, with the
+        creditor identifier the mandate text names)."""
+        return (self.gateway.provider == "mollie" and self.gateway.sepa_direct_debit and self.gateway.embeds
+                and bool(self.gateway.creditor_id))
+
     def clean(self):
         cleaned = super().clean()
+        if self.signs_mandates and cleaned.get("method") == "sepa_direct_debit":
+            if not cleaned.get("account_holder", "").strip():
+                self.add_error("account_holder", _("Enter the name the account is held in."))
+            if not cleaned.get("iban") and "iban" not in self.errors:
+                self.add_error("iban", _("Enter the IBAN to collect from."))
+            if not cleaned.get("mandate_consent"):
+                self.add_error("mandate_consent", _("Please give your consent to sign the mandate."))
         for invoice in self.invoices:
             name = self.amount_name(invoice)
             amount = cleaned.get(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -13,7 +14,22 @@ from invoices.models import MONEY, Invoice
 from portal.crypto import EncryptedTextField
 
 
+def creditor_id_valid(value: str) -> None:
+    """A SEPA creditor identifier (EPC262-08, "AT-02"): country, check digits, business code, id."""
+    from stdnum.eu import at_02
+    from stdnum.exceptions import ValidationError as StdnumError
+
+    try:
+        at_02.validate(value)
+    except StdnumError:
+        raise ValidationError(_("This is not a valid SEPA creditor identifier (e.g. NL98ZZZ999999999999)."))
+
+
 class GatewayAccount(models.Model):
+    class CheckoutMode(models.TextChoices):
+        EMBEDDED = "embedded", _("In the portal's page")
+        HOSTED = "hosted", _("On the gateway's page")
+
     class Provider(models.TextChoices):
         SANDBOX = "sandbox", _("Sandbox (development)")
         MOLLIE = "mollie", _("Mollie")
@@ -34,6 +50,21 @@ class GatewayAccount(models.Model):
     allow_partial = models.BooleanField(_("allow partial payments"), default=False)
     partial_minimum = models.DecimalField(_("smallest partial payment"), max_digits=14, decimal_places=2, default=10)
     enabled = models.BooleanField(_("enabled"), default=True)
+    checkout_mode = models.CharField(
+        _("checkout"), max_length=8, choices=CheckoutMode.choices, default=CheckoutMode.EMBEDDED,
+        help_text=_("Embedded: clients pay in the portal's own page (cards, SEPA direct debit; iDEAL passes "
+                    "through the bank). Hosted: clients go to the gateway's page. The portal falls back to the "
+                    "hosted page by itself when the gateway's script cannot load in a client's browser."))
+    publishable_key = models.CharField(
+        _("publishable key"), max_length=200, blank=True,
+        help_text=_("Stripe: the publishable key (pk_...) that the embedded checkout needs. Not a secret."))
+    profile_id = models.CharField(
+        _("profile ID"), max_length=40, blank=True,
+        help_text=_("Mollie: the website profile ID (pfl_...) that the embedded card fields need."))
+    creditor_id = models.CharField(
+        _("SEPA creditor identifier"), max_length=35, blank=True, validators=[creditor_id_valid],
+        help_text=_("The identifier direct debits are collected under, shown to clients in the mandate text "
+                    "(with Mollie: the one in your Mollie dashboard)."))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -47,6 +78,28 @@ class GatewayAccount(models.Model):
 
     def methods(self) -> list[str]:
         return [name for name in ("ideal", "card", "sepa_direct_debit") if getattr(self, name)]
+
+    @property
+    def embeds(self) -> bool:
+        """Whether the checkout page embeds this gateway's own form (with what it needs set)."""
+        if self.checkout_mode != self.CheckoutMode.EMBEDDED:
+            return False
+        return bool({self.Provider.STRIPE: self.publishable_key, self.Provider.MOLLIE: self.profile_id}.get(
+            self.provider))
+
+
+# Gateways' failure reasons (Mollie's details.failureReason, Stripe's decline codes), first match wins.
+FAILURE_TEXTS = [
+    (("insufficient_funds",), _("Your card was declined: insufficient funds. Please use another card or another "
+                                "way to pay.")),
+    (("expired",), _("Your card has expired. Please use another card.")),
+    (("invalid_card_number", "incorrect_number", "invalid_cvv", "incorrect_cvc", "invalid_card_holder"),
+     _("The card details were not correct. Please check them and try again.")),
+    (("authentication",), _("Your bank could not confirm the payment (3-D Secure). No money was taken; you can "
+                            "try again.")),
+    (("declined", "refused", "fraud", "not_supported", "do_not_honor"),
+     _("Your card was declined. Please try another card or another way to pay.")),
+]
 
 
 class CheckoutAttempt(models.Model):
@@ -83,6 +136,14 @@ class CheckoutAttempt(models.Model):
     checkout_url = models.URLField(max_length=500, blank=True)
     wants_mandate = models.BooleanField(default=False, help_text=_("A first payment that also sets up a mandate."))
     provider_customer_id = models.CharField(max_length=100, blank=True)
+    mandate = models.ForeignKey("payments.Mandate", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="+", help_text=_("The mandate this direct debit collects on."))
+    embedded = models.BooleanField(_("in the portal's page"), default=False)
+    # Stripe's embedded checkout: the key its script opens the session with. Encrypted at rest,
+    # never logged, handed only to the client's own browser.
+    client_secret = EncryptedTextField(blank=True)
+    failure = models.CharField(_("why it failed"), max_length=200, blank=True,
+                               help_text=_("What the gateway said, e.g. the card was declined."))
     payment = models.ForeignKey("invoices.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     flagged = models.TextField(blank=True, help_text=_("Why staff must look at this attempt (nothing was applied)."))
     created_at = models.DateTimeField(auto_now_add=True)
@@ -106,6 +167,17 @@ class CheckoutAttempt(models.Model):
 
     def __str__(self):
         return f"{self.currency} {self.amount} ({self.get_status_display()})"
+
+    @property
+    def failure_text(self) -> str:
+        """Why it failed, in the client's words (the gateway's reason codes, Mollie's and Stripe's)."""
+        if not self.failure:
+            return _("The payment did not go through. No money was taken; you can try again.")
+        reason = self.failure.lower()
+        for codes, text in FAILURE_TEXTS:
+            if any(code in reason for code in codes):
+                return text
+        return _("The payment did not go through. No money was taken; you can try again.")
 
 
 class CheckoutItem(models.Model):
@@ -135,7 +207,8 @@ class SandboxPayment(models.Model):
 
 
 class Mandate(models.Model):
-    """A SEPA direct-debit mandate a client gave with a first payment (Mollie)."""
+    """A SEPA direct-debit mandate a client gave (Mollie): signed in the portal's IBAN form
+    through Mollie's Mandates API, or with a first payment."""
 
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending")
@@ -151,6 +224,9 @@ class Mandate(models.Model):
     consumer_name = models.CharField(max_length=200, blank=True)
     consumer_account = models.CharField(max_length=40, blank=True, help_text=_("Shown masked."))
     signed_on = models.DateField(null=True, blank=True)
+    collects_all = models.BooleanField(
+        _("collects every invoice"), default=False,
+        help_text=_("The client agreed that new invoices are collected with it on their due date."))
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -20,7 +20,8 @@ from invoices.errors import DomainError
 from invoices.models import Invoice, Payment, PaymentAllocation
 from invoices.money import round_money
 from invoices.services import invoice_pending_set, payment_record, payment_reverse
-from payments.gateways import GatewayError, GatewayPayment, PaymentNotFound, adapter_for, idempotency_key_for
+from payments.gateways import (GatewayError, GatewayPayment, GatewayRefused, PaymentNotFound, adapter_for,
+                               idempotency_key_for)
 from payments.gateways.stripe import StripeGateway
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount, Mandate
 from payments.webhooks import named_payment, remember_not_ours
@@ -139,28 +140,38 @@ def mandate_customer_for(*, client, gateway: GatewayAccount) -> str:
 
 
 def checkout_start(*, client, user, requested: list[tuple[Invoice, Decimal]], method: str,
-                   idempotency_key: uuid.UUID, wants_mandate: bool = False) -> CheckoutAttempt:
+                   idempotency_key: uuid.UUID, wants_mandate: bool = False, embedded: bool = False,
+                   card_token: str = "", mandate: Mandate | None = None) -> CheckoutAttempt:
     """Start paying (or, for a key already used, return that same attempt: a second click
-    never creates a second charge). The attempt is committed before the gateway is called."""
+    never creates a second charge). The attempt is committed before the gateway is called.
+    `embedded`: the gateway's form in the portal's page (Stripe: an embedded_page session);
+    `card_token`: Mollie Components' token for the card typed in the page; `mandate`: a SEPA
+    direct debit on a mandate the client just signed in the portal."""
     attempt = _attempt_for_key(client=client, idempotency_key=idempotency_key)
     if attempt is None:
         attempt = _checkout_attempt_create(client=client, user=user, requested=requested, method=method,
-                                           idempotency_key=idempotency_key, wants_mandate=wants_mandate)
-    return _checkout_open(attempt, user=user)
+                                           idempotency_key=idempotency_key, wants_mandate=wants_mandate,
+                                           embedded=embedded, mandate=mandate)
+    return _checkout_open(attempt, user=user, card_token=card_token)
 
 
 def _attempt_for_key(*, client, idempotency_key) -> CheckoutAttempt | None:
     return CheckoutAttempt.objects.filter(idempotency_key=idempotency_key, client=client).first()
 
 
-def _checkout_attempt_create(*, client, user, requested, method, idempotency_key, wants_mandate) -> CheckoutAttempt:
+def _checkout_attempt_create(*, client, user, requested, method, idempotency_key, wants_mandate, embedded,
+                             mandate) -> CheckoutAttempt:
     gateway = gateway_for_brand(client.brand)
     if gateway is None:
         raise DomainError(gettext("Online payment is not available."))
     if method not in gateway.methods():
         raise DomainError(gettext("This payment method is not offered."))
     customer = ""
-    if wants_mandate:
+    if mandate is not None:
+        if mandate.client_id != client.pk or mandate.gateway_id != gateway.pk or mandate.status != Mandate.Status.VALID:
+            raise DomainError(gettext("There is no valid direct-debit mandate to collect with."))
+        customer = mandate.provider_customer_id
+    elif wants_mandate:
         if gateway.provider != GatewayAccount.Provider.MOLLIE or not gateway.sepa_direct_debit:
             raise DomainError(gettext("Automatic direct debit is not offered."))
         customer = mandate_customer_for(client=client, gateway=gateway)
@@ -173,7 +184,7 @@ def _checkout_attempt_create(*, client, user, requested, method, idempotency_key
                 attempt = CheckoutAttempt.objects.create(
                     client=client, gateway=gateway, user=user, idempotency_key=idempotency_key, method=method,
                     amount=sum(amount for _, amount in items), currency=currency, wants_mandate=wants_mandate,
-                    provider_customer_id=customer)
+                    provider_customer_id=customer, embedded=embedded and gateway.embeds, mandate=mandate)
         except IntegrityError:  # the same click, twice at once: the other one made it
             attempt = _attempt_for_key(client=client, idempotency_key=idempotency_key)
             if attempt is None:  # a key another client's attempt holds (and this scope cannot see)
@@ -184,18 +195,31 @@ def _checkout_attempt_create(*, client, user, requested, method, idempotency_key
     return attempt
 
 
-def _checkout_open(attempt: CheckoutAttempt, *, user) -> CheckoutAttempt:
+def _checkout_open(attempt: CheckoutAttempt, *, user, card_token: str = "") -> CheckoutAttempt:
     """Ask the gateway for the payment (no transaction open) and record its answer. An attempt
     the gateway has answered for already is returned as it is; one whose call failed is asked
-    for again with the same key, so the gateway makes one payment however often this runs."""
+    for again with the same key, so the gateway makes one payment however often this runs.
+    A refusal (a card token Mollie will not take, say) closes the attempt as failed."""
     if attempt.provider_payment_id or attempt.status != Status.CREATED:
         return attempt
     gateway = attempt.gateway
     numbers = ", ".join(attempt.items.order_by("id").values_list("invoice__number", flat=True))
+    description = f"{attempt.client.brand.name}: {numbers}"[:250]
+    adapter = adapter_for(gateway)
     try:
-        created = adapter_for(gateway).create(
-            attempt, description=f"{attempt.client.brand.name}: {numbers}"[:250],
-            redirect_url=reverse("payments:return", args=[attempt.idempotency_key]))
+        if attempt.mandate_id:
+            created = adapter.collect(attempt, mandate_id=attempt.mandate.provider_mandate_id, description=description)
+        else:
+            created = adapter.create(attempt, description=description,
+                                     redirect_url=reverse("payments:return", args=[attempt.idempotency_key]),
+                                     **({"card_token": card_token} if card_token else {}))
+    except GatewayRefused as exc:
+        log.warning("checkout %s refused: %s", attempt.pk, exc)
+        _attempt_refused(attempt, str(exc))
+        if card_token:
+            raise CardRefused(gettext("Your card details could not be used. Please enter them again.")) from exc
+        raise DomainError(gettext("The payment provider did not accept this payment. Please try again or "
+                                  "choose another way to pay.")) from exc
     except GatewayError as exc:
         log.warning("checkout %s: %s", attempt.pk, exc)
         raise DomainError(gettext("The payment provider could not be reached. Please try again in a moment.")) \
@@ -209,14 +233,54 @@ def _checkout_open(attempt: CheckoutAttempt, *, user) -> CheckoutAttempt:
         if first_answer:
             attempt.provider_payment_id = created.provider_payment_id
         attempt.checkout_url = created.checkout_url
-        attempt.save(update_fields=["provider_payment_id", "checkout_url", "updated_at"])
-        if attempt.status == Status.CREATED and created.status in CheckoutAttempt.TRANSITIONS[Status.CREATED]:
-            _attempt_status_set(attempt, created.status)  # not when a webhook got here first: that news is newer
+        attempt.client_secret = created.client_secret or attempt.client_secret
+        attempt.failure = created.failure or attempt.failure
+        attempt.save(update_fields=["provider_payment_id", "checkout_url", "client_secret", "failure", "updated_at"])
         if first_answer:
             audit_record(action=AuditEvent.Action.CHECKOUT_STARTED, actor=user, client=attempt.client, obj=attempt,
                          details={"amount": str(attempt.amount), "currency": attempt.currency, "invoices": numbers,
-                                  "gateway": gateway.provider, "method": attempt.method})
+                                  "gateway": gateway.provider, "method": attempt.method,
+                                  "embedded": attempt.embedded, "mandate": attempt.mandate_id})
+        if attempt.status == Status.CREATED and created.status == Status.PAID:
+            # Charged at once (a card token without 3-D Secure): recorded the one way every
+            # gateway report is, from the gateway's own answer, never from the browser.
+            attempt = checkout_apply(gateway=gateway, reported=created)
+        elif attempt.status == Status.CREATED and created.status in CheckoutAttempt.TRANSITIONS[Status.CREATED]:
+            _attempt_status_set(attempt, created.status)  # not when a webhook got here first: that news is newer
     return attempt
+
+
+class CardRefused(DomainError):
+    """The card in the page could not be used (the token was refused): the client types it again."""
+
+
+def _attempt_refused(attempt: CheckoutAttempt, reason: str) -> None:
+    """A create the gateway refused as such made no payment: the attempt is closed as failed."""
+    with transaction.atomic():
+        locked = CheckoutAttempt.objects.select_for_update(of=("self",)).get(pk=attempt.pk)
+        if locked.status == Status.CREATED and not locked.provider_payment_id:
+            locked.failure = reason[:200]
+            locked.save(update_fields=["failure", "updated_at"])
+            _attempt_status_set(locked, Status.FAILED)
+
+
+def checkout_client_secret(attempt: CheckoutAttempt) -> str:
+    """What Stripe's script opens an embedded session with; only for the attempt's own client,
+    only while it is open. Never logged."""
+    if not attempt.embedded or attempt.status not in (Status.CREATED, Status.OPEN):
+        return ""
+    return attempt.client_secret
+
+
+def checkout_abandon(attempt: CheckoutAttempt) -> None:
+    """The client went back to change the amounts: an open embedded session is expired at the
+    gateway (its event then closes the attempt), so it cannot be paid any more."""
+    if attempt.embedded and attempt.status == Status.OPEN and attempt.provider_payment_id \
+            and attempt.gateway.provider == GatewayAccount.Provider.STRIPE:
+        try:
+            adapter_for(attempt.gateway).expire(attempt.provider_payment_id)
+        except GatewayError as exc:  # it expires by itself within a day; nothing was paid with it
+            log.warning("checkout %s: could not expire: %s", attempt.pk, exc)
 
 
 def gateway_event_process(*, gateway: GatewayAccount, webhook: WebhookRequest) -> str:

@@ -8,6 +8,9 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.conf import settings
+from django.utils import translation
+from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -18,11 +21,13 @@ from invoices.errors import DomainError
 from invoices.models import Payment
 from invoices.selectors import client_credit_balances, client_invoices, client_payment_get, client_payments
 from payments.forms import CheckoutForm
-from payments.gateways import GatewayError
-from payments.mandates import collection_opt_in
+from payments.gateways import GatewayError, GatewayRefused, MandatesNotAllowed, adapter_for
+from payments.gateways.mollie import LOCALES as MOLLIE_LOCALES
+from payments.mandates import collection_opt_in, mandate_sign
 from payments.mandates import mandate_revoke as mandate_revoke_service
-from payments.models import CheckoutAttempt, Mandate, SandboxPayment
-from payments.services import AmountRefused, checkout_start, gateway_for_brand
+from payments.models import CheckoutAttempt, GatewayAccount, Mandate, SandboxPayment
+from payments.services import (AmountRefused, checkout_abandon, checkout_client_secret, checkout_start,
+                               gateway_for_brand)
 from payments.webhooks import SOURCES
 from portal.headers import form_action_to_payment_gateways
 from portal.http import download_response
@@ -65,9 +70,14 @@ def _selection(request):
 @role_required("pay")
 def checkout(request):
     """The checkout: a GET (Pay now, Pay what is overdue) or a POST of invoice ids alone (Pay
-    selected) shows it; a POST with the form's key submits it."""
+    selected) shows it; a POST with the form's key submits it. The page's script posts it with
+    `Accept: application/json` to open Stripe's embedded checkout (it answers the client secret);
+    without the script the same form pays on the gateway's page."""
+    wants_json = "application/json" in request.headers.get("Accept", "")
     invoices, others, nothing = _selection(request)
     if nothing:
+        if wants_json:
+            return _json({"error": nothing}, status=409)
         messages.info(request, nothing)
         return redirect("invoices:list")
     gateway = gateway_for_brand(request.client.brand)
@@ -78,22 +88,107 @@ def checkout(request):
                         initial={"idempotency_key": uuid.uuid4()})
     if submitted and form.is_valid():
         try:
-            attempt = checkout_start(client=request.client, user=request.user, requested=form.requested(),
-                                     method=form.cleaned_data["method"],
-                                     idempotency_key=form.cleaned_data["idempotency_key"],
-                                     wants_mandate=form.cleaned_data.get("wants_mandate", False))
-        except AmountRefused as exc:  # the balance changed since the form was shown
-            name = form.amount_name(exc.invoice)
+            attempt = _pay(request, form)
+        except (AmountRefused, DomainError) as exc:
+            if wants_json:
+                return _json({"error": str(exc)}, status=409)
+            name = form.amount_name(exc.invoice) if isinstance(exc, AmountRefused) else None
+            form = _form_again(request, form, invoices=invoices, gateway=gateway)  # a new key: another try
             form.add_error(name if name in form.fields else None, str(exc))
-        except DomainError as exc:
-            form.add_error(None, str(exc))
         else:
-            if attempt.status in CheckoutAttempt.FINAL or not attempt.checkout_url:
-                return redirect("payments:return", attempt.idempotency_key)
-            return redirect(attempt.checkout_url)
-    return render(request, "payments/checkout.html", {
+            if wants_json:
+                secret = checkout_client_secret(attempt)
+                if secret:
+                    return _json({"client_secret": secret,
+                                  "abandon_url": reverse("payments:abandon", args=[attempt.idempotency_key])})
+                return _json({"redirect": _next_url(attempt)})
+            if attempt.status == CheckoutAttempt.Status.FAILED and form.cleaned_data.get("card_token"):
+                form = _form_again(request, form, invoices=invoices, gateway=gateway)
+                form.add_error(None, attempt.failure_text)  # declined at once: say so here, try again here
+            else:
+                return redirect(_next_url(attempt))
+    elif wants_json and submitted:
+        return _json({"error": _("Please check the form.")}, status=422)
+    response = render(request, "payments/checkout.html", {
         "form": form, "invoices": invoices, "gateway": gateway, "summary": form.summary(),
-        "other_currencies": others, "currency": invoices[0].currency})
+        "other_currencies": others, "currency": invoices[0].currency, "embed": _embed(request, gateway)})
+    if gateway.embeds:
+        response.embeds_gateway = gateway.provider
+    return response
+
+
+def _json(data: dict, status: int = 200) -> JsonResponse:
+    response = JsonResponse(data, status=status)
+    add_never_cache_headers(response)  # a client secret is for this page, once
+    return response
+
+
+def _embed(request, gateway) -> dict | None:
+    """What the page's script needs to draw the gateway's own form in it (None: the hosted page)."""
+    if not gateway.embeds:
+        return None
+    if gateway.provider == GatewayAccount.Provider.STRIPE:
+        return {"provider": "stripe", "script": settings.STRIPE_JS_URL, "key": gateway.publishable_key,
+                "locale": translation.get_language()}
+    return {"provider": "mollie", "script": settings.MOLLIE_JS_URL, "key": gateway.profile_id,
+            "locale": MOLLIE_LOCALES.get(translation.get_language(), "en_US"),
+            "testmode": gateway.mode == GatewayAccount.Mode.TEST}
+
+
+def _form_again(request, form, *, invoices, gateway) -> CheckoutForm:
+    """The same amounts and choices with a new key, for another try after a refusal."""
+    data = request.POST.copy()
+    data["idempotency_key"] = str(uuid.uuid4())
+    data["card_token"] = ""
+    data["embedded"] = ""
+    again = CheckoutForm(data, invoices=invoices, gateway=gateway)
+    again.is_valid()
+    return again
+
+
+def _pay(request, form) -> CheckoutAttempt:
+    """Start the payment the form asks for: a card token (Mollie Components), an embedded
+    Stripe session, a SEPA mandate signed here and collected on, or the gateway's own page."""
+    data, gateway = form.cleaned_data, form.gateway
+    start = dict(client=request.client, user=request.user, requested=form.requested(),
+                 idempotency_key=data["idempotency_key"])
+    if form.signs_mandates and data["method"] == "sepa_direct_debit":
+        try:
+            mandate = mandate_sign(client=request.client, user=request.user, gateway=gateway,
+                                   holder=data["account_holder"].strip(), iban=data["iban"],
+                                   collects_all=data.get("collects_all", False), key=data["idempotency_key"],
+                                   request=request)
+        except MandatesNotAllowed:
+            # Mollie makes this merchant's mandates only from a first payment: the account the
+            # client pays it from (by iDEAL, or card) is the one collected from afterwards.
+            first = next((m for m in ("ideal", "card") if m in gateway.methods()), None)
+            if first is None:
+                raise DomainError(_("Direct debit cannot be set up here. Please choose another way to pay."))
+            messages.info(request, _("Your bank confirms the mandate with this first payment: the account you pay "
+                                     "it from is the one we collect from afterwards."))
+            return checkout_start(**start, method=first, wants_mandate=True)
+        except GatewayRefused as exc:
+            if exc.field == "consumerAccount":
+                raise DomainError(_("The bank did not accept this IBAN. Please check it.")) from exc
+            raise DomainError(_("The mandate could not be set up. Please check the details or choose another way "
+                                "to pay.")) from exc
+        except GatewayError as exc:
+            raise DomainError(_("The payment provider could not be reached. Please try again in a moment.")) \
+                from exc
+        return checkout_start(**start, method="sepa_direct_debit", mandate=mandate)
+    embedded = bool(data.get("embedded")) and gateway.provider == GatewayAccount.Provider.STRIPE
+    card_token = data.get("card_token", "") if (gateway.provider == GatewayAccount.Provider.MOLLIE
+                                                and data["method"] == "card") else ""
+    return checkout_start(**start, method=data["method"], wants_mandate=data.get("wants_mandate", False),
+                          embedded=embedded or bool(card_token), card_token=card_token)
+
+
+def _next_url(attempt: CheckoutAttempt) -> str:
+    """Where the client goes once the attempt is started: the gateway's page (hosted checkout,
+    the bank for iDEAL, the issuer's 3-D Secure step), else the portal's status page."""
+    if attempt.status in CheckoutAttempt.FINAL or not attempt.checkout_url:
+        return reverse("payments:return", args=[attempt.idempotency_key])
+    return attempt.checkout_url
 
 
 @require_POST
@@ -150,9 +245,31 @@ def _attempt(request, key) -> CheckoutAttempt:
 
 @client_required
 def checkout_return(request, key):
+    """The portal's status page, where every payment ends (the gateway's return, 3-D Secure, the
+    bank). It shows what the gateway's webhook has told us; coming back from Stripe with a
+    session still open (an iDEAL payment not finished, say) it says so and offers to try again."""
     attempt = _attempt(request, key)
+    unfinished = False
+    session_id = request.GET.get("session_id", "")
+    if (session_id and session_id == attempt.provider_payment_id and attempt.status == CheckoutAttempt.Status.OPEN
+            and attempt.gateway.provider == GatewayAccount.Provider.STRIPE and not request.headers.get("HX-Request")):
+        try:
+            unfinished = adapter_for(attempt.gateway).session_state(session_id) == "open"
+        except GatewayError:
+            unfinished = False  # then the page waits for the webhook, as it does anyway
     template = "payments/_status.html" if request.headers.get("HX-Request") else "payments/return.html"
-    return render(request, template, {"attempt": attempt, "items": attempt.items.select_related("invoice")})
+    return render(request, template, {"attempt": attempt, "items": attempt.items.select_related("invoice"),
+                                      "unfinished": unfinished})
+
+
+@require_POST
+@client_required
+@role_required("pay")
+def checkout_abandon_view(request, key):
+    """The client goes back from Stripe's embedded form to change the amounts or the method:
+    that session is expired at Stripe, so it cannot be paid any more."""
+    checkout_abandon(_attempt(request, key))
+    return HttpResponse(status=204)
 
 
 @csrf_exempt

@@ -33,13 +33,20 @@ def is_private_response(request, response) -> bool:
 
 
 def form_action_to_payment_gateways(view):
-    """For a view whose form's answer is a redirect to a gateway's hosted checkout: browsers hold
-    that redirect to the page's form-action too, so this one page also allows
-    PAYMENT_CHECKOUT_ORIGINS (read per response, so a test's settings count)."""
+    """For a view whose form's answer is a redirect to a gateway's hosted checkout (or its
+    3-D Secure step, or the bank): browsers hold that redirect to the page's form-action too, so
+    this one page also allows PAYMENT_CHECKOUT_ORIGINS. A response that embeds a gateway's own
+    form (it sets `embeds_gateway` to the provider) also allows that gateway's script, frames and
+    connections (PAYMENT_EMBED_SOURCES), and no other's. Read per response, so a test's settings
+    count."""
     @wraps(view)
     def wrapped(request, *args, **kwargs):
         response = view(request, *args, **kwargs)
-        response._csp_update = {"form-action": list(settings.PAYMENT_CHECKOUT_ORIGINS)}
+        update = {"form-action": list(settings.PAYMENT_CHECKOUT_ORIGINS)}
+        embedded = getattr(response, "embeds_gateway", "")
+        if embedded:
+            update.update({name: list(origins) for name, origins in settings.PAYMENT_EMBED_SOURCES[embedded].items()})
+        response._csp_update = update
         return response
     return wrapped
 

@@ -75,6 +75,12 @@ SITE_URL = (_required("SITE_URL") if PRODUCTION
 # Payment gateways' API base URLs: the real ones unless set (tests point them at local fakes).
 MOLLIE_API_ENDPOINT = env.str("MOLLIE_API_ENDPOINT", default="https://api.mollie.com")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+# Every Stripe request names its API version (Stripe-Version), so an account's default never
+# changes what we send or read; embedded_page needs 2026-03-25.dahlia or later.
+STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-10-28.endive")
+# The gateways' scripts for the embedded checkout (tests point them at the local fakes).
+STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="https://js.stripe.com/dahlia/stripe.js")
+MOLLIE_JS_URL = env.str("MOLLIE_JS_URL", default="https://js.mollie.com/v1/mollie.js")
 
 INSTALLED_APPS = [
     "portal",
@@ -414,6 +420,25 @@ PAYMENT_CHECKOUT_ORIGINS = env.list("PAYMENT_CHECKOUT_ORIGINS", default=[
     "https://www.mollie.com" if MOLLIE_API_ENDPOINT == "https://api.mollie.com" else _origin(MOLLIE_API_ENDPOINT),
     "https://checkout.stripe.com" if STRIPE_API_BASE == "https://api.stripe.com" else _origin(STRIPE_API_BASE),
 ])
+# What the checkout page alone may load for an embedded checkout, per gateway: its script, the
+# frames it draws the card fields (and 3-D Secure) in, what the script talks to. Every other
+# page keeps the policy below. With the scripts pointed at the local fakes, their origin.
+_STRIPE_REAL = STRIPE_JS_URL.startswith("https://js.stripe.com/")
+_MOLLIE_REAL = MOLLIE_JS_URL.startswith("https://js.mollie.com/")
+PAYMENT_EMBED_SOURCES = {
+    "stripe": {
+        "script-src": ["https://js.stripe.com"] if _STRIPE_REAL else [_origin(STRIPE_JS_URL)],
+        "frame-src": (["https://js.stripe.com", "https://checkout.stripe.com", "https://hooks.stripe.com"]
+                      if _STRIPE_REAL else [_origin(STRIPE_JS_URL)]),
+        "connect-src": (["https://api.stripe.com", "https://checkout.stripe.com", "https://m.stripe.network"]
+                        if _STRIPE_REAL else [_origin(STRIPE_JS_URL)]),
+    },
+    "mollie": {
+        "script-src": ["https://js.mollie.com"] if _MOLLIE_REAL else [_origin(MOLLIE_JS_URL)],
+        "frame-src": ["https://js.mollie.com"] if _MOLLIE_REAL else [_origin(MOLLIE_JS_URL)],
+        "connect-src": ["https://js.mollie.com"] if _MOLLIE_REAL else [_origin(MOLLIE_JS_URL)],
+    },
+}
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],

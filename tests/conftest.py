@@ -135,8 +135,21 @@ def mollie_server():
         yield fake
 
 
+STRIPE_TEST_KEY = "sk_test_portal_e2e_0123456789"
+STRIPE_TEST_WEBHOOK_SECRET = "whsec_portal_e2e_0123456789"
+
+
 @pytest.fixture(scope="session")
-def process_env(live_port, mollie_server, test_email_dir, txguard_log_dir):
+def stripe_server():
+    """A fake Stripe (its API and its Stripe.js) for the processes a browser test starts."""
+    from tests.fakes.stripe import FakeStripe
+
+    with FakeStripe(STRIPE_TEST_KEY, STRIPE_TEST_WEBHOOK_SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def process_env(live_port, mollie_server, stripe_server, test_email_dir, txguard_log_dir):
     """The environment of the web server and worker the tests start: test settings, the fakes'
     addresses, mail into files, links that point at the test web server, and the transaction
     guard's directory."""
@@ -145,7 +158,9 @@ def process_env(live_port, mollie_server, test_email_dir, txguard_log_dir):
     # Not the first user's name; not the owner's password (web and worker connect as the application role).
     inherited = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "DATABASE_OWNER_PASSWORD")}
     return {**inherited, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir),
-            "MOLLIE_API_ENDPOINT": mollie_server.url, "SITE_URL": f"http://127.0.0.1:{live_port}",
+            "MOLLIE_API_ENDPOINT": mollie_server.url, "MOLLIE_JS_URL": f"{mollie_server.base_url}/v1/mollie.js",
+            "STRIPE_API_BASE": stripe_server.base_url, "STRIPE_JS_URL": f"{stripe_server.base_url}/dahlia/stripe.js",
+            "SITE_URL": f"http://127.0.0.1:{live_port}",
             "TXGUARD_LOG": str(txguard_log_dir)}
 
 

@@ -29,6 +29,8 @@ class GatewayPayment:
     charged_back: Decimal = Decimal("0.00")
     provider_reference: str = ""  # Stripe: the PaymentIntent, which refunds and disputes name
     checkout_key: str = ""  # the attempt's idempotency key, as we sent it along (metadata, reference)
+    client_secret: str = ""  # Stripe's embedded checkout: what its script opens the session with
+    failure: str = ""  # why the gateway failed it at once (a declined card), in the gateway's words
 
 
 class PaymentNotFound(Exception):
@@ -41,7 +43,16 @@ class GatewayError(Exception):
 
 
 class GatewayRefused(GatewayError):
-    """The gateway refused the call as such (say, no valid mandate): trying again cannot help."""
+    """The gateway refused the call as such (say, no valid mandate): trying again cannot help.
+    `field` names the parameter the gateway objected to, where it said."""
+
+    def __init__(self, message: str, *, field: str = "", status: int = 0):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+class MandatesNotAllowed(GatewayRefused):
+    """The merchant's account may not create mandates through the API (a first payment signs one)."""
 
 
 def adapter_for(account):

@@ -12,11 +12,12 @@ from decimal import Decimal
 from django.conf import settings
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import get_language
 from mollie.api.client import Client
 from mollie.api.error import Error, IdentifierError, NotFoundError, ResponseError
 from mollie.api.objects.customer import Customer
 
-from payments.gateways import GatewayError, GatewayPayment, GatewayRefused, PaymentNotFound
+from payments.gateways import GatewayError, GatewayPayment, GatewayRefused, MandatesNotAllowed, PaymentNotFound
 from payments.models import CheckoutAttempt
 
 METHODS = {"ideal": "ideal", "card": "creditcard", "sepa_direct_debit": "directdebit"}
@@ -24,6 +25,7 @@ STATUSES = {"open": CheckoutAttempt.Status.OPEN, "pending": CheckoutAttempt.Stat
             "authorized": CheckoutAttempt.Status.PENDING, "paid": CheckoutAttempt.Status.PAID,
             "canceled": CheckoutAttempt.Status.CANCELED, "expired": CheckoutAttempt.Status.EXPIRED,
             "failed": CheckoutAttempt.Status.FAILED}
+LOCALES = {"nl": "nl_NL", "en": "en_US"}  # Mollie's locales for its pages, by the portal's language
 LIST_PAGE = 250  # the most Mollie lists at once
 TRY_AGAIN = {409, 429}  # 4xx that are not a refusal: the same key still in progress, too many requests
 
@@ -36,7 +38,7 @@ def _answers():
         yield
     except ResponseError as exc:
         if 400 <= (exc.status or 0) < 500 and exc.status not in TRY_AGAIN:
-            raise GatewayRefused(f"Mollie refused: {exc}") from exc
+            raise GatewayRefused(f"Mollie refused: {exc}", field=exc.field or "", status=exc.status) from exc
         raise GatewayError(f"Mollie: {exc}") from exc
     except Error as exc:
         raise GatewayError(f"Mollie: {exc}") from exc
@@ -59,7 +61,11 @@ class MollieGateway:
     def _metadata(attempt: CheckoutAttempt) -> dict:
         return {"checkout": str(attempt.idempotency_key), "client": attempt.client_id}
 
-    def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str) -> GatewayPayment:
+    def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str,
+               card_token: str = "") -> GatewayPayment:
+        """A payment the client completes at `_links.checkout` (the hosted checkout, the bank for
+        iDEAL, or the issuer's 3-D Secure step). With a card token from Mollie Components the
+        card is charged at once: Mollie answers paid or failed, or a 3-D Secure checkout link."""
         data = {
             "amount": {"currency": attempt.currency, "value": f"{attempt.amount:.2f}"},
             "description": description,
@@ -67,13 +73,33 @@ class MollieGateway:
             "webhookUrl": self._webhook_url(),
             "method": METHODS[attempt.method],
             "metadata": self._metadata(attempt),
+            "locale": LOCALES.get(get_language() or "", "en_US"),
         }
+        if card_token:
+            data["cardToken"] = card_token
         if attempt.wants_mandate:
             # Mollie's first payment: paid by iDEAL (or card), it also signs a SEPA mandate.
             data.update(sequenceType="first", customerId=attempt.provider_customer_id)
         with _answers():
             payment = self.client.payments.create(data, idempotency_key=str(attempt.idempotency_key))
         return self._normalise(payment, checkout_url=payment.checkout_url or "")
+
+    def mandate_create(self, customer_id: str, *, holder: str, iban: str, signed_on: datetime.date,
+                       reference: str, idempotency_key: uuid.UUID) -> dict:
+        """A SEPA direct-debit mandate the client signed in the portal (Mollie's Mandates API).
+        MandatesNotAllowed where the account may not create them; GatewayRefused (with the
+        field) for what Mollie will not take, such as an IBAN it rejects."""
+        with _answers():
+            try:
+                mandate = self._customer(customer_id).mandates.create({
+                    "method": "directdebit", "consumerName": holder, "consumerAccount": iban,
+                    "signatureDate": signed_on.isoformat(), "mandateReference": reference,
+                }, idempotency_key=str(idempotency_key))
+            except ResponseError as exc:
+                if exc.status in (401, 403):
+                    raise MandatesNotAllowed(f"Mollie refused: {exc}", status=exc.status) from exc
+                raise
+        return dict(mandate)
 
     def customer(self, *, name: str, email: str, client_id: int, idempotency_key: uuid.UUID) -> str:
         with _answers():
@@ -133,8 +159,11 @@ class MollieGateway:
             return Decimal(value["value"]) if value else Decimal("0.00")
 
         metadata = payment.metadata if isinstance(payment.metadata, dict) else {}
+        details = payment.get("details") if hasattr(payment, "get") else None
+        details = details if isinstance(details, dict) else {}
         return GatewayPayment(provider_payment_id=payment.id, status=STATUSES[payment.status],
                               amount=Decimal(payment.amount["value"]), currency=payment.amount["currency"],
                               checkout_url=checkout_url, refunded=amount("amountRefunded"),
                               charged_back=amount("amountChargedBack"),
-                              checkout_key=str(metadata.get("checkout") or ""))
+                              checkout_key=str(metadata.get("checkout") or ""),
+                              failure=str(details.get("failureReason") or "")[:200])

@@ -2,9 +2,11 @@
 webhook events (Stripe-Signature), which are verified before anything is kept as accepted."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils.translation import get_language
 
 from payments.gateways import GatewayError, GatewayPayment, GatewayRefused
 from payments.models import CheckoutAttempt
@@ -25,34 +27,64 @@ class StripeGateway:
         import stripe  # lazy: the SDK is large and only Stripe accounts need it
 
         self.account = account
-        self.client = stripe.StripeClient(account.api_key, base_addresses={"api": settings.STRIPE_API_BASE})
+        # The API version is pinned on every request (Stripe-Version), not taken from the account.
+        self.client = stripe.StripeClient(account.api_key, base_addresses={"api": settings.STRIPE_API_BASE},
+                                          stripe_version=settings.STRIPE_API_VERSION)
 
-    def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str) -> GatewayPayment:
+    @contextmanager
+    def _answers(self):
+        """Stripe's errors as ours: a 4xx (but 409, 429) is a refusal, anything else is open."""
         import stripe  # lazy: see __init__
 
-        back = settings.SITE_URL.rstrip("/") + redirect_url
         try:
-            session = self._create_session(attempt, description=description, back=back)
+            yield
         except stripe.StripeError as exc:
             status = exc.http_status or 0
             if 400 <= status < 500 and status not in (409, 429):
-                raise GatewayRefused(f"Stripe refused: {exc}") from exc
+                raise GatewayRefused(f"Stripe refused: {exc.user_message or exc}", status=status) from exc
             raise GatewayError(f"Stripe: {exc}") from exc
+
+    def create(self, attempt: CheckoutAttempt, *, description: str, redirect_url: str,
+               card_token: str = "") -> GatewayPayment:
+        back = settings.SITE_URL.rstrip("/") + redirect_url
+        with self._answers():
+            session = self._create_session(attempt, description=description, back=back)
         return GatewayPayment(provider_payment_id=session.id, status=S.OPEN, amount=_money(session.amount_total),
-                              currency=session.currency.upper(), checkout_url=session.url,
-                              checkout_key=str(attempt.idempotency_key))
+                              currency=session.currency.upper(), checkout_url=session.url or "",
+                              checkout_key=str(attempt.idempotency_key),
+                              client_secret=session.client_secret or "")
 
     def _create_session(self, attempt: CheckoutAttempt, *, description: str, back: str):
-        return self.client.v1.checkout.sessions.create(params={
+        params = {
             "mode": "payment",
             "line_items": [{"price_data": {"currency": attempt.currency.lower(),
                                            "unit_amount": int(attempt.amount * 100),
                                            "product_data": {"name": description}}, "quantity": 1}],
             "payment_method_types": [METHODS[attempt.method]],
-            "success_url": back, "cancel_url": back,
             "client_reference_id": str(attempt.idempotency_key),
             "metadata": {"checkout": str(attempt.idempotency_key), "client": str(attempt.client_id)},
-        }, options={"idempotency_key": str(attempt.idempotency_key)})
+            "locale": get_language() or "auto",  # the client's language, as the portal speaks it now
+        }
+        if attempt.embedded:
+            # Stripe replaces {CHECKOUT_SESSION_ID} when it sends the client back.
+            params.update(ui_mode="embedded_page", return_url=f"{back}?session_id={{CHECKOUT_SESSION_ID}}")
+        else:
+            params.update(ui_mode="hosted_page", success_url=back, cancel_url=back)
+        return self.client.v1.checkout.sessions.create(params=params,
+                                                       options={"idempotency_key": str(attempt.idempotency_key)})
+
+    def session_state(self, session_id: str) -> str:
+        """What Stripe says of a session now: "open" (not paid: the client came back without
+        finishing, say from a failed iDEAL), "complete" or "expired". For the return page only:
+        whether it is paid is the signed webhook's to say."""
+        with self._answers():
+            return self.client.v1.checkout.sessions.retrieve(session_id).status or ""
+
+    def expire(self, session_id: str) -> None:
+        """Close an open session (the client went back to change the amounts): Stripe answers
+        with a checkout.session.expired event, which closes the attempt."""
+        with self._answers():
+            self.client.v1.checkout.sessions.expire(session_id)
 
     @staticmethod
     def verify_signature(payload: bytes, signature: str | None, secret: str) -> None:
