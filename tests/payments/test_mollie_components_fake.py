@@ -3,6 +3,7 @@ tokens paid by the card they carry (Mollie's test cards), 3-D Secure and iDEAL's
 Mandates API's create; then, in Chromium at phone width, the fake Mollie.js on a page of ours:
 field errors, a token, 3-D Secure, back at the redirectUrl with the webhook called."""
 import json
+import re
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
@@ -276,3 +277,114 @@ def test_an_account_not_enabled_for_the_mandates_api_is_refused_with_403(client,
     assert body["detail"] and body["_links"]["documentation"]["type"] == "text/html"
     with pytest.raises(NotFoundError):
         customer.mandates.get("mdt_unknown00")
+
+
+# In Chromium, at phone width: the fake Mollie.js mounted on a page of ours (another origin).
+@pytest.fixture(scope="module")
+def browser():
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def phone(browser):
+    context = browser.new_context(viewport={"width": 375, "height": 740}, locale="en-GB")
+    yield context.new_page()
+    context.close()
+
+
+def _field(page, title: str, name: str):
+    return page.frame_locator(f"iframe[title='{title}']").locator(f"input[name='{name}']")
+
+
+def _no_sideways_scroll(page) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+@pytest.mark.e2e
+def test_card_fields_show_their_errors_a_valid_card_becomes_a_token_and_3d_secure_brings_the_payer_back(
+        mollie, client, phone):
+    from playwright.sync_api import expect
+
+    with Shop(mollie.url) as shop:
+        sent = []  # (frame url, body) of every request the browser sends with a body
+        phone.on("request", lambda request: sent.append((request.frame.url, request.post_data or "")))
+        phone.goto(shop.url)
+        number = _field(phone, "Card number", "cardNumber")
+        number.fill("4111 1111 1111 1112")  # one digit off: Luhn fails
+        expect(phone.locator("#card-number-error")).to_have_text("Card number is invalid")
+        container = phone.locator(".mollie-component--cardNumber")  # Mollie's state classes, for styling
+        expect(container).to_have_class(re.compile(r"^(?=.*\bis-touched\b)(?=.*\bis-invalid\b)(?!.*is-loading)"))
+        number.fill("2223 0000 1047 9399")
+        expect(phone.locator("#card-number-error")).to_have_text("")
+        _field(phone, "Card holder", "cardHolder").fill("T. Tester")
+        _field(phone, "Expiry date", "expiryDate").fill("12/39")
+        _field(phone, "CVC", "verificationCode").fill("12")
+        expect(phone.locator("#verification-code-error")).to_have_text("CVC is invalid")
+        phone.get_by_role("button", name="Pay").click()
+        expect(phone.locator("#result")).to_have_text("error Please check your card details.")
+        _field(phone, "CVC", "verificationCode").fill("123")
+        phone.get_by_role("button", name="Pay").click()
+        expect(phone.locator("#result")).to_have_text(re.compile(r"token tkn_\w+test"))
+        _no_sideways_scroll(phone)
+        token = phone.locator("#result").text_content().split()[1]
+
+        # The card number went only from the iframes to Mollie's origin: never through our page or server.
+        carried = [frame for frame, body in sent if "2223 0000 1047 9399" in body]
+        assert carried and all(frame.startswith(f"{mollie.url}/components/cardNumber") for frame in carried)
+        assert not any("2223" in f"{path} {body}" for _, path, body in shop.heard)
+
+        payment = client.payments.create({
+            "amount": {"currency": "EUR", "value": "121.00"}, "description": "Invoice M-1", "method": "creditcard",
+            "cardToken": token, "redirectUrl": f"{shop.url}/return", "webhookUrl": f"{shop.url}/webhook"})
+        phone.goto(payment.checkout_url)
+        expect(phone.get_by_role("heading", name="Confirm your payment")).to_be_visible()
+        _no_sideways_scroll(phone)
+        phone.get_by_test_id("3ds-complete").click()
+        expect(phone.get_by_role("heading", name="Back at the shop")).to_be_visible()
+        assert phone.url == f"{shop.url}/return" and shop.webhooks() == [f"id={payment.id}"]
+        paid = client.payments.get(payment.id)
+        assert paid.status == "paid" and paid.details["cardNumber"] == "9399" and paid.details["cardLabel"] == "Mastercard"
+
+
+@pytest.mark.e2e
+def test_dutch_card_fields_speak_dutch_and_an_unknown_component_type_throws(mollie, phone):
+    from playwright.sync_api import expect
+
+    with Shop(mollie.url, locale="nl_NL") as shop:
+        phone.goto(shop.url)
+        number = _field(phone, "Kaartnummer", "cardNumber")
+        expect(number).to_have_attribute("placeholder", "1234 5678 9012 3456")
+        expect(_field(phone, "Kaarthouder", "cardHolder")).to_be_visible()
+        number.fill("1234")
+        expect(phone.locator("#card-number-error")).to_have_text("Kaartnummer is ongeldig")
+        phone.get_by_role("button", name="Pay").click()  # the untouched fields show their errors too
+        expect(phone.locator("#expiry-date-error")).to_have_text("Vul een vervaldatum in")
+        expect(phone.locator("#result")).to_have_text("error Controleer uw kaartgegevens.")
+        thrown = phone.evaluate("() => { try { Mollie('pfl_QkEhN94Ba').createComponent('cardPin'); }"
+                                " catch (e) { return e.message; } }")
+        assert "invalid component type" in thrown and "cardNumber" in thrown
+
+
+@pytest.mark.e2e
+def test_the_ideal_bank_page_fits_a_phone_and_approving_returns_to_the_shop(mollie, client, shop, phone):
+    from playwright.sync_api import expect
+
+    payment = client.payments.create({
+        "amount": {"currency": "EUR", "value": "121.00"}, "description": "Invoice M-3 for Northwind Traders B.V.",
+        "method": "ideal", "redirectUrl": f"{shop.url}/return", "webhookUrl": f"{shop.url}/webhook"})
+    phone.goto(payment.checkout_url)
+    expect(phone).to_have_title("Test bank — iDEAL")
+    _no_sideways_scroll(phone)
+    phone.get_by_test_id("bank-approve").click()
+    expect(phone.get_by_role("heading", name="Back at the shop")).to_be_visible()
+    assert shop.webhooks() == [f"id={payment.id}"] and client.payments.get(payment.id).status == "paid"
