@@ -297,8 +297,8 @@ class FakeMollie(components.ComponentsMixin, Faults, LocalServer):
                     return fake.create_card_payment(body)
                 with fake.lock:
                     payment = fake._payment(body)
-                    if sequence == "recurring":  # a direct debit: pending until the bank settles it
-                        payment["status"], payment["method"] = "pending", "directdebit"
+                    if sequence == "recurring":  # charged on the mandate's method; a direct debit is pending
+                        payment["status"], payment["method"] = "pending", mandate["method"]  # until the bank settles
                     fake.payments[payment["id"]] = payment
                     return 201, json.loads(json.dumps(payment))  # the answer as it was at this moment
 

@@ -41,6 +41,7 @@ The fake's own conventions, where Mollie leaves the outcome to its test checkout
   `webhook_calls`."""
 from __future__ import annotations
 
+import calendar
 import html
 import json
 import re
@@ -237,6 +238,15 @@ class ComponentsMixin:
                 payment["failedAt"] = now()
             payment["details"] = details
             payment["_links"].pop("checkout", None)
+            customer_mandates = self.mandates.get(payment.get("customerId"), {})
+            if not failure_reason and payment.get("mandateId") in customer_mandates:
+                # A first payment by card signs a card mandate (set_status made a SEPA one).
+                month, year = (int(part) for part in held["card"]["expiry"].split("/"))
+                last_day = calendar.monthrange(2000 + year, month)[1]
+                customer_mandates[payment["mandateId"]].update(method="creditcard", details={
+                    "cardHolder": details["cardHolder"], "cardNumber": details["cardNumber"],
+                    "cardLabel": details["cardLabel"], "cardFingerprint": details["cardFingerprint"],
+                    "cardExpiryDate": f"{2000 + year}-{month:02d}-{last_day:02d}"})
 
     # Mandates API.
     def create_mandate(self, customer_id: str, body: dict) -> tuple[int, dict]:

@@ -388,3 +388,15 @@ def test_the_ideal_bank_page_fits_a_phone_and_approving_returns_to_the_shop(moll
     phone.get_by_test_id("bank-approve").click()
     expect(phone.get_by_role("heading", name="Back at the shop")).to_be_visible()
     assert shop.webhooks() == [f"id={payment.id}"] and client.payments.get(payment.id).status == "paid"
+
+
+def test_a_first_payment_by_card_signs_a_card_mandate_that_recurring_payments_charge(client, mollie, shop):
+    customer = client.customers.get(client.customers.create({"name": "Northwind"}).id)
+    first = _card_payment(client, mollie, shop, VISA, sequenceType="first", customerId=customer.id)
+    assert first.status == "paid" and first.mandate_id
+    mandate = customer.mandates.get(first.mandate_id)
+    assert (mandate.method, mandate.details["cardNumber"], mandate.details["cardExpiryDate"]) == (
+        "creditcard", "9996", "2039-12-31")
+    later = customer.payments.create({"amount": {"currency": "EUR", "value": "60.50"}, "description": "Invoice M-6",
+                                      "sequenceType": "recurring", "mandateId": mandate.id})
+    assert later.method == "creditcard"
