@@ -38,7 +38,9 @@ The fake's own conventions, where Mollie leaves the outcome to its test checkout
 - Mollie calls the webhook with `id=...` whenever a payment reaches a final status: after the 3-D
   Secure and bank pages (before redirecting the browser, 303, to the redirectUrl) and, a moment
   after the create answer, for a card paid or declined at once. Every call is noted in
-  `webhook_calls`."""
+  `webhook_calls`.
+- A first payment (sequenceType first) paid by card signs a card mandate (method creditcard,
+  details cardHolder, cardNumber, cardLabel, cardExpiryDate), as Mollie's recurring guide has it."""
 from __future__ import annotations
 
 import calendar
