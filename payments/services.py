@@ -241,12 +241,11 @@ def _checkout_open(attempt: CheckoutAttempt, *, user, card_token: str = "") -> C
                          details={"amount": str(attempt.amount), "currency": attempt.currency, "invoices": numbers,
                                   "gateway": gateway.provider, "method": attempt.method,
                                   "embedded": attempt.embedded, "mandate": attempt.mandate_id})
-        if attempt.status == Status.CREATED and created.status == Status.PAID:
-            # Charged at once (a card token without 3-D Secure): recorded the one way every
-            # gateway report is, from the gateway's own answer, never from the browser.
-            attempt = checkout_apply(gateway=gateway, reported=created)
-        elif attempt.status == Status.CREATED and created.status in CheckoutAttempt.TRANSITIONS[Status.CREATED]:
-            _attempt_status_set(attempt, created.status)  # not when a webhook got here first: that news is newer
+        # Charged at once (a card token without 3-D Secure) is still only OPEN here: the payment
+        # is recorded when the gateway's webhook says so, the one way every payment is.
+        answered = Status.OPEN if created.status == Status.PAID else created.status
+        if attempt.status == Status.CREATED and answered in CheckoutAttempt.TRANSITIONS[Status.CREATED]:
+            _attempt_status_set(attempt, answered)  # not when a webhook got here first: that news is newer
     return attempt
 
 

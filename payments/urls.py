@@ -8,6 +8,7 @@ urlpatterns = [
     path("pay/summary/", views.checkout_summary, name="summary"),
     path("pay/<uuid:key>/", views.checkout_return, name="return"),
     path("pay/<uuid:key>/abandon/", views.checkout_abandon_view, name="abandon"),
+    path("pay/<uuid:key>/check/", views.checkout_return_check, name="return_check"),
     path("payments/", views.payment_list, name="list"),
     path("payments/<int:pk>/", views.receipt, name="receipt"),
     path("payments/<int:pk>/receipt.pdf", views.receipt_pdf, name="receipt_pdf"),

@@ -246,20 +246,34 @@ def _attempt(request, key) -> CheckoutAttempt:
 @client_required
 def checkout_return(request, key):
     """The portal's status page, where every payment ends (the gateway's return, 3-D Secure, the
-    bank). It shows what the gateway's webhook has told us; coming back from Stripe with a
-    session still open (an iDEAL payment not finished, say) it says so and offers to try again."""
+    bank). It shows what the gateway's webhook has told us. Coming back from Stripe with the
+    session id while the attempt is still open, the page asks (a POST: no call to Stripe from a
+    GET, which runs in the request's read transaction) whether the session was left unfinished."""
     attempt = _attempt(request, key)
-    unfinished = False
     session_id = request.GET.get("session_id", "")
-    if (session_id and session_id == attempt.provider_payment_id and attempt.status == CheckoutAttempt.Status.OPEN
-            and attempt.gateway.provider == GatewayAccount.Provider.STRIPE and not request.headers.get("HX-Request")):
-        try:
-            unfinished = adapter_for(attempt.gateway).session_state(session_id) == "open"
-        except GatewayError:
-            unfinished = False  # then the page waits for the webhook, as it does anyway
+    check = (session_id and session_id == attempt.provider_payment_id and attempt.status == CheckoutAttempt.Status.OPEN
+             and attempt.gateway.provider == GatewayAccount.Provider.STRIPE)
     template = "payments/_status.html" if request.headers.get("HX-Request") else "payments/return.html"
     return render(request, template, {"attempt": attempt, "items": attempt.items.select_related("invoice"),
-                                      "unfinished": unfinished})
+                                      "check_session": check})
+
+
+@require_POST
+@client_required
+def checkout_return_check(request, key):
+    """Stripe, asked with no transaction open: is the session the client came back from still
+    open (an iDEAL payment not finished, say)? Then the page says so and offers to try again.
+    Whether it is paid is the signed webhook's to say, never this answer's."""
+    attempt = _attempt(request, key)
+    unfinished = False
+    if (attempt.status == CheckoutAttempt.Status.OPEN and attempt.provider_payment_id
+            and attempt.gateway.provider == GatewayAccount.Provider.STRIPE):
+        try:
+            unfinished = adapter_for(attempt.gateway).session_state(attempt.provider_payment_id) == "open"
+        except GatewayError:
+            unfinished = False  # then the page waits for the webhook, as it does anyway
+    return render(request, "payments/_status.html", {"attempt": attempt, "unfinished": unfinished,
+                                                      "items": attempt.items.select_related("invoice")})
 
 
 @require_POST

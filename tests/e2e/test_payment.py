@@ -85,9 +85,9 @@ def test_client_pays_through_mollie_checkout_and_accounting_hears_of_it(
     invoice = committed.create(build)
     _sign_in_and_pay_by_ideal(page, f"{live_url}/invoices/{invoice.pk}/", "Pay €121.00")
 
-    expect(page.get_by_role("heading", name="Test payment")).to_be_visible()  # Mollie's (fake) checkout
+    expect(page.get_by_role("heading", name="Test bank — iDEAL")).to_be_visible()  # the bank, via Mollie (fake)
     assert page.url.startswith(mollie_server.url)
-    page.get_by_role("button", name="Paid").click()
+    page.get_by_role("button", name="Approve").click()
 
     expect(page.get_by_role("heading", name="Paid. Thank you!")).to_be_visible(timeout=20_000)
     deadline = time.monotonic() + 20

@@ -310,6 +310,10 @@ ID_ROUTES: dict[str, Ids] = {
                                       refusals=frozenset({404, 405, 410})),
     "payments:return": Ids({"key": lambda w: [a.idempotency_key for a in w.b.attempts]},
                            lambda w: {"key": w.a.attempts[0].idempotency_key}),
+    "payments:abandon": Ids({"key": lambda w: [a.idempotency_key for a in w.b.attempts]},
+                            lambda w: {"key": w.a.attempts[0].idempotency_key}, 204, ours_method="post"),
+    "payments:return_check": Ids({"key": lambda w: [a.idempotency_key for a in w.b.attempts]},
+                                 lambda w: {"key": w.a.attempts[0].idempotency_key}, ours_method="post"),
     "payments:sandbox_checkout": Ids({"payment_id": _guessed_sandbox_ids},
                                      lambda w: {"payment_id": w.a.attempts[0].provider_payment_id}),
     # Revoking A's own mandate calls Mollie: no positive control here (tests/payments/test_mandates.py has it).
