@@ -90,6 +90,7 @@ class FakeStripe(Faults, LocalServer):
         self.api_key, self.webhook_secret = api_key, webhook_secret
         self.webhook_url = webhook_url  # a test sets it; every event is then POSTed there
         self.event_api_version = DEFAULT_VERSION  # the webhook endpoint's version, for event bodies
+        self.business_name = "Test Business"  # named in the SEPA mandate text
         self.sessions: dict[str, dict] = {}
         self.idempotency_keys: dict[str, dict] = {}  # key -> request signature, status, body
         self.versions: list[str] = []  # the Stripe-Version each API request used, in order

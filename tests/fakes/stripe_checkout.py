@@ -234,7 +234,7 @@ class View:
             elif kind == "ideal":
                 fields, button = "", t["pay_ideal"]
             else:
-                business = getattr(self.fake, "business_name", "Test Business")
+                business = self.fake.business_name
                 fields = (self.field("iban", t["iban"], mine, values.get("iban", ""), autocomplete="off",
                                      placeholder="NL00 BANK 0123 4567 89")
                           + self.field("name", t["name"], mine, values.get("name", ""), autocomplete="name")
@@ -360,8 +360,10 @@ class CheckoutPages:
     def view(self, handler, session_id: str, params: dict) -> View | None:
         """The checkout this request is for, or None when an error page was answered."""
         session = self.fake.sessions.get(session_id)
-        if "secret" in params or "origin" in params:  # framed by Stripe.js
-            lang = language(params.get("locale"))
+        chosen = (session or {}).get("locale")  # the session's locale, unless "auto", goes first
+        chosen = chosen if chosen and chosen != "auto" else None
+        if "secret" in params or "origin" in params:  # framed by Stripe.js, in the locale it was given
+            lang = language(chosen or params.get("locale"))
             origin = params.get("origin", "")
             if (session is None or session["_kind"] != "embedded" or params.get("secret") != session["client_secret"]
                     or not ORIGIN_FORMAT.fullmatch(origin)):
@@ -369,8 +371,7 @@ class CheckoutPages:
                                              f'<body><main><h1 role="alert">{TEXTS[lang]["invalid"]}</h1></main>'))
                 return None
             return View(self.fake, session, lang, parent_origin=origin, secret=params["secret"])
-        locale = params.get("locale") or (session or {}).get("locale") or handler.headers.get("Accept-Language")
-        lang = language(locale)
+        lang = language(chosen or params.get("locale") or handler.headers.get("Accept-Language"))
         if session is None or session["_kind"] != "hosted":
             self.send(handler, 404, page(lang, TEXTS[lang]["title"],
                                          f'<body><main><h1 role="alert">{TEXTS[lang]["invalid"]}</h1></main>'))

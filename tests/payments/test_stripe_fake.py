@@ -10,15 +10,15 @@ import json
 import os
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 import stripe
 
-from tests.fakes.base import LocalServer
+from tests.fakes.base import JsonHandler, LocalServer
 from tests.fakes.stripe import DEFAULT_VERSION, FakeStripe
 from tests.fakes.stripe_checkout import stripe_js_url
-from tests.fakes.base import JsonHandler
 
 API_KEY, SECRET = "sk_test_51Hfake0000000000000000", "whsec_test_fake_secret_0000"
 DAHLIA, BASIL = "2026-03-25.dahlia", "2025-03-31.basil"
@@ -215,6 +215,31 @@ def test_an_idempotency_key_replays_the_first_answer_and_refuses_other_parameter
                                            options={"idempotency_key": "k-1"})
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_the_hosted_page_takes_a_card_and_sends_the_browser_to_success_url(fake, client):
+    session = client.v1.checkout.sessions.create(params={
+        "mode": "payment", "line_items": _line_items(), "payment_method_types": ["card"],
+        "success_url": "https://portal.test/done?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "https://portal.test/invoice"})
+    with urllib.request.urlopen(session.url) as page:
+        assert "Card number" in page.read().decode()
+    form = urllib.parse.urlencode({"locale": "en", "number": "4242424242424242", "expiry": "12/34", "cvc": "123",
+                                   "name": "A. Client"}).encode()
+    opener = urllib.request.build_opener(_NoRedirects)
+    with pytest.raises(urllib.error.HTTPError) as moved:
+        opener.open(urllib.request.Request(f"{session.url}/card", data=form))
+    assert moved.value.code == 303
+    assert moved.value.headers["Location"] == f"https://portal.test/done?session_id={session.id}"
+    assert fake.sessions[session.id]["payment_status"] == "paid"
+    with pytest.raises(stripe.InvalidRequestError, match="return_url"):  # not for the hosted page
+        client.v1.checkout.sessions.create(params={"mode": "payment", "line_items": _line_items(),
+                                                   "return_url": "https://portal.test/r"})
+
+
 def test_a_failed_request_is_not_executed_and_its_key_is_free_for_the_retry(fake, client):
     fake.fail_next(1, status=500)
     with pytest.raises(stripe.APIError) as failed:
@@ -284,6 +309,9 @@ def test_a_card_payment_brings_the_top_window_to_return_url_and_a_signed_complet
     inside = next(f for f in phone.frames if f.name.startswith("embedded-checkout"))
     assert inside.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert phone.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    content = inside.evaluate("Math.ceil(document.documentElement.getBoundingClientRect().height)")
+    phone.wait_for_function("h => Math.abs(document.querySelector('iframe').getBoundingClientRect().height - h) < 2",
+                            arg=content)  # the frame is as tall as its page: no inner scrolling
     assert frame.get_by_test_id("submit").inner_text() == "Pay €10.50"
     _fill_card(frame, "4242 4242 4242 4242")
     frame.get_by_test_id("submit").click()
