@@ -79,6 +79,16 @@ class GatewayAccount(models.Model):
     def methods(self) -> list[str]:
         return [name for name in ("ideal", "card", "sepa_direct_debit") if getattr(self, name)]
 
+    def clean(self):
+        """Embedded checkout needs the gateway's public identifier; staff are told which."""
+        if self.checkout_mode == self.CheckoutMode.EMBEDDED:
+            if self.provider == self.Provider.STRIPE and not self.publishable_key:
+                raise ValidationError({"publishable_key": _("Stripe's embedded checkout needs the publishable key "
+                                                            "(or choose the gateway's page).")})
+            if self.provider == self.Provider.MOLLIE and not self.profile_id:
+                raise ValidationError({"profile_id": _("Mollie's card fields need the profile ID (or choose the "
+                                                       "gateway's page).")})
+
     @property
     def embeds(self) -> bool:
         """Whether the checkout page embeds this gateway's own form (with what it needs set)."""

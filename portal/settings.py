@@ -474,5 +474,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"pgserver": {"level": "WARNING"}},
+    # The gateways' SDKs log request and answer bodies at DEBUG, and Stripe's answer to an
+    # embedded session holds its client secret: never below INFO, whatever LOG_LEVEL says.
+    "loggers": {"pgserver": {"level": "WARNING"}, "stripe": {"level": "WARNING"}, "mollie": {"level": "WARNING"}},
 }

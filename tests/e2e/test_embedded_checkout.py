@@ -88,6 +88,10 @@ class Watch:
         page.on("framenavigated", lambda frame: self.top.append(frame.url) if frame == page.main_frame else None)
         page.on("request", lambda request: self.sent.append(request.post_data or "")
                 if request.url.startswith(live_url) else None)
+        # Chromium reports whatever the Content-Security-Policy blocked ("Refused to load ...").
+        self.refused = []
+        page.on("console", lambda message: self.refused.append(message.text)
+                if "Refused to" in message.text or "Content Security Policy" in message.text else None)
 
     def stayed_in_the_portal(self) -> bool:
         return all(url.startswith(self.live_url) for url in self.top)
@@ -151,6 +155,7 @@ def test_mollie_card_declined_inline_then_paid_without_leaving_the_portal(
     _invoice_paid(screen, invoice, words)
     assert watch.stayed_in_the_portal(), watch.top
     assert watch.card_numbers_sent() == []
+    assert watch.refused == []  # the gateway's script and frames are allowed on the checkout page
     _booked_once(accounting, "121.00")
     with staff_scope():
         assert [a.status for a in CheckoutAttempt.objects.order_by("created_at")] == ["failed", "paid"]
@@ -268,6 +273,7 @@ def test_stripe_card_declined_then_3d_secure_then_paid_in_the_embedded_checkout(
     _invoice_paid(screen, invoice, words)
     assert watch.stayed_in_the_portal(), watch.top
     assert watch.card_numbers_sent() == []
+    assert watch.refused == []
     _booked_once(accounting, "121.00")
     assert set(stripe_server.versions) == {"2026-10-28.endive"}  # pinned on every request
 
@@ -306,3 +312,22 @@ def test_stripe_sepa_direct_debit_in_the_embedded_checkout_is_pending_then_paid(
     stripe_server.async_result(attempt.provider_payment_id, succeeded=True)  # the bank settled it
     _invoice_paid(screen, invoice, words)
     _booked_once(accounting, "121.00")
+
+
+# --- The hosted page, when the gateway's script cannot run ---------------------------------------
+
+@pytest.mark.parametrize("provider", ["mollie", "stripe"])
+def test_a_blocked_gateway_script_falls_back_to_the_gateways_own_page(
+        committed, mollie_server, stripe_server, accounting, live_url, page, provider):
+    """A privacy blocker (or a network) stops the gateway's script: the same Pay button then
+    takes the client to the gateway's hosted page, and the payment goes on there."""
+    invoice = committed.create(_shop("en", accounting, provider))
+    server = mollie_server if provider == "mollie" else stripe_server
+    page.route(re.compile(r".*/(v1/mollie|dahlia/stripe)\.js$"), lambda route: route.abort())
+    _checkout(page, live_url, invoice, "Card")
+    expect(page.locator("[data-method=card] [data-hosted-note]")).to_be_visible()  # said before paying
+    page.get_by_test_id("pay-button").click()
+    expect(page).to_have_url(re.compile(rf"^{re.escape(server.base_url)}/(checkout|c/pay)/"))
+    with staff_scope():
+        attempt = CheckoutAttempt.objects.get()
+    assert not attempt.embedded and attempt.checkout_url.startswith(server.base_url)
