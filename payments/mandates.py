@@ -122,8 +122,9 @@ def collection_opt_in(*, invoice: Invoice, user, request=None) -> MandateCollect
 def _eligible(today: datetime.date, until: datetime.date):
     """Invoices to collect by `until`: recurring ones, the ones opted in one by one, and every
     one of a client whose mandate collects all (the client agreed when signing it)."""
-    valid = Invoice.objects.payable().filter(due_date__lte=until, client__mandates__status=Mandate.Status.VALID)
-    collects_all = Invoice.objects.payable().filter(  # one filter(): the valid mandate is the one that collects all
+    # payable_now: an invoice whose balance is already being collected (pending) is not announced again.
+    valid = Invoice.objects.payable_now().filter(due_date__lte=until, client__mandates__status=Mandate.Status.VALID)
+    collects_all = Invoice.objects.payable_now().filter(  # one filter(): the valid mandate is the one that collects all
         due_date__lte=until, client__mandates__status=Mandate.Status.VALID, client__mandates__collects_all=True)
     return (valid.filter(recurring_schedule__isnull=False)
             | valid.filter(mandate_collection__opted_in=True, mandate_collection__attempt__isnull=True)

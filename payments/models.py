@@ -22,7 +22,7 @@ def creditor_id_valid(value: str) -> None:
     try:
         at_02.validate(value)
     except StdnumError:
-        raise ValidationError(_("This is not a valid SEPA creditor identifier (e.g. NL98ZZZ999999999999)."))
+        raise ValidationError(_("This is not a valid SEPA creditor identifier (e.g. NL57ZZZ999999999999)."))
 
 
 class GatewayAccount(models.Model):

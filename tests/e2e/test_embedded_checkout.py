@@ -31,7 +31,7 @@ from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactor
 
 pytestmark = pytest.mark.e2e
 EMAIL = "alice@northwind.test"
-CREDITOR_ID = "NL98ZZZ999999999999"
+CREDITOR_ID = "NL57ZZZ999999999999"
 WORDS = {
     "en": {"card": "Card", "ideal": "iDEAL", "sepa": "SEPA direct debit", "pay": "Pay €121.00",
            "paid": "Paid. Thank you!", "pending": "Payment pending", "declined": "Your card was declined",

@@ -27,7 +27,7 @@ from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactor
 
 D = Decimal
 PROFILE_ID = "pfl_QkEhN94Ba"
-CREDITOR_ID = "NL57ZZZ999999999999"  # python-stdnum's eu.at_02 accepts it (NL98ZZZ999999999999 it does not)
+CREDITOR_ID = "NL57ZZZ999999999999"  # python-stdnum's eu.at_02 accepts it
 IBAN_TYPED, IBAN = "nl91 abna 0417 1643 00", "NL91ABNA0417164300"
 PAID_AT_ONCE, THREE_D_SECURE, DECLINED = "4543474002249996", "2223000010479399", "4000000000000002"
 
@@ -261,10 +261,6 @@ def test_a_mandate_signed_in_the_portal_is_collected_on_at_once(shop, mollie, cl
         assert collected == []  # the client agreed to this invoice alone
 
 
-@pytest.mark.xfail(strict=True, reason="payments/mandates.py _eligible takes Invoice.objects.payable(), which "
-                                       "includes an invoice whose whole balance is already pending by a direct "
-                                       "debit: collections_run announces it ('will be collected') a second time "
-                                       "and writes a collection job that then finds nothing open")
 def test_the_invoice_just_debited_is_not_announced_again_by_the_daily_run(shop, mollie, client, worker):
     client.force_login(shop["owner"])
     _sign(client, shop, collects_all="on")
@@ -321,7 +317,7 @@ def unsaved_gateway(db):
 @pytest.mark.parametrize("creditor_id", ["NL00ZZZ999999999999", "NL57ZZZ99999999999X", "ZZZ999999999999", "NL57"])
 def test_a_malformed_creditor_identifier_is_refused(unsaved_gateway, creditor_id):
     assert _creditor_errors(unsaved_gateway, creditor_id) == [
-        "This is not a valid SEPA creditor identifier (e.g. NL98ZZZ999999999999)."]
+        "This is not a valid SEPA creditor identifier (e.g. NL57ZZZ999999999999)."]
 
 
 @pytest.mark.parametrize("creditor_id", [CREDITOR_ID, "DE98ZZZ09999999999", ""])
@@ -329,8 +325,5 @@ def test_a_valid_creditor_identifier_or_none_is_accepted(unsaved_gateway, credit
     assert _creditor_errors(unsaved_gateway, creditor_id) == []
 
 
-@pytest.mark.xfail(strict=True, reason="payments/models.py creditor_id_valid: the example its error message gives, "
-                                       "NL98ZZZ999999999999, fails its own check digits (NL57ZZZ999999999999 "
-                                       "passes)")
 def test_the_example_the_error_message_gives_is_a_valid_creditor_identifier(unsaved_gateway):
-    assert _creditor_errors(unsaved_gateway, "NL98ZZZ999999999999") == []
+    assert _creditor_errors(unsaved_gateway, "NL57ZZZ999999999999") == []
