@@ -130,6 +130,7 @@ def gateway(db):
 
 def _gateway_form(gateway, **changes):
     return {"brand": gateway.brand_id, "provider": gateway.provider, "mode": gateway.mode, "enabled": "on",
+            "checkout_mode": "hosted",
             "ideal": "on", "card": "on", "partial_minimum": "10.00", "api_key": mask_secret(API_KEY),
             "webhook_secret": mask_secret(WEBHOOK_SECRET), **changes}
 
@@ -156,6 +157,17 @@ def test_gateway_key_is_kept_when_left_masked_or_empty_and_replaced_when_typed(g
     with staff_scope():
         gateway.refresh_from_db()
     assert (gateway.api_key, gateway.webhook_secret) == ("live_NewKeyTypedByStaff0000001", WEBHOOK_SECRET)
+
+
+def test_an_embedded_checkout_needs_the_gateways_public_identifier(gateway, client, staff):
+    client.force_login(staff)
+    url = _url(GatewayAccount, "change", gateway.pk)
+    page = client.post(url, _gateway_form(gateway, checkout_mode="embedded"))
+    assert page.status_code == 200 and "need the profile ID" in page.text  # Mollie's card fields
+    assert client.post(url, _gateway_form(gateway, checkout_mode="embedded", profile_id="pfl_QkEhN94Ba")).status_code == 302
+    with staff_scope():
+        gateway.refresh_from_db()
+    assert (gateway.checkout_mode, gateway.profile_id, gateway.embeds) == ("embedded", "pfl_QkEhN94Ba", True)
 
 
 def test_a_new_key_typed_into_a_form_that_fails_is_not_sent_back(gateway, client, staff):
