@@ -88,3 +88,6 @@ class OutboxMessage(models.Model):
     @property
     def job_key(self) -> str:
         return f"outbox:{self.message_id}"
+
+
+from integrations.exact.models import ExactConnection, ExactCursor, ExactEndpointErrors  # noqa: E402,F401
