@@ -1,0 +1,307 @@
+"""Exact Online's OAuth2 tokens for one connection: the consent link, the code exchange, and an
+access token on demand whose refresh never breaks the connection.
+
+Exact's rules (../shared/reference/api-facts.md §1.1; Exact's OAuth tutorial step 3/4,
+https://support.exactonline.com/community/s/knowledge-base#All-All-DNO-Content-oauth-eol-oauth-devstep4):
+- an access token lives 600 s, and Exact hands out no new one earlier than 570 s after the last;
+- refresh tokens are single-use and rotate: using one twice answers 401
+  {"error":"unauthorized_client","error_description":"Old refresh token used."}, and only a new
+  consent in the browser recovers; one unused for 30 days expires (400 invalid_request, "The
+  refresh token expired at ...");
+- at most 200 calls a day to the token endpoint.
+
+So a refresh is done by one worker at a time per connection (a PostgreSQL session-level advisory
+lock, held while Exact is called with no transaction open; the row is read again once the lock is
+ours, since the worker before may have refreshed already), the new refresh token is committed
+before the new access token is handed out, and every call to the token endpoint is counted first.
+A refused refresh moves the connection to "needs re-authorisation" and tells staff once.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from contextlib import contextmanager
+from urllib.parse import urlencode
+
+import requests
+from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db.models import F, Q
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from integrations.exact.client import ExactError, ExactRefused, ExactUnreachable, NeedsReauthorisation, RateLimited
+from integrations.exact.models import ExactConnection
+from integrations.exact.values import loads
+from portal.rls import staff_scope
+
+log = logging.getLogger(__name__)
+State = ExactConnection.State
+
+AUTH_PATH = "/api/oauth2/auth"
+TOKEN_PATH = "/api/oauth2/token"
+ACCESS_LIFETIME = datetime.timedelta(seconds=600)  # when Exact's answer lacks expires_in
+REFRESH_NOT_BEFORE = datetime.timedelta(seconds=570)  # Exact refuses a new access token earlier
+# An access token is not handed out in its last 30 s (a call must reach Exact before it
+# expires); with Exact's 600 s that is exactly when a refresh is allowed again (570 s).
+EXPIRY_MARGIN = datetime.timedelta(seconds=30)
+KEEP_ALIVE_AFTER = datetime.timedelta(days=20)  # refresh tokens die unused after 30 days
+TOKEN_CALLS_PER_DAY = 200
+LOCK_WAIT = "60s"  # longest wait for another worker's refresh (its HTTP timeout is shorter)
+TIMEOUT = (5, 30)
+
+
+def authorise_url(exact: ExactConnection, *, redirect_uri: str, state: str) -> str:
+    """Where staff give consent: Exact's login, then back to `redirect_uri` with ?code&state."""
+    query = urlencode({"client_id": exact.client_id, "redirect_uri": redirect_uri, "response_type": "code",
+                       "state": state})
+    return f"{exact.base_url}{AUTH_PATH}?{query}"
+
+
+def exchange_code(exact: ExactConnection, *, code: str, redirect_uri: str) -> None:
+    """Trade the consent's code for tokens and mark the connection connected. Call with no
+    transaction open. A refused code raises ExactRefused (status, Exact's description)."""
+    with _refresh_lock(exact):
+        _reload(exact)
+        _spend_token_call(exact)
+        started = timezone.now()
+        response, body = _post_token(exact, {"grant_type": "authorization_code", "code": code,
+                                             "redirect_uri": redirect_uri})
+        if response.status_code != 200 or not body.get("access_token") or not body.get("refresh_token"):
+            raise ExactRefused(response.status_code, _description(response, body))
+        _store_tokens(exact, body, started=started, connected=True)
+
+
+def access_token(exact: ExactConnection) -> str:
+    """A valid access token for the connection, refreshed first when it is due (570 s after the
+    last refresh). Call with no transaction open. Raises NeedsReauthorisation when the connection
+    is not (or no longer) connected, RateLimited when the day's token budget is spent."""
+    _reload(exact)
+    _require_connected(exact)
+    if _fresh(exact, timezone.now()):
+        return exact.access_token
+    with _refresh_lock(exact):
+        _reload(exact)  # the worker that held the lock before us may have refreshed already
+        _require_connected(exact)
+        now = timezone.now()
+        if _fresh(exact, now):
+            return exact.access_token
+        if exact.refreshed_at and now < exact.refreshed_at + REFRESH_NOT_BEFORE:
+            # Exact would refuse; the current token still works until it expires.
+            if exact.access_token and exact.access_expires_at and now < exact.access_expires_at:
+                return exact.access_token
+            raise RateLimited(exact.refreshed_at + REFRESH_NOT_BEFORE, "Exact issues no new access token yet")
+        _refresh(exact)
+    return exact.access_token
+
+
+def keep_alive(exact: ExactConnection) -> bool:
+    """Refresh a connected connection's tokens when the refresh token is older than
+    KEEP_ALIVE_AFTER (20 days), so an idle connection never reaches Exact's 30. Meant for a
+    daily job; True when it refreshed."""
+    _reload(exact)
+    if not _keep_alive_due(exact, timezone.now()):
+        return False
+    with _refresh_lock(exact):
+        _reload(exact)
+        if not _keep_alive_due(exact, timezone.now()):
+            return False
+        _refresh(exact)
+    return True
+
+
+def mark_reauthorise(exact: ExactConnection, reason: str) -> bool:
+    """Move the connection to "needs re-authorisation" (the tokens are dropped: only a new consent
+    helps) and, the first time, email staff once this commits. ExactClient then raises
+    NeedsReauthorisation without calling Exact. True when this call moved it."""
+    now = timezone.now()
+    with staff_scope(), transaction.atomic():
+        moved = ExactConnection.objects.filter(pk=exact.pk).exclude(state=State.REAUTHORISE).update(
+            state=State.REAUTHORISE, state_reason=reason[:300], state_changed_at=now, access_token="",
+            access_expires_at=None, refresh_token="")
+        if moved:
+            transaction.on_commit(lambda: _tell_staff(exact.pk, reason))
+    _reload(exact)
+    return bool(moved)
+
+
+# --- The refresh -------------------------------------------------------------------------
+
+def _refresh(exact: ExactConnection) -> None:
+    """Refresh now (the caller holds the lock and has read the row again)."""
+    _spend_token_call(exact)
+    started = timezone.now()
+    response, body = _post_token(exact, {"grant_type": "refresh_token", "refresh_token": exact.refresh_token})
+    if response.status_code == 200 and body.get("access_token") and body.get("refresh_token"):
+        _store_tokens(exact, body, started=started)
+        return
+    if body.get("refresh_token"):
+        # Exact can rotate the refresh token on a refusal too (seen on a rate-limited refresh,
+        # picqer/exact-php-client#559): the one we sent is spent, so keep the new one.
+        with staff_scope(), transaction.atomic():
+            ExactConnection.objects.filter(pk=exact.pk).update(refresh_token=body["refresh_token"])
+    description = _description(response, body)
+    if response.status_code == 429 or _rate_limit_refusal(response, body):
+        # Too early (the 570 s rule, by Exact's clock) or too many token calls today: the refresh
+        # token we hold is still good, so wait rather than ask staff for a new consent.
+        daily = "per day" in description.lower() or "TooManyTokenRequests" in response.headers.get("Reason", "")
+        wait = _next_midnight() if daily else timezone.now() + EXPIRY_MARGIN
+        raise RateLimited(wait, f"Exact's token endpoint: {description}")
+    if response.status_code in (400, 401):
+        # "Old refresh token used.", "The refresh token expired at ...", a revoked consent or
+        # unknown app credentials: nothing but staff and a new consent in the browser help.
+        mark_reauthorise(exact, f"Exact refused the refresh token ({response.status_code}): {description}")
+        raise NeedsReauthorisation(exact.state_reason)
+    if 400 <= response.status_code < 500:
+        raise ExactRefused(response.status_code, f"token endpoint: {description}")
+    raise ExactError(f"Exact's token endpoint answered {response.status_code}: {description}")
+
+
+def _rate_limit_refusal(response: requests.Response, body: dict) -> bool:
+    """Exact's refusals that leave the refresh token usable: 400 access_denied "Rate limit
+    exceeded: access_token not expired" with `Reason: TooEarlyToRefreshTokens: ...` (reported
+    January 2026, websmurf/laravel-exact-online#31; its knowledge base still says 401 "Access
+    Token not expired"), and the day's token calls spent."""
+    text = f"{body.get('error_description', '')} {response.headers.get('Reason', '')}".lower()
+    return "rate limit" in text or "not expired" in text or "tooearly" in text or "toomany" in text
+
+
+def _post_token(exact: ExactConnection, form: dict) -> tuple[requests.Response, dict]:
+    """POST to Exact's token endpoint (form-encoded, as OAuth2 wants); no transaction is open."""
+    try:
+        response = requests.post(
+            exact.base_url + TOKEN_PATH, timeout=TIMEOUT, allow_redirects=False,
+            data={**form, "client_id": exact.client_id, "client_secret": exact.client_secret},
+            headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        # Exact may have rotated the refresh token before the line broke; nothing tells us.
+        raise ExactUnreachable(f"Exact's token endpoint did not answer: {type(exc).__name__}: {exc}") from None
+    try:
+        body = loads(response.content or b"{}")
+    except ValueError:
+        body = {}
+    return response, body if isinstance(body, dict) else {}
+
+
+def _store_tokens(exact: ExactConnection, body: dict, *, started: datetime.datetime,
+                  connected: bool = False) -> None:
+    """Commit the new pair before anyone uses the new access token. `started` is when the request
+    left: the token expires `expires_in` after that at the latest (Exact sends it as a string)."""
+    try:
+        lifetime = datetime.timedelta(seconds=int(str(body.get("expires_in", "")).strip()))
+    except ValueError:
+        lifetime = ACCESS_LIFETIME
+    exact.access_token = body["access_token"]
+    exact.refresh_token = body["refresh_token"]
+    exact.access_expires_at = started + lifetime
+    exact.refreshed_at = timezone.now()  # Exact's 570 s count from its answer, not our request
+    fields = ["access_token", "refresh_token", "access_expires_at", "refreshed_at"]
+    if connected:
+        exact.state, exact.state_reason, exact.state_changed_at = State.CONNECTED, "", exact.refreshed_at
+        exact.oauth_state = ""
+        fields += ["state", "state_reason", "state_changed_at", "oauth_state"]
+    with staff_scope(), transaction.atomic():
+        exact.save(update_fields=fields)
+
+
+def _spend_token_call(exact: ExactConnection) -> None:
+    """Count one token-endpoint call against today's 200 before making it; RateLimited (until
+    tomorrow) when they are spent. Runs under the refresh lock, so no two count at once."""
+    today = timezone.localdate()
+    with staff_scope(), transaction.atomic():
+        spent = ExactConnection.objects.filter(pk=exact.pk).filter(
+            Q(token_calls_on=today, token_calls__lt=TOKEN_CALLS_PER_DAY)).update(token_calls=F("token_calls") + 1)
+        if not spent:
+            spent = ExactConnection.objects.filter(pk=exact.pk).exclude(token_calls_on=today).update(
+                token_calls_on=today, token_calls=1)
+    _reload(exact)
+    if not spent:
+        raise RateLimited(_next_midnight(), f"the {TOKEN_CALLS_PER_DAY} token calls of today are spent")
+
+
+@contextmanager
+def _refresh_lock(exact: ExactConnection):
+    """One refresh at a time per connection, across processes and machines: a session-level
+    advisory lock (it outlives the short transaction that takes it, so none is open during the
+    HTTP call), always released, also when the call fails. The wait is bounded by a lock_timeout
+    local to that transaction, so nothing is left set on a pooled connection."""
+    key = f"exact-token:{exact.pk}"
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+    except OperationalError as exc:
+        raise ExactError(f"another worker has been refreshing Exact's token for over {LOCK_WAIT}: {exc}") from None
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+        except DatabaseError:
+            connection.close()  # a session's advisory locks end with it
+
+
+# --- Reading the row ---------------------------------------------------------------------
+
+def _reload(exact: ExactConnection) -> None:
+    with staff_scope(), transaction.atomic():
+        exact.refresh_from_db()
+
+
+def _require_connected(exact: ExactConnection) -> None:
+    if exact.state == State.REAUTHORISE:
+        raise NeedsReauthorisation(exact.state_reason or "Exact Online needs a new consent")
+    if exact.state != State.CONNECTED or not exact.refresh_token:
+        raise NeedsReauthorisation("Exact Online is not connected yet: staff connect it in admin")
+
+
+def _fresh(exact: ExactConnection, now: datetime.datetime) -> bool:
+    return bool(exact.access_token) and exact.access_expires_at is not None and \
+        now < exact.access_expires_at - EXPIRY_MARGIN
+
+
+def _keep_alive_due(exact: ExactConnection, now: datetime.datetime) -> bool:
+    return exact.state == State.CONNECTED and bool(exact.refresh_token) and (
+        exact.refreshed_at is None or now - exact.refreshed_at >= KEEP_ALIVE_AFTER)
+
+
+def _next_midnight() -> datetime.datetime:
+    tomorrow = timezone.localdate() + datetime.timedelta(days=1)
+    return timezone.make_aware(datetime.datetime.combine(tomorrow, datetime.time()))
+
+
+def _description(response: requests.Response, body: dict) -> str:
+    text = body.get("error_description") or body.get("error") or response.text[:300] or response.reason
+    return str(text)[:300]
+
+
+# --- Telling staff -----------------------------------------------------------------------
+
+def _tell_staff(exact_pk: int, reason: str) -> None:
+    """Email active staff that the connection needs a new consent (after commit, no transaction
+    open). A failed send is logged: admin shows the state whatever happens to the email."""
+    from django.contrib.auth import get_user_model
+    from django.template.loader import render_to_string
+
+    from portal.notifications import brand_email_context, branded_email, site_link
+
+    try:
+        with staff_scope(), transaction.atomic():
+            exact = ExactConnection.objects.select_related("connection__brand").get(pk=exact_pk)
+            recipients = list(get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
+                              .values_list("email", flat=True))
+        if not recipients:
+            return
+        brand = exact.connection.brand
+        try:
+            link = site_link(reverse("admin:integrations_exactconnection_change", args=[exact.pk]))
+        except NoReverseMatch:
+            link = site_link(reverse("admin:integrations_connection_change", args=[exact.connection_id]))
+        context = {**brand_email_context(brand), "settings_link": "", "exact": exact,
+                   "connection": exact.connection, "reason": reason, "link": link}
+        subject = render_to_string("integrations/exact/email/reauthorise_subject.txt", context).strip()
+        text = render_to_string("integrations/exact/email/reauthorise.txt", context)
+        html = render_to_string("integrations/exact/email/reauthorise.html", context)
+        branded_email(brand=brand, subject=subject, text=text, html=html, to=recipients).send()
+    except Exception:
+        log.exception("could not email staff that Exact connection %s needs re-authorisation", exact_pk)
