@@ -25,7 +25,6 @@ import re
 from urllib.parse import parse_qs
 
 from django.core.cache import cache
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from payments.gateways.stripe import StripeGateway
@@ -48,25 +47,37 @@ STRIPE_OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 LOST_ANSWER_WINDOW = datetime.timedelta(days=1)
 
 
+# One statement, written out: the account, and whether the payment the body names is one of
+# ours, whether an attempt of the last day still waits for its create's answer, and whether a job
+# about this payment still waits to ask the gateway. As SQL it costs the intake one round trip
+# and no query compilation (the ORM's annotated Exists took ~6 ms a request, most of a webhook).
+FIND_SQL = f"""
+SELECT g.*,
+    EXISTS (SELECT 1 FROM {CheckoutAttempt._meta.db_table} a
+            WHERE a.gateway_id = g.id AND a.provider_payment_id = %(payment)s) AS names_our_payment,
+    EXISTS (SELECT 1 FROM {CheckoutAttempt._meta.db_table} a
+            WHERE a.gateway_id = g.id AND a.provider_payment_id = '' AND a.status = %(created)s
+              AND a.created_at >= %(since)s) AS awaits_lost_answer,
+    EXISTS (SELECT 1 FROM {Job._meta.db_table} j
+            WHERE j.kind = %(kind)s AND j.subject = %(subject)s AND j.state = ANY(%(waiting)s)) AS news_waiting
+FROM {GatewayAccount._meta.db_table} g
+WHERE g.id = %(id)s AND g.provider = %(provider)s AND g.enabled
+"""
+
+
 def _finder(provider: str):
     def find(account_key: str, body: bytes):
-        if not account_key.isdigit():
+        if not account_key.isdigit() or len(account_key) > 18:
             return None
-        accounts = GatewayAccount.objects.filter(pk=int(account_key), provider=provider, enabled=True)
-        if provider in PAYMENT_IDS:
-            # In the same statement: is the payment the body names one of ours, and does a job
-            # about it still wait to ask the gateway?
-            payment_id = _named_payment_or_none(provider, body) or ""
-            attempts = CheckoutAttempt.objects.filter(gateway=OuterRef("pk"))
-            accounts = accounts.annotate(
-                names_our_payment=Exists(attempts.filter(provider_payment_id=payment_id)),
-                awaits_lost_answer=Exists(attempts.filter(
-                    provider_payment_id="", status=CheckoutAttempt.Status.CREATED,
-                    created_at__gte=timezone.now() - LOST_ANSWER_WINDOW)),
-                news_waiting=Exists(Job.objects.filter(
-                    kind=GATEWAY_EVENT, subject=f"{provider}:{payment_id}",
-                    state__in=[Job.State.PENDING, Job.State.RETRYING])))
-        return accounts.first()
+        if provider not in PAYMENT_IDS:
+            return GatewayAccount.objects.filter(pk=int(account_key), provider=provider, enabled=True).first()
+        payment_id = _named_payment_or_none(provider, body) or ""
+        found = list(GatewayAccount.objects.raw(FIND_SQL, {
+            "id": int(account_key), "provider": provider, "payment": payment_id,
+            "created": CheckoutAttempt.Status.CREATED, "since": timezone.now() - LOST_ANSWER_WINDOW,
+            "kind": GATEWAY_EVENT, "subject": f"{provider}:{payment_id}",
+            "waiting": [Job.State.PENDING, Job.State.RETRYING]}))
+        return found[0] if found else None
 
     return find
 
