@@ -3,7 +3,8 @@ portal issued), written in the ledger's own transaction together with the job th
 it (kind "outbox.deliver"). The job posts it signed (Standard Webhooks) with no transaction
 open, with the message id as webhook-id, the key the receiver books a message by only once;
 portal.jobs retries it with backoff, parks it as dead after the last try, and staff replay it.
-Messages about one payment or invoice go out in the order they were written."""
+Messages about one payment or invoice go out in the order they were written. A connection to Exact
+Online takes them its own way: booked as bank entries (integrations.exact.booking), by kind."""
 from __future__ import annotations
 
 import json
@@ -31,9 +32,15 @@ def accounting_connection(*, client, invoices) -> tuple[Connection | None, str]:
         link = link.filter(connection=connections[0])
     link = link.first()
     connection = connections[0] if connections else (link.connection if link else None)
-    if connection is None or not connection.outbound_url or not connection.enabled:
+    if connection is None or not takes_payments_back(connection):
         return None, ""
     return connection, link.external_id if link else ""
+
+
+def takes_payments_back(connection: Connection) -> bool:
+    """An enabled connection with an address for payments, or one to Exact Online (booked there
+    as bank entries by integrations.exact.booking)."""
+    return connection.enabled and (bool(connection.outbound_url) or connection.kind == Connection.Kind.EXACT_ONLINE)
 
 
 def outbox_write(*, connection: Connection, event_type: str, data: dict, subject: str) -> OutboxMessage:
@@ -61,6 +68,10 @@ def outbox_deliver(*, job) -> str:
     with transaction.atomic():
         message = OutboxMessage.objects.select_related("connection").get(pk=job.payload["message"])
     connection = message.connection
+    if connection.kind == Connection.Kind.EXACT_ONLINE and connection.enabled:
+        from integrations.exact.tasks import outbox_deliver_exact  # Exact's own way: a bank entry
+
+        return outbox_deliver_exact(message=message, job=job)
     if not connection.enabled or not connection.outbound_url:
         raise jobs.Permanent(f"connection {connection.slug!r} is disabled or has no address for payments")
     secrets_ = connection.secrets()
