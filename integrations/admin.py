@@ -6,6 +6,7 @@ from django.db.models import OuterRef, Value
 from django.db.models.functions import Concat
 from django.utils.translation import gettext_lazy as _
 
+from integrations.exact import admin as exact_admin  # registers Exact Online's admin and its connect job
 from integrations.models import ClientLink, Connection, OutboxMessage
 from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, SecretFieldsMixin, job_link, with_job
 
@@ -18,12 +19,16 @@ class ConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
     secret_lines_fields = ("signing_secrets",)
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["webhook_url"]
+    readonly_fields = ["webhook_url", "exact_settings"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description=_("webhook URL"))
     def webhook_url(self, obj):
         return f"/webhooks/accounting/{obj.slug}/" if obj.slug else "-"
+
+    @admin.display(description=_("Exact Online"))
+    def exact_settings(self, obj):
+        return exact_admin.link_to_exact(obj) if obj.pk else "—"
 
 
 @admin.register(ClientLink)

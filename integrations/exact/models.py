@@ -53,6 +53,12 @@ class ExactConnection(models.Model):
     token_calls_on = models.DateField(null=True, blank=True)
     token_calls = models.PositiveIntegerField(_("token calls today"), default=0)
     oauth_state = models.CharField(max_length=64, blank=True)  # the consent round trip's CSRF check
+    # The authorisation code from the consent's callback, kept only until the "exact.connect" job
+    # exchanges it (the callback is a GET inside a read transaction: no call to Exact there).
+    oauth_code = EncryptedTextField(blank=True)
+    oauth_code_at = models.DateTimeField(null=True, blank=True)
+    journals = models.JSONField(_("bank journals in the division"), default=list, blank=True,
+                                help_text=_("[{\"code\": \"20\", \"name\": \"...\", \"type\": 12}], read when the division was chosen."))
     # What Exact's last answer said of the budgets (X-RateLimit-*), per app and division.
     day_limit = models.PositiveIntegerField(default=5000)
     day_remaining = models.PositiveIntegerField(null=True, blank=True)
