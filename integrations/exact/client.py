@@ -8,7 +8,8 @@ What Exact documents and this keeps to (../shared/reference/api-facts.md §1.3, 
   minute is spent only the minutely ones come). Over a limit Exact answers 429.
 - More than 10 errors (400, 401, 403, 404) per endpoint per hour block the app for an hour
   (https://docs.maesn.com/rate-limits quoting Exact's knowledge base): the client counts them per
-  endpoint and clock hour and stops calling an endpoint that has had ERROR_LIMIT.
+  endpoint and clock hour and stops calling an endpoint that has had ERROR_LIMIT in this hour and
+  the one before.
 - `$select` is required (Exact's .NET SDK README §5); collections come as
   {"d": {"results": [...], "__next": "<absolute URL>"}}, 60 rows a page (1,000 on sync and bulk
   endpoints); errors as OData {"error": {"code": "", "message": {"lang": "", "value": "..."}}}.
@@ -35,7 +36,7 @@ ERROR_LIMIT = 10  # Exact blocks past 10 errors an hour; the 10th is the last th
 ERROR_STATUSES = (400, 401, 403, 404)
 DEFAULT_WAIT = datetime.timedelta(seconds=60)  # after a 429 that says nothing of when
 ME_FIELDS = ["CurrentDivision", "FullName", "UserName", "Email", "UserID"]
-DIVISION_FIELDS = ["Code", "Description", "HID"]
+DIVISION_FIELDS = ["Code", "Description", "Currency", "Country"]
 
 
 class ExactError(Exception):
@@ -58,11 +59,12 @@ class RateLimited(ExactError):
 
 
 class EndpointBlocked(ExactError):
-    """Our own guard: this endpoint had ERROR_LIMIT errors this hour, one more would get the app
-    blocked by Exact. `.until` is the next hour."""
+    """Our own guard: this endpoint had ERROR_LIMIT errors in this clock hour and the one before;
+    one more could get the app blocked by Exact for an hour. `.until` is the next clock hour."""
 
     def __init__(self, endpoint: str, until: datetime.datetime):
-        super().__init__(f"{endpoint} had {ERROR_LIMIT} errors this hour; not called again before {until.isoformat()}")
+        super().__init__(f"{endpoint} had {ERROR_LIMIT} errors within the hour; not called again before "
+                         f"{until.isoformat()}")
         self.endpoint = endpoint
         self.until = until
 
@@ -199,9 +201,15 @@ class ExactClient:
                 raise NeedsReauthorisation(exact.state_reason or "Exact Online needs a new consent")
             if exact.rate_limited_until and exact.rate_limited_until > now:
                 raise RateLimited(exact.rate_limited_until, "Exact Online answered 429")
-            errors = ExactEndpointErrors.objects.filter(exact=exact, endpoint=endpoint, hour=hour).first()
-            if errors and errors.count >= ERROR_LIMIT:
-                raise EndpointBlocked(endpoint, hour + datetime.timedelta(hours=1))
+            # Any 60 minutes lie within this clock hour and the one before: counting both keeps
+            # every such window under the limit, whether Exact's hour is the clock's or sliding.
+            counts = dict(ExactEndpointErrors.objects.filter(
+                exact=exact, endpoint=endpoint, hour__gte=hour - datetime.timedelta(hours=1))
+                .values_list("hour", "count"))
+            this_hour = counts.get(hour, 0)
+            if sum(counts.values()) >= ERROR_LIMIT:
+                # This hour's errors still count through the next hour.
+                raise EndpointBlocked(endpoint, hour + datetime.timedelta(hours=2 if this_hour >= ERROR_LIMIT else 1))
             changed = []
             for remaining, resets_at, what in (("minute_remaining", "minute_resets_at", "minute"),
                                                ("day_remaining", "day_resets_at", "day")):
