@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
@@ -168,8 +169,8 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
         if exact.divisions and (job is None or job.state == Job.State.DONE):
             return HttpResponseRedirect(reverse("admin:integrations_exactconnection_division", args=[exact.pk]))
         failed = job is not None and job.state == Job.State.DEAD
-        return self._page(request, "connecting.html", exact, _("Connecting to Exact Online"), job=job, failed=failed,
-                          waiting=not failed)
+        return _form_may_lead_to_exact(self._page(request, "connecting.html", exact, _("Connecting to Exact Online"),
+                                                  job=job, failed=failed, waiting=not failed), exact)
 
     def division_view(self, request, pk: int):
         """Choose the division (from those the user can reach), then the bank journal. Reading the
@@ -232,7 +233,8 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         exact = self.get_object(request, object_id)
         extra = {"status": connection_status(exact)} if exact is not None else {}
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+        response = super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+        return _form_may_lead_to_exact(response, exact) if exact is not None else response
 
 
 class DivisionForm(forms.Form):
@@ -257,6 +259,15 @@ class JournalForm(forms.Form):
                                           for j in exact.journals]
         self.fields["journal"].initial = exact.journal or None
         self.fields["journal"].widget.attrs["data-testid"] = "exact-journal"
+
+
+def _form_may_lead_to_exact(response, exact: ExactConnection):
+    """The Connect button's POST answers with a redirect to Exact's consent page, and browsers hold
+    that redirect to the page's form-action (the policy allows only this site): so a page with
+    that button also allows Exact's site (as payments' checkout allows the gateways')."""
+    parts = urlsplit(exact.base_url)
+    response._csp_update = {"form-action": [f"{parts.scheme}://{parts.netloc}"]}
+    return response
 
 
 def _exact_error(error: Exception) -> str:

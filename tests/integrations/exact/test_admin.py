@@ -114,6 +114,9 @@ def test_connect_sends_staff_to_exacts_consent_with_a_fresh_state(exact, exact_s
     assert query["redirect_uri"].endswith("/admin/integrations/exactconnection/callback/")
     assert query["state"] == _reload(exact).oauth_state and len(query["state"]) > 30
     assert client.get(_url("connect", exact.pk)).status_code == 405  # a GET changes nothing
+    # Browsers hold the POST's redirect to the page's form-action: the page allows Exact's site.
+    policy = client.get(_url("change", exact.pk)).headers["Content-Security-Policy"]
+    assert f"form-action 'self' {exact_site}" in policy
 
 
 def test_the_callback_refuses_a_wrong_state_and_keeps_no_code(exact, exact_site, client, staff, worker):
