@@ -164,6 +164,7 @@ class ExactClient:
         endpoint = endpoint_of(url)
         self._spend_budget(endpoint)
         headers = {"Authorization": f"Bearer {tokens.access_token(self.exact)}", "Accept": "application/json"}
+        token_of = self.exact.refreshed_at  # which refresh the token we send came from
         data = None
         if body is not None:
             # return=representation: the created entity comes back whole, no second GET.
@@ -176,6 +177,12 @@ class ExactClient:
             raise ExactUnreachable(f"Exact Online did not answer {method} {endpoint}: {type(exc).__name__}: {exc}") \
                 from None
         self._record(response, endpoint)
+        if response.status_code == 401:
+            # Exact no longer takes this access token (revoked, or its clock is ahead of ours):
+            # the next call refreshes it as soon as Exact allows, unless another worker has already.
+            with staff_scope(), transaction.atomic():
+                ExactConnection.objects.filter(pk=self.exact.pk, refreshed_at=token_of).update(
+                    access_expires_at=timezone.now())
         if 200 <= response.status_code < 300:
             if not response.content:
                 return {}

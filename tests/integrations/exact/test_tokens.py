@@ -211,6 +211,23 @@ def test_consent_and_code_exchange_connect_the_connection(fake, committed, exact
     assert stored(exact).state == ExactConnection.State.CONNECTED
 
 
+def test_an_access_token_exact_no_longer_takes_is_replaced_as_soon_as_exact_allows(fake, exact, clock):
+    fake.oauth.access_tokens.clear()  # Exact forgot it (revoked, restarted)
+    client = ExactClient(exact)
+
+    with pytest.raises(ExactRefused) as refused:
+        client.get_all("vat/VATCodes", select=["Code"])
+    assert refused.value.status == 401
+    with pytest.raises(RateLimited) as limited:  # a new one only 570 s after the last
+        client.get_all("vat/VATCodes", select=["Code"])
+    assert limited.value.until == stored(exact).refreshed_at + datetime.timedelta(seconds=570)
+    assert len(fake.requests) == 1 and fake.token_calls == []
+
+    clock.shift(571)
+    assert client.get_all("vat/VATCodes", select=["Code"])
+    assert [call["status"] for call in refreshes(fake)] == [200]
+
+
 def test_a_connection_never_connected_is_not_called(fake, committed, exact):
     with staff_scope():
         ExactConnection.objects.filter(pk=exact.pk).update(state=ExactConnection.State.NEW, refresh_token="")
