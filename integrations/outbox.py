@@ -14,6 +14,9 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
+# Also registers Exact's own job handlers (exact.sync, exact.hint) and its safety-sync task wherever
+# the integrations' jobs are found (integrations.tasks imports this module).
+from integrations.exact.tasks import outbox_deliver_exact
 from integrations.models import ClientLink, Connection, OutboxMessage
 from integrations.signing import signed_headers
 from portal import jobs
@@ -69,9 +72,7 @@ def outbox_deliver(*, job) -> str:
         message = OutboxMessage.objects.select_related("connection").get(pk=job.payload["message"])
     connection = message.connection
     if connection.kind == Connection.Kind.EXACT_ONLINE and connection.enabled:
-        from integrations.exact.tasks import outbox_deliver_exact  # Exact's own way: a bank entry
-
-        return outbox_deliver_exact(message=message, job=job)
+        return outbox_deliver_exact(message=message, job=job)  # Exact's own way: a bank entry
     if not connection.enabled or not connection.outbound_url:
         raise jobs.Permanent(f"connection {connection.slug!r} is disabled or has no address for payments")
     secrets_ = connection.secrets()

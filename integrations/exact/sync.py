@@ -26,6 +26,7 @@ https://start.exactonline.nl/docs/HlpRestAPIResourcesDetails.aspx?name=SyncSales
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import re
@@ -35,7 +36,7 @@ from decimal import Decimal
 from django.db import connection as db, transaction
 from django.utils import timezone
 
-from integrations import services
+from integrations import normalise, services
 from integrations.exact import mapping
 from integrations.exact.client import ExactClient
 from integrations.exact.models import ExactConnection, ExactCursor
@@ -187,10 +188,15 @@ def _events(connection: Connection, entity: str, rows: list[dict], context, coun
     elif entity == Entity.DELETED:
         for row in rows:
             event = mapping.deleted_event(row)
-            if event is None or not Invoice.objects.filter(connection=connection,
-                                                           external_id=event["data"]["external_id"]).exists():
+            stored = event and Invoice.objects.filter(connection=connection,
+                                                      external_id=event["data"]["external_id"]).first()
+            if not stored:
                 counts.skipped += 1  # not an invoice, or one the portal never had: nothing to void
                 continue
+            # Gone from Exact is the last word on it, even when deleted within the second of its
+            # last change (Exact's moments have whole seconds): never older than what is stored.
+            if stored.source_updated_at and normalise.moment(event["data"]["updated_at"]) <= stored.source_updated_at:
+                event["data"]["updated_at"] = (stored.source_updated_at + datetime.timedelta(milliseconds=1)).isoformat()
             yield row["Timestamp"], f"deleted:{row['EntityKey']}:{row['Timestamp']}", event
 
 

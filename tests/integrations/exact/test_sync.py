@@ -166,3 +166,58 @@ def test_a_record_the_ledger_cannot_take_is_kept_for_staff_and_does_not_stop_the
         assert "billing_email" in refused.error
         assert ClientLink.objects.count() == 1
     assert cursor(exact, E.ACCOUNTS) > 1  # past it: a change in Exact brings it back
+
+
+# --- As jobs ------------------------------------------------------------------------------------
+
+def _sync_jobs():
+    with staff_scope():
+        return list(Job.objects.filter(kind="exact.sync").order_by("pk"))
+
+
+def test_the_safety_sync_writes_a_sync_per_entity_that_loads_what_changed(fake_exact, exact, run):
+    from integrations.exact.tasks import sync_exact_connections
+
+    made = fake_exact.add_invoice(_customer(fake_exact), [("Advies", 1, "100.00", "2")])
+    assert sync_exact_connections() == 4
+    assert sync_exact_connections() == 0  # they wait to start: nothing written twice
+    run()
+    assert [j.state for j in _sync_jobs()] == [Job.State.DONE] * 4
+    assert {j.subject for j in _sync_jobs()} == {f"exact:{exact.pk}:{e}" for e in ALL}
+    assert invoice(made["InvoiceNumber"]).status == Invoice.Status.OPEN
+
+
+def test_a_sync_over_exacts_rate_limit_waits_for_the_reset(fake_exact, exact, run):
+    from django.utils import timezone
+
+    from integrations.exact.tasks import sync_all_enqueue
+
+    fake_exact.minute_limit = 0  # every call answered 429 until the next minute
+    with staff_scope():
+        sync_all_enqueue(exact=exact)
+    run()
+    job = _sync_jobs()[0]
+    assert job.state == Job.State.RETRYING and "429" in job.last_error
+    # Retried around the minute's reset Exact announced, not at once (jitter ±25%).
+    assert job.run_after > timezone.now()
+    assert cursor(exact, E.ACCOUNTS) == 1
+
+
+def test_a_sync_stops_while_exact_needs_a_new_consent_and_resumes_after_reconnecting(fake_exact, exact, run):
+    from integrations.exact.models import ExactConnection
+    from integrations.exact.tasks import exact_resume, sync_all_enqueue
+
+    _customer(fake_exact)
+    with staff_scope():
+        ExactConnection.objects.filter(pk=exact.pk).update(state=ExactConnection.State.REAUTHORISE,
+                                                           state_reason="Old refresh token used.")
+        sync_all_enqueue(exact=exact)
+    run()
+    assert all(j.state == Job.State.DEAD and "re-authorisation" in j.last_error for j in _sync_jobs())
+    with staff_scope():
+        ExactConnection.objects.filter(pk=exact.pk).update(state=ExactConnection.State.CONNECTED)
+        exact.refresh_from_db()
+        assert exact_resume(exact=exact) >= 4
+    run()
+    with staff_scope():
+        assert ClientLink.objects.filter(connection=exact.connection_id).count() == 1
