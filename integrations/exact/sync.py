@@ -98,12 +98,14 @@ def sync_entity(exact: ExactConnection, entity: str) -> dict:
         cursor, _ = ExactCursor.objects.get_or_create(exact=exact, entity=entity)
         connection = Connection.objects.get(pk=exact.connection_id)
     counts = Counts()
-    context = mapping.Context(vat_codes=mapping.vat_codes(client) if entity == Entity.SALES_INVOICES else {})
+    context = mapping.Context(vat_codes={})
     pending: list[dict] = []  # invoice lines whose invoice may go on past the page read so far
     since = cursor.timestamp
     for rows in client.pages(PATHS[entity], select=mapping.SELECT[entity], filter=f"Timestamp gt {since}L"):
         counts.rows += len(rows)
         if entity == Entity.SALES_INVOICES:
+            if rows and not context.vat_codes:  # read once a run, and only when an invoice changed
+                context.vat_codes = mapping.vat_codes(client)
             rows, pending = _complete_invoices(pending + rows)
         _store_page(connection, exact, entity, rows, context, counts, held_back=pending)
     if pending:  # the last page ends the entity: its last invoice is complete
@@ -195,8 +197,9 @@ def _events(connection: Connection, entity: str, rows: list[dict], context, coun
                 continue
             # Gone from Exact is the last word on it, even when deleted within the second of its
             # last change (Exact's moments have whole seconds): never older than what is stored.
-            if stored.source_updated_at and normalise.moment(event["data"]["updated_at"]) <= stored.source_updated_at:
-                event["data"]["updated_at"] = (stored.source_updated_at + datetime.timedelta(milliseconds=1)).isoformat()
+            known = stored.source_updated_at
+            if known and normalise.moment(event["data"]["updated_at"]) <= known:
+                event["data"]["updated_at"] = (known + datetime.timedelta(milliseconds=1)).isoformat()
             yield row["Timestamp"], f"deleted:{row['EntityKey']}:{row['Timestamp']}", event
 
 

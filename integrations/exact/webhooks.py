@@ -97,7 +97,8 @@ def _verify(exact: ExactConnection, headers, body: bytes) -> Accepted:
     return Accepted(natural_key="exact:" + hashlib.sha256(content).hexdigest(), subject=sync_subject(exact.pk, entity))
 
 
-SOURCE = Source(name="exact", job_kind=JOB_KIND, find=_find, verify=_verify, kept_headers=("content-type", "user-agent"))
+SOURCE = Source(name="exact", job_kind=JOB_KIND, find=_find, verify=_verify,
+                kept_headers=("content-type", "user-agent"))
 
 
 def subscribe_webhooks(exact: ExactConnection, callback_url: str) -> list[dict]:

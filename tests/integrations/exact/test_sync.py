@@ -41,6 +41,7 @@ def test_the_first_sync_loads_every_page_of_customers_and_invoices(fake_exact, e
         assert ClientLink.objects.filter(connection=exact.connection_id).count() == 3
         loaded = {i.number: i for i in Invoice.objects.select_related("client")}
     assert sorted(loaded) == sorted(str(n) for n in numbers)
+    assert {i.total for i in loaded.values()} == {D("274.70")}  # also those whose lines ran over a page
     first = loaded[str(numbers[0])]
     # 2 × 100.00 at the division's 21% code, 3 × 10.00 at its 9% code (read from vat/VATCodes).
     assert (first.subtotal, first.tax_total, first.total) == (D("230.00"), D("44.70"), D("274.70"))
