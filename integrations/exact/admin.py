@@ -33,11 +33,13 @@ class ExactConnectionForm(forms.ModelForm):
     """The connection (name, URL name, brand) and its Exact side in one form: staff add an Exact
     Online connection here, not as a generic connection (which would ask for signing secrets)."""
 
-    name = forms.CharField(label=gettext_lazy("name"), max_length=200)
+    # Admin shows a form field's help text as HTML: no "<URL name>" in it.
+    name = forms.CharField(label=gettext_lazy("Name"), max_length=200)
     slug = forms.SlugField(label=gettext_lazy("URL name"),
-                           help_text=gettext_lazy("Exact's webhooks arrive at /webhooks/exact/<URL name>/."))
-    brand = forms.ModelChoiceField(label=gettext_lazy("brand"), queryset=Brand.objects.all())
-    enabled = forms.BooleanField(label=gettext_lazy("enabled"), required=False, initial=True)
+                           help_text=gettext_lazy("Exact's webhooks arrive at /webhooks/exact/ followed by this "
+                                                  "name (see the webhook URL below)."))
+    brand = forms.ModelChoiceField(label=gettext_lazy("Brand"), queryset=Brand.objects.all())
+    enabled = forms.BooleanField(label=gettext_lazy("Enabled"), required=False, initial=True)
 
     class Meta:
         model = ExactConnection
@@ -61,12 +63,12 @@ class ExactConnectionForm(forms.ModelForm):
 class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
     form = ExactConnectionForm
     change_form_template = "admin/integrations/exact/change_form.html"
-    list_display = ["__str__", "country", "state", "division_name", "journal", "last_sync"]
+    list_display = ["__str__", "country", "state", "division_name", "journal_name", "last_sync"]
     list_filter = ["state", "country"]
     list_select_related = ["connection"]
     search_fields = ["connection__name", "connection__slug"]
     secret_fields = ("client_secret", "webhook_secret")
-    readonly_fields = ["redirect_uri", "webhook_url", "division_name", "journal"]
+    readonly_fields = ["redirect_uri", "webhook_url", "division_name", "journal_name"]
 
     def get_fieldsets(self, request, obj=None):
         app = [
@@ -77,7 +79,7 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
                                  "client ID, client secret and webhook secret here (stored encrypted).")}),
         ]
         if obj is not None:
-            app.append((_("Administration"), {"fields": ["division_name", "journal"]}))
+            app.append((_("Administration"), {"fields": ["division_name", "journal_name"]}))
         return app
 
     @admin.display(description=gettext_lazy("redirect URI"))
@@ -94,6 +96,13 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
             return _("not chosen yet")
         names = {d["code"]: d["name"] for d in obj.divisions}
         return f"{obj.division} {names.get(obj.division, '')}".strip()
+
+    @admin.display(description=gettext_lazy("bank journal"))
+    def journal_name(self, obj):
+        if not obj.journal:
+            return _("not chosen yet")
+        names = {j["code"]: j["name"] for j in obj.journals}
+        return f"{obj.journal} {names.get(obj.journal, '')}".strip()
 
     @admin.display(description=gettext_lazy("last sync"))
     def last_sync(self, obj):

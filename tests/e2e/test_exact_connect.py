@@ -11,7 +11,7 @@ from integrations.exact.models import ExactConnection
 from integrations.models import ClientLink, Connection
 from invoices.models import Invoice
 from portal.rls import staff_scope
-from tests.e2e.support import log_in
+from tests.e2e.support import log_in, screenshot
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -75,6 +75,7 @@ def test_staff_connect_exact_in_admin_and_its_invoice_appears_in_the_clients_por
     exact, owner, staff = committed.create(_portal(exact_server, account))
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
     page = context.new_page()
+    page.screen_width = 1280
     _sign_in_staff(page, live_url, staff)
 
     page.goto(f"{live_url}/admin/integrations/exactconnection/{exact.pk}/change/")
@@ -98,6 +99,16 @@ def test_staff_connect_exact_in_admin_and_its_invoice_appears_in_the_clients_por
     assert invoice.client.name == "Bakkerij De Vries B.V."
     page.reload()
     expect(page.get_by_test_id("exact-last-sync")).not_to_have_text("never")
+    expect(page.get_by_test_id("exact-cursors")).to_contain_text("Sales invoices")
+    screenshot(page, "admin-exact-connection")
+
+    # Webhooks: Exact checks the address with an empty POST to the running portal before it subscribes.
+    page.get_by_test_id("exact-subscribe-webhooks").click()
+    expect(page.locator(".messagelist")).to_contain_text("Webhooks subscribed")
+    url = f"{live_url}/webhooks/exact/exact-online/"
+    subscribed = {s["Topic"] for s in exact_server.subscriptions.values()
+                  if s["CallbackURL"] == url and s["Division"] == division}
+    assert subscribed == {"Accounts", "SalesInvoices", "FinancialTransactions"}
     context.close()
 
     # The client's contact sees it in their portal.
