@@ -308,3 +308,23 @@ def test_staff_choose_a_division_then_one_of_its_bank_journals(exact, fake_exact
     assert _reload(exact).journal == "20"
     assert 'data-testid="exact-sync-now"' in done.text and 'data-testid="exact-subscribe-webhooks"' in done.text
 
+
+
+def test_connecting_again_after_re_authorisation_resumes_the_syncs(exact, fake_exact, committed, client, staff,
+                                                                  worker):
+    committed.create(lambda: ExactConnection.objects.filter(pk=exact.pk).update(
+        state=ExactConnection.State.REAUTHORISE, state_reason="Old refresh token used.", division=1234567,
+        divisions=[{"code": 1234567, "name": "Acme Holding B.V."}], journal="20"))
+    client.force_login(staff)
+    page = client.get(_url("change", exact.pk)).text
+    assert "Needs re-authorisation" in page and "Connect again" in page
+    client.get(_path_of(_consent(client, exact)))
+    jobs.jobs_drain(kind="exact.connect", seconds=30)
+    exact = _reload(exact)
+    assert exact.state == ExactConnection.State.CONNECTED and exact.state_reason == ""
+    assert exact.division == 1234567 and exact.journal == "20"  # kept across the new consent
+    with staff_scope():
+        synced = sorted(job.payload["entity"] for job in Job.objects.filter(kind="exact.sync"))
+    assert synced == sorted(ExactCursor.Entity.values)  # every entity from its cursor
+    # Already connected with a division: the waiting page goes back to the connection's page flow.
+    assert client.get(_url("connecting", exact.pk)).url == _url("division", exact.pk)
