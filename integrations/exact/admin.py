@@ -160,6 +160,8 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
     def callback_view(self, request):
         """Exact's redirect after the consent (a GET: inside the request's read transaction, so no
         call to Exact here). The code is kept and a job exchanges it; staff wait on the next page."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
         try:
             exact = connect.exact_consent_receive(state=request.GET.get("state", ""), code=request.GET.get("code", ""),
                                                   error=request.GET.get("error_description")
@@ -167,8 +169,6 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
         except connect.ConsentRefused as refused:
             return self._page(request, "refused.html", None, _("Exact Online: not connected"), reason=str(refused),
                               status=400)
-        if not self.has_change_permission(request, exact):
-            raise PermissionDenied
         return HttpResponseRedirect(reverse("admin:integrations_exactconnection_connecting", args=[exact.pk]))
 
     def connecting_view(self, request, pk: int):
