@@ -139,27 +139,18 @@ def webhook_receive(request, *, source: Source, account_key: str) -> JsonRespons
         return limited
     headers = _kept_headers(request, source)
     body = _read_body(request, source.body_limit())
-    with staff_scope():
+    # One transaction whatever the answer: a refusal is decided before anything is written, so
+    # it is counted (and sampled) in the same transaction as the lookup, not in a second one.
+    with staff_scope(), transaction.atomic():
         try:
-            with transaction.atomic():
-                account = source.find(account_key, body or b"")
-                if account is None:
-                    raise Rejected(404, f"no enabled {source.name} account of that name")
-                if body is None:
-                    raise Rejected(413, f"the body is larger than {source.body_limit()} bytes")
-                _check_headers(headers)
-                accepted = source.verify(account, request.headers, body)
-                _check_natural_key(accepted.natural_key)
-                with connection.cursor() as cursor:
-                    cursor.execute(INSERT_SQL, [
-                        source.name, account_key, accepted.natural_key,
-                        _db_value(WebhookRequest, "headers", headers),
-                        _db_value(WebhookRequest, "body", body.decode("utf-8", "replace")), ip, timezone.now()])
-                    row = cursor.fetchone()
-                if row is None:
-                    return JsonResponse({"status": "duplicate"}, status=200)
-                job_enqueue(kind=source.job_kind, key=f"webhook:{row[0]}", subject=accepted.subject,
-                            payload={"webhook": row[0], "account": account_key})
+            account = source.find(account_key, body or b"")
+            if account is None:
+                raise Rejected(404, f"no enabled {source.name} account of that name")
+            if body is None:
+                raise Rejected(413, f"the body is larger than {source.body_limit()} bytes")
+            _check_headers(headers)
+            accepted = source.verify(account, request.headers, body)
+            _check_natural_key(accepted.natural_key)
         except Rejected as exc:
             if exc.status == 404:  # a name the sender chose must not get a counter row of its own
                 headers, account_key = headers | {":account": account_key}, UNKNOWN_ACCOUNT
@@ -170,6 +161,15 @@ def webhook_receive(request, *, source: Source, account_key: str) -> JsonRespons
             return JsonResponse({"status": "ignored", "reason": exc.reason}, status=200)
         except Duplicate:
             return JsonResponse({"status": "duplicate"}, status=200)
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_SQL, [
+                source.name, account_key, accepted.natural_key, _db_value(WebhookRequest, "headers", headers),
+                _db_value(WebhookRequest, "body", body.decode("utf-8", "replace")), ip, timezone.now()])
+            row = cursor.fetchone()
+        if row is None:
+            return JsonResponse({"status": "duplicate"}, status=200)
+        job_enqueue(kind=source.job_kind, key=f"webhook:{row[0]}", subject=accepted.subject,
+                    payload={"webhook": row[0], "account": account_key})
     return JsonResponse({"status": "accepted", "webhook": row[0]}, status=200)
 
 
@@ -230,7 +230,7 @@ def _keep_bounded(source: Source, account_key: str, headers: dict, body: bytes, 
     """Count the request in its source, account, answer and hour; keep a sample (the headers
     and an excerpt of the body, encrypted) while that count is within REJECTED_KEPT_PER_HOUR."""
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
-    with staff_scope(), transaction.atomic():
+    with staff_scope(), transaction.atomic(savepoint=False):  # the intake's own transaction, where there is one
         with connection.cursor() as cursor:
             cursor.execute(COUNT_SQL, [source.name, account_key, hour, answer])
             (count,) = cursor.fetchone()
