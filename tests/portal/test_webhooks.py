@@ -328,11 +328,11 @@ def _signed(client, body: bytes, **extra):
     (b"", "malformed JSON: Expecting value (line 1, column 1)"),
 ])
 def test_json_beyond_the_bounds_is_400_with_a_reason_never_500(client, db, body, reason):
-    started = time.monotonic()
+    started = time.process_time()  # this process's own work (the request is served in it), not a busy machine's
     response = _signed(client, body)
     assert (response.status_code, response.json()["status"]) == (400, "rejected")
     assert reason in response.json()["error"]
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_json_within_the_bounds_reads_decimals_as_decimal():
