@@ -266,6 +266,8 @@ CELERY_BEAT_SCHEDULE = {
     "scan-reminders": {"task": "reminders.tasks.scan_reminders",
                        "schedule": env.float("REMINDER_SCAN_INTERVAL", default=3600.0)},
     "prune-webhook-samples": {"task": "portal.tasks.prune_webhook_samples", "schedule": 86400.0},
+    # Exact Online: the safety sync behind the webhook hints, which also keeps each refresh token in use.
+    "exact-safety-sync": {"task": "integrations.exact.tasks.sync_exact_connections", "schedule": 3600.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------
