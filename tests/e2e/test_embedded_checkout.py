@@ -24,7 +24,7 @@ from invoices.models import Invoice
 from payments.models import CheckoutAttempt, GatewayAccount, Mandate
 from portal.rls import staff_scope
 from tests.conftest import MOLLIE_TEST_KEY, STRIPE_TEST_KEY, STRIPE_TEST_WEBHOOK_SECRET
-from tests.e2e.support import check_page, log_in
+from tests.e2e.support import SCREEN_IDS, SCREENS, check_page, log_in
 from tests.fakes.accounting import FakeAccounting
 from tests.invoices.factories import line, make_invoice
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
@@ -44,6 +44,11 @@ WORDS = {
            "all": "Incasseer ook mijn toekomstige facturen met deze machtiging op hun vervaldatum",
            "status_paid": "Betaald", "mandate_text": "incassant-ID"},
 }
+# The round trips through a bank or an issuer run on two of the four screens: a phone in Dutch and a
+# desktop in English (both widths, both languages); the card and SEPA forms, drawn in the portal's
+# page, on all four.
+TWO_SCREENS = pytest.mark.parametrize("screen", [SCREENS[1], SCREENS[2]], ids=[SCREEN_IDS[1], SCREEN_IDS[2]],
+                                      indirect=True)
 MOLLIE_CARDS = {"paid": "4543474002249996", "3ds": "2223000010479399", "declined": "4000000000000002"}
 STRIPE_CARDS = {"paid": "4242424242424242", "declined": "4000000000000002", "3ds": "4000002500003155"}
 
@@ -161,6 +166,7 @@ def test_mollie_card_declined_inline_then_paid_without_leaving_the_portal(
         assert [a.status for a in CheckoutAttempt.objects.order_by("created_at")] == ["failed", "paid"]
 
 
+@TWO_SCREENS
 def test_mollie_card_with_3d_secure_goes_to_the_issuer_and_straight_back(
         committed, celery_worker_process, mollie_server, accounting, live_url, screen):
     words = WORDS[screen.language]
@@ -177,6 +183,7 @@ def test_mollie_card_with_3d_secure_goes_to_the_issuer_and_straight_back(
     _booked_once(accounting, "121.00")
 
 
+@TWO_SCREENS
 def test_mollie_ideal_goes_through_the_bank_and_straight_back(
         committed, celery_worker_process, mollie_server, accounting, live_url, screen):
     words = WORDS[screen.language]
@@ -278,6 +285,7 @@ def test_stripe_card_declined_then_3d_secure_then_paid_in_the_embedded_checkout(
     assert set(stripe_server.versions) == {"2026-10-28.endive"}  # pinned on every request
 
 
+@TWO_SCREENS
 def test_stripe_ideal_goes_through_the_bank_and_straight_back(
         committed, celery_worker_process, stripe_server, stripe_webhooks, accounting, live_url, screen):
     words = WORDS[screen.language]
@@ -292,6 +300,7 @@ def test_stripe_ideal_goes_through_the_bank_and_straight_back(
     _booked_once(accounting, "121.00")
 
 
+@TWO_SCREENS
 def test_stripe_sepa_direct_debit_in_the_embedded_checkout_is_pending_then_paid(
         committed, celery_worker_process, stripe_server, stripe_webhooks, accounting, live_url, screen):
     words = WORDS[screen.language]
