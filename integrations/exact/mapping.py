@@ -29,7 +29,7 @@ HUNDRED = Decimal(100)
 
 SELECT = {
     Entity.ACCOUNTS: ["Timestamp", "ID", "Code", "Name", "Email", "VATNumber", "ChamberOfCommerce",
-                      "City", "Country", "Status", "IsSales", "Modified"],
+                      "AddressLine1", "Postcode", "City", "Country", "Status", "IsSales", "Modified"],
     Entity.SALES_INVOICES: ["Timestamp", "ID", "InvoiceID", "InvoiceNumber", "InvoiceTo", "InvoiceDate", "DueDate",
                             "Currency", "Status", "Type", "YourRef", "Modified", "AmountFCExclVat", "LineNumber",
                             "Description", "Quantity", "UnitPrice", "AmountFC", "VATAmountFC", "VATCode",
@@ -92,12 +92,12 @@ def account_event(row: dict) -> dict | None:
     if row.get("Status") not in (None, "C") and not row.get("IsSales"):
         return None
     kvk = "".join(ch for ch in str(row.get("ChamberOfCommerce") or "") if ch.isdigit())
-    # Exact's address fields (AddressLine1, Postcode) are left out: the fake shows only City and Country.
     data = {"external_id": str(row["ID"]), "name": _text(row.get("Name"), 200),
             "kvk_number": kvk if len(kvk) == 8 else "",
             "vat_number": _text(row.get("VATNumber"), 20).replace(" ", "").upper(),
             "billing_email": _text(row.get("Email"), 254),
-            "address": {"city": _text(row.get("City"), 100), "country": _text(row.get("Country"), 2).upper() or "NL"}}
+            "address": {"line": _text(row.get("AddressLine1"), 200), "postal_code": _text(row.get("Postcode"), 16),
+                        "city": _text(row.get("City"), 100), "country": _text(row.get("Country"), 2).upper() or "NL"}}
     return {"type": "client.upserted", "data": data}
 
 

@@ -108,6 +108,7 @@ class Books:
         row = {"ID": new_guid(), "Code": f"{str(code):>18}", "Name": name, "Email": fields.pop("email", None),
                "VATNumber": fields.pop("vat_number", None),
                "ChamberOfCommerce": fields.pop("chamber_of_commerce", None),
+               "AddressLine1": fields.pop("address_line", None), "Postcode": fields.pop("postcode", None),
                "City": fields.pop("city", None), "Country": fields.pop("country", "NL"), "IsSales": True,
                "Status": "C", "Division": self.code, "Created": now, "Modified": now, "Timestamp": self.stamp()}
         row.update(fields)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-ACCOUNT = ("ID", "Code", "Name", "Email", "VATNumber", "ChamberOfCommerce", "City", "Country", "IsSales",
+ACCOUNT = ("ID", "Code", "Name", "Email", "VATNumber", "ChamberOfCommerce", "AddressLine1", "Postcode", "City",
+           "Country", "IsSales",
            "Status", "Division", "Created", "Modified")
 INVOICE = ("InvoiceID", "InvoiceNumber", "Type", "TypeDescription", "Status", "StatusDescription", "InvoiceTo",
            "InvoiceToName", "OrderedBy", "OrderedByName", "Journal", "InvoiceDate", "DueDate", "Currency",

@@ -19,7 +19,8 @@ ALL = (E.ACCOUNTS, E.SALES_INVOICES, E.TRANSACTION_LINES, E.DELETED)
 
 
 def _customer(fake, name="Northwind Traders B.V.", **fields):
-    return fake.add_account(name, email=f"finance@{name.split()[0].lower()}.test", city="Amsterdam", **fields)
+    return fake.add_account(name, email=f"finance@{name.split()[0].lower()}.test", address_line="Keizersgracht 1",
+                            postcode="1015 CJ", city="Amsterdam", **fields)
 
 
 def test_the_first_sync_loads_every_page_of_customers_and_invoices(fake_exact, exact, run):
@@ -46,6 +47,8 @@ def test_the_first_sync_loads_every_page_of_customers_and_invoices(fake_exact, e
     # 2 × 100.00 at the division's 21% code, 3 × 10.00 at its 9% code (read from vat/VATCodes).
     assert (first.subtotal, first.tax_total, first.total) == (D("230.00"), D("44.70"), D("274.70"))
     assert first.status == Invoice.Status.OPEN and first.client.name == "Klant0 B.V."
+    assert (first.client.address_line, first.client.postal_code, first.client.city) == (
+        "Keizersgracht 1", "1015 CJ", "Amsterdam")  # the invoice's address, as Exact has it
     assert cursor(exact, E.SALES_INVOICES) == max(r["Timestamp"] for r in _sync_rows(fake_exact))
 
 
