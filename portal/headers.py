@@ -45,7 +45,13 @@ def form_action_to_payment_gateways(view):
         update = {"form-action": list(settings.PAYMENT_CHECKOUT_ORIGINS)}
         embedded = getattr(response, "embeds_gateway", "")
         if embedded:
-            update.update({name: list(origins) for name, origins in settings.PAYMENT_EMBED_SOURCES[embedded].items()})
+            sources = settings.PAYMENT_EMBED_SOURCES[embedded]
+            update.update({name: list(origins) for name, origins in sources.items()})
+            # The gateway's frame may offer the browser's wallets (Payment Request): on this page,
+            # to its own frames only (Permissions-Policy; SecurityHeadersMiddleware keeps a header
+            # a view set).
+            policy = {**settings.PERMISSIONS_POLICY, "payment": ["self", *(f'"{o}"' for o in sources["frame-src"])]}
+            response["Permissions-Policy"] = permissions_policy_header(policy)
         response._csp_update = update
         return response
     return wrapped

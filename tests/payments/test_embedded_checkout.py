@@ -144,6 +144,10 @@ def test_the_checkout_page_alone_allows_stripes_script_and_frames_and_nothing_of
         assert _origin(settings.MOLLIE_JS_URL) not in policy[directive], directive
         assert not set(mollie[directive]) & set(policy[directive]), directive
     assert "'unsafe-inline'" not in policy["script-src"]
+    # Stripe's frame may offer the browser's wallets on this page, and only there.
+    allowed = " ".join(f'"{origin}"' for origin in stripe["frame-src"])
+    assert f"payment=(self {allowed})" in page.headers["Permissions-Policy"]
+    assert "payment=()" in client.get(reverse("invoices:list")).headers["Permissions-Policy"]
     assert f'data-embed-key="{PUBLISHABLE_KEY}"' in page.text and settings.STRIPE_JS_URL in page.text
     listing = _policy(client.get(reverse("invoices:list")))
     for directive in ("script-src", "frame-src"):
