@@ -69,8 +69,11 @@ def _finder(provider: str):
     def find(account_key: str, body: bytes):
         if not account_key.isdigit() or len(account_key) > 18:
             return None
-        if provider not in PAYMENT_IDS:
-            return GatewayAccount.objects.filter(pk=int(account_key), provider=provider, enabled=True).first()
+        if provider not in PAYMENT_IDS:  # Stripe: the signed event says it all; the account alone
+            found = list(GatewayAccount.objects.raw(
+                f"SELECT g.* FROM {GatewayAccount._meta.db_table} g WHERE g.id = %s AND g.provider = %s AND g.enabled",
+                [int(account_key), provider]))
+            return found[0] if found else None
         payment_id = _named_payment_or_none(provider, body) or ""
         found = list(GatewayAccount.objects.raw(FIND_SQL, {
             "id": int(account_key), "provider": provider, "payment": payment_id,
