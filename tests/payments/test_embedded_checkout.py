@@ -44,7 +44,7 @@ class PortalServer:
         self.server = ThreadedWSGIServer(("127.0.0.1", 0), QuietWSGIRequestHandler)
         self.server.set_app(get_wsgi_application())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
         return self
 

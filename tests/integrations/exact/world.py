@@ -92,7 +92,7 @@ def portal_server(committed):
     POST of a webhook subscription, notify())."""
     server = make_server("127.0.0.1", 0, get_wsgi_application(), server_class=_ThreadedServer,
                          handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
