@@ -36,3 +36,17 @@ def test_the_live_poll_benchmark_runs_at_a_tiny_size():
                              "--sequential", "10"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "10 idle polls one after the other" in result.stdout and " 0 errors" in result.stdout, result.stdout
+
+
+def test_the_exact_sync_benchmark_runs_at_a_tiny_size():
+    # 30 invoices of 3 lines in pages of 40 rows: several pages per entity, every entity read once.
+    env = {**os.environ, "DATABASE_NAME": "portal_bench_exact_tiny"}
+    result = subprocess.run([sys.executable, "bench/exact_sync.py", "--invoices", "30", "--lines-per-invoice", "3",
+                             "--customers", "5", "--sync-page-size", "40"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "portal holds 30 invoices with 90 lines and 5 clients (Exact: 30, 90, 5)" in result.stdout, result.stdout
+    # 1 page of customers, 3 of invoice rows, the VAT codes, 3 of transaction lines, 1 of deletions.
+    assert "API calls: 9 of the 5,000-a-day budget" in result.stdout, result.stdout
+    assert "day_remaining 4991 of 5000" in result.stdout, result.stdout
+    assert "page 4 (sync/SalesInvoice/SalesInvoices): 40 rows" in result.stdout, result.stdout
