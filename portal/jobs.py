@@ -185,8 +185,12 @@ WHERE id = (
       AND (%(id)s::bigint IS NULL OR j.id = %(id)s::bigint)
       AND (%(kind)s::text IS NULL OR j.kind = %(kind)s::text)
       AND (j.subject = '' OR NOT EXISTS (
+            -- "e.subject <> ''" says what the partial index job_open_subject covers, so the
+            -- planner looks the earlier jobs up in it instead of scanning every job below j.id
+            -- (a claim grew with the square of the backlog: 800 ms with 3,000 jobs waiting).
             SELECT 1 FROM portal_job e
-            WHERE e.subject = j.subject AND e.id < j.id AND e.state IN ('pending', 'running', 'retrying')))
+            WHERE e.subject = j.subject AND e.subject <> '' AND e.id < j.id
+              AND e.state IN ('pending', 'running', 'retrying')))
     ORDER BY j.run_after, j.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
