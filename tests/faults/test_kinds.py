@@ -55,14 +55,21 @@ def _tally(outcome):
     return outcome.done_once, outcome.lost, outcome.duplicated
 
 
+# Exact Online's kinds (issue 14) have no fault scenario yet: named here, visibly, so the gap is
+# not silent; issue 14 stays open until they have one (and then this list must be emptied).
+SCENARIOS_STILL_TO_WRITE = {"exact.connect", "exact.hint", "exact.sync"}
+
+
 def test_every_job_kind_has_a_fault_scenario():
     from django.utils.module_loading import autodiscover_modules
 
     from portal.jobs import HANDLERS
 
     autodiscover_modules("tasks")
-    real = {kind for kind in HANDLERS if not kind.startswith("test.")}
+    real = {kind for kind in HANDLERS if not kind.startswith("test.")} - SCENARIOS_STILL_TO_WRITE
     assert real <= set(SCENARIOS), f"kinds without a scenario in tests/faults/kinds/: {sorted(real - set(SCENARIOS))}"
+    assert not SCENARIOS_STILL_TO_WRITE & set(SCENARIOS), "a kind on the to-write list has its scenario now"
+    assert SCENARIOS_STILL_TO_WRITE <= set(HANDLERS), "a kind on the to-write list no longer exists"
 
 
 @pytest.mark.parametrize("drill", KINDS, indirect=True)

@@ -31,7 +31,7 @@ def _post(client, body: bytes):
     return client.post(URL, data=body, content_type="application/json")
 
 
-def test_exacts_empty_validation_post_is_answered_2xx(client, exact):
+def test_exacts_empty_validation_post_is_answered_2xx(client, exact, worker):
     response = client.post(URL, data=b"", content_type="application/json")
     assert 200 <= response.status_code < 300
     with staff_scope():
@@ -64,7 +64,7 @@ def test_a_delete_hint_syncs_the_deleted_records_and_voids_the_invoice(client, f
     assert invoice(made["InvoiceNumber"]).status == Invoice.Status.VOID
 
 
-def test_hints_while_a_sync_waits_to_start_are_duplicates_of_it(client, fake_exact, exact):
+def test_hints_while_a_sync_waits_to_start_are_duplicates_of_it(client, fake_exact, exact, worker):  # bells kept: no real worker starts the sync
     first = _post(client, _hint(fake_exact, "Accounts", "a1"))
     second = _post(client, _hint(fake_exact, "Accounts", "a2"))
     other_topic = _post(client, _hint(fake_exact, "SalesInvoices", "i1"))
@@ -72,7 +72,7 @@ def test_hints_while_a_sync_waits_to_start_are_duplicates_of_it(client, fake_exa
     assert other_topic.json()["status"] == "accepted"
 
 
-def test_a_hint_with_a_wrong_hash_code_is_rejected_and_kept(client, fake_exact, exact):
+def test_a_hint_with_a_wrong_hash_code_is_rejected_and_kept(client, fake_exact, exact, worker):
     forged = _hint(fake_exact, "SalesInvoices", "i1", hash_code="0" * 64)
     lowercase = _hint(fake_exact, "SalesInvoices", "i2", lowercase=True)  # Exact's is uppercase hex
     for body in (forged, lowercase, b'{"Content":{"Topic":"Accounts"}}'):
@@ -84,7 +84,7 @@ def test_a_hint_with_a_wrong_hash_code_is_rejected_and_kept(client, fake_exact, 
         assert not Job.objects.filter(kind__startswith="exact.").exists()
 
 
-def test_a_hint_for_another_division_starts_no_sync(client, fake_exact, exact):
+def test_a_hint_for_another_division_starts_no_sync(client, fake_exact, exact, worker):
     response = _post(client, _hint(fake_exact, "Accounts", "a1", division=DIVISION + 1))
     assert response.status_code == 200 and response.json()["status"] == "ignored"
     with staff_scope():
