@@ -266,3 +266,24 @@ def pytest_collection_modifyitems(config, items):
     first, second = heavy[0::2], heavy[1::2]
     cut = max(0, len(items) // 2 - len(first))
     items[:] = first + rest[:cut] + second + rest[cut:]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright (never a downloaded browser), for every test that drives a
+    page: the browser tests (tests/e2e) and the fakes' own script tests."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    if not os.path.exists(chromium):
+        pytest.fail(f"Chromium not found at {chromium}: `.ci/run` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()

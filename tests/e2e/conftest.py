@@ -8,7 +8,6 @@ from tests.e2e.support import SCREEN_IDS, SCREENS
 from tests.support.servers import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "var" / "test-artifacts"
 # Playwright's sync API keeps an event loop on the main thread; the ORM calls the
 # tests make next to it are still plain synchronous calls.
@@ -19,22 +18,6 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 def live_url(live_port, process_env):
     with gunicorn(port=live_port, env=process_env, threads=4) as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `.ci/run` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(params=[(375, 740), (1280, 800)], ids=["phone", "desktop"])

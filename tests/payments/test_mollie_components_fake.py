@@ -280,21 +280,6 @@ def test_an_account_not_enabled_for_the_mandates_api_is_refused_with_403(client,
 
 
 # In Chromium, at phone width: the fake Mollie.js mounted on a page of ours (another origin).
-@pytest.fixture(scope="module")
-def browser():
-    import os
-
-    from playwright.sync_api import sync_playwright
-
-    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def phone(browser):
     context = browser.new_context(viewport={"width": 375, "height": 740}, locale="en-GB")

@@ -7,7 +7,6 @@ at return_url with a signed event at our webhook."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import urllib.error
 import urllib.parse
@@ -22,7 +21,6 @@ from tests.fakes.stripe_checkout import stripe_js_url
 
 API_KEY, SECRET = "sk_test_51Hfake0000000000000000", "whsec_test_fake_secret_0000"
 DAHLIA, BASIL = "2026-03-25.dahlia", "2025-03-31.basil"
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
 
 class Portal(LocalServer):
@@ -250,20 +248,6 @@ def test_a_failed_request_is_not_executed_and_its_key_is_free_for_the_retry(fake
 
 
 # --- The browser ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `.ci/run` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
-
 
 @pytest.fixture
 def portal(fake):
