@@ -12,15 +12,9 @@ from django.utils import timezone
 from integrations.exact.client import EndpointBlocked, ExactClient, ExactRefused, RateLimited
 from integrations.exact.models import ExactConnection, ExactEndpointErrors
 from integrations.exact.values import parse_date, parse_moment
-from integrations.models import Connection
 from portal.rls import staff_scope
-from tests.fakes.exact import FakeExact
-from tests.portal.factories import BrandFactory
-
-CLIENT_ID = "3f2c6a1e-8d4b-4f7a-9c1e-2b5d7e9f0a13"
-CLIENT_SECRET = "Ex4ctS3cret!"
-WEBHOOK_SECRET = "whk-secret-0123456789"
-DIVISION = 1234567
+from tests.integrations.exact.world import (  # noqa: F401 - fixtures
+    CLIENT_ID, CLIENT_SECRET, DIVISION, exact, fake_exact)
 
 
 @pytest.fixture
@@ -31,29 +25,9 @@ def clock():
 
 
 @pytest.fixture
-def fake(settings, clock):
-    with FakeExact(CLIENT_ID, CLIENT_SECRET, WEBHOOK_SECRET) as exact_online:
-        exact_online.add_division(DIVISION, "Bakkerij de Boer B.V.")
-        settings.EXACT_BASE_URL = exact_online.url
-        yield exact_online
-
-
-@pytest.fixture
-def exact(committed, fake):
-    """A connected connection, as right after the consent: tokens just issued by the fake."""
-    granted = fake.grant()
-    now = timezone.now()
-
-    def build():
-        connection = Connection.objects.create(name="Exact Online", slug="exact", kind=Connection.Kind.EXACT_ONLINE,
-                                               brand=BrandFactory(is_default=True), signing_secrets="unused")
-        return ExactConnection.objects.create(
-            connection=connection, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, webhook_secret=WEBHOOK_SECRET,
-            division=DIVISION, state=ExactConnection.State.CONNECTED, state_changed_at=now,
-            access_token=granted["access_token"], access_expires_at=now + datetime.timedelta(seconds=600),
-            refresh_token=granted["refresh_token"], refreshed_at=now)
-
-    return committed.create(build)
+def fake(clock, fake_exact):
+    """The local Exact (world.py's), its clock moving with ours."""
+    return fake_exact
 
 
 def stored(exact) -> ExactConnection:
@@ -144,7 +118,7 @@ def test_me_and_divisions(fake, exact):
 
     assert client.me()["CurrentDivision"] == DIVISION
     assert {d["Code"]: d["Description"] for d in client.divisions()} == {
-        DIVISION: "Bakkerij de Boer B.V.", 7654321: "Bakkerij de Boer Holding"}
+        DIVISION: "Boekhouding B.V.", 7654321: "Bakkerij de Boer Holding"}
 
 
 def test_rate_limit_headers_are_stored_on_the_connection(fake, exact, clock):

@@ -16,7 +16,7 @@ from integrations.exact.client import ExactClient, ExactRefused, NeedsReauthoris
 from integrations.exact.models import ExactConnection
 from portal.rls import staff_scope
 from tests.integrations.exact.test_client import (CLIENT_ID, CLIENT_SECRET, DIVISION, clock, exact,  # noqa: F401
-                                                  fake, stored)
+                                                  fake, fake_exact, stored)
 
 REDIRECT_URI = "http://127.0.0.1/exact/callback"
 
