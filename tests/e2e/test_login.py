@@ -1,5 +1,6 @@
 """A client contact and a staff member log in from a phone and from a desktop."""
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.support import open_menu
 from tests.portal.factories import PASSWORD, BrandFactory, ClientFactory, MembershipFactory, UserFactory
@@ -45,7 +46,8 @@ def test_wrong_password_is_refused_with_a_clear_message(committed, live_url, pag
     page.get_by_label("Email").fill("carol@client.test")
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign In").click()
-    assert page.get_by_text("The email address and/or password you specified are not correct.").is_visible()
+    # The answer is a new page: wait for it rather than look at the one the click is leaving.
+    expect(page.get_by_text("The email address and/or password you specified are not correct.")).to_be_visible()
     assert _fits_the_screen(page)
 
 
@@ -60,7 +62,7 @@ def test_staff_member_lands_in_the_back_office(committed, live_url, page):
     page.get_by_placeholder("Code").fill(totp_code(secret))
     page.get_by_role("button", name="Sign In").click()
     page.wait_for_url(f"{live_url}/admin/")
-    assert page.get_by_role("link", name="Audit events").is_visible()
+    expect(page.get_by_role("link", name="Audit events")).to_be_visible()
 
 
 def test_contact_of_two_companies_picks_one_and_switches(committed, live_url, page):
