@@ -66,6 +66,11 @@ def exchange_code(exact: ExactConnection, *, code: str, redirect_uri: str) -> No
         started = timezone.now()
         response, body = _post_token(exact, {"grant_type": "authorization_code", "code": code,
                                              "redirect_uri": redirect_uri})
+        if response.status_code >= 500:
+            # Exact failed, not refused: the code is kept and the job tries it again (if Exact had
+            # used it after all, the next try is refused as a used code: connect again).
+            raise ExactError(f"Exact's token endpoint answered {response.status_code}: "
+                             f"{_description(response, body)}")
         if response.status_code != 200 or not body.get("access_token") or not body.get("refresh_token"):
             raise ExactRefused(response.status_code, _description(response, body))
         _store_tokens(exact, body, started=started, connected=True)

@@ -12,7 +12,7 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from integrations.exact import tokens
-from integrations.exact.client import ExactClient, ExactRefused, NeedsReauthorisation, RateLimited
+from integrations.exact.client import ExactClient, ExactError, ExactRefused, NeedsReauthorisation, RateLimited
 from integrations.exact.models import ExactConnection
 from portal.rls import staff_scope
 from tests.integrations.exact.test_client import (CLIENT_ID, CLIENT_SECRET, DIVISION, clock, exact,  # noqa: F401
@@ -208,6 +208,25 @@ def test_consent_and_code_exchange_connect_the_connection(fake, committed, exact
     with pytest.raises(ExactRefused) as refused:  # a code is used once
         tokens.exchange_code(exact, code=back["code"][0], redirect_uri=REDIRECT_URI)
     assert refused.value.status == 400
+    assert stored(exact).state == ExactConnection.State.CONNECTED
+
+
+def test_a_code_exchange_exact_fails_with_5xx_keeps_the_code_for_another_try(fake, committed, exact, clock):
+    with staff_scope():
+        ExactConnection.objects.filter(pk=exact.pk).update(
+            state=ExactConnection.State.NEW, access_token="", refresh_token="", refreshed_at=None)
+        exact.refresh_from_db()
+    url = tokens.authorise_url(exact, redirect_uri=REDIRECT_URI, state="s")
+    code = parse_qs(urlsplit(requests.post(url, data={"decision": "accept"}, allow_redirects=False,
+                                           timeout=5).headers["Location"]).query)["code"][0]
+    fake.fail_next(1, status=503)  # not executed: the code is still good
+
+    with pytest.raises(ExactError) as failed:
+        tokens.exchange_code(exact, code=code, redirect_uri=REDIRECT_URI)
+    assert not isinstance(failed.value, ExactRefused) and "503" in str(failed.value)  # a retry, not "refused"
+    assert stored(exact).state == ExactConnection.State.NEW
+
+    tokens.exchange_code(exact, code=code, redirect_uri=REDIRECT_URI)
     assert stored(exact).state == ExactConnection.State.CONNECTED
 
 
