@@ -278,10 +278,11 @@ def _failed(job: Job, spec: Handler, error: str, *, after: float | None = None) 
 
 
 def backoff(attempts: int, base: float, *, after: float | None = None) -> datetime.timedelta:
-    """Exponential, with jitter (±25%) so that jobs failing together do not retry together."""
+    """Exponential, with jitter (±25%) so that jobs failing together do not retry together. A wait
+    the remote named (`after`: until its rate limit resets) is never shortened, only spread (+25%)."""
     seconds = after if after is not None else base * 2 ** max(0, attempts - 1)
     seconds = min(seconds, MAX_BACKOFF.total_seconds())
-    return datetime.timedelta(seconds=seconds * random.uniform(0.75, 1.25))
+    return datetime.timedelta(seconds=seconds * random.uniform(1.0 if after is not None else 0.75, 1.25))
 
 
 def _record(job: Job, state: str, *, error: str = "", result: str | None = None,

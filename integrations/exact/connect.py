@@ -86,10 +86,22 @@ def connect_job(exact: ExactConnection) -> Job | None:
     return Job.objects.filter(kind=CONNECT_JOB, subject=f"{CONNECT_JOB}:{exact.pk}").order_by("-created_at", "-pk").first()
 
 
-@jobs.handler(CONNECT_JOB, max_attempts=3, backoff_seconds=5, lease_seconds=120)
+@jobs.handler(CONNECT_JOB, max_attempts=6, backoff_seconds=5, lease_seconds=120)
 def exact_connect(job: Job) -> str:
     """Exchange the code for tokens (tokens.exchange_code commits them), then read the divisions
-    the user can reach. A code is used once: whatever Exact answers, it is not kept."""
+    the user can reach. A code Exact refused is not kept; one it failed on (5xx, no answer) is
+    tried again. Over Exact's budget (the division's calls a minute, the day's token calls), the
+    job waits until it is back."""
+    from integrations.exact.client import EndpointBlocked, RateLimited
+    from integrations.exact.tasks import seconds_until
+
+    try:
+        return _connect(job)
+    except (RateLimited, EndpointBlocked) as exc:
+        raise jobs.Retry(str(exc), after=seconds_until(exc.until)) from None
+
+
+def _connect(job: Job) -> str:
     from integrations.exact import tokens
     from integrations.exact.client import ExactClient, ExactRefused
 

@@ -91,7 +91,7 @@ def _exact(pk: int) -> ExactConnection:
     return exact
 
 
-def _seconds_until(moment) -> float:
+def seconds_until(moment) -> float:
     return max(1.0, (moment - timezone.now()).total_seconds())
 
 
@@ -105,7 +105,7 @@ def _sync(exact: ExactConnection, entity: str) -> str:
     except NeedsReauthorisation as exc:
         raise jobs.Permanent(f"{STOPPED} {exc}") from None
     except (RateLimited, EndpointBlocked) as exc:
-        raise jobs.Retry(str(exc), after=_seconds_until(exc.until)) from None
+        raise jobs.Retry(str(exc), after=seconds_until(exc.until)) from None
     except WaitForInvoice as exc:
         raise jobs.Retry(str(exc)) from None
     return f"{entity}: " + ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -143,7 +143,7 @@ def outbox_deliver_exact(*, message: OutboxMessage, job) -> str:
     except NeedsReauthorisation as exc:
         raise jobs.Permanent(f"{STOPPED} {exc}") from None
     except (RateLimited, EndpointBlocked) as exc:
-        raise jobs.Retry(str(exc), after=_seconds_until(exc.until)) from None
+        raise jobs.Retry(str(exc), after=seconds_until(exc.until)) from None
     except ExactUnreachable as exc:
         # Exact may have booked it: the next attempt looks for it by our reference first.
         raise jobs.Retry(str(exc)) from None

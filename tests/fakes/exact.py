@@ -40,6 +40,8 @@ it with only the base URL changed: `fake.url` stands for https://start.exactonli
 Faults (tests/fakes/base.py), for token and REST calls: `fail_next(n, status)` answers unexecuted
 with an error body (counted as a call, as Exact would have counted it); `delay_next(n, seconds)`
 executes at once and answers late, so a POST that timed out at the client has been booked all the same.
+`delay_api_next(n, seconds)` does the same to REST calls only (token calls pass), for a drill that
+holds a job after its code exchange.
 """
 from __future__ import annotations
 
@@ -92,6 +94,7 @@ class FakeExact(Faults, LocalServer):
         self.requests: list[dict] = []
         self.subscriptions: dict[str, dict] = {}
         self.webhook_deliveries: list[dict] = []
+        self.api_delays: list[float] = []  # delay_api_next
         super().__init__()
 
     # The clock and the limits, for tests.
@@ -113,6 +116,10 @@ class FakeExact(Faults, LocalServer):
     @token_day_limit.setter
     def token_day_limit(self, value: int) -> None:
         self.oauth.token_day_limit = value
+
+    def delay_api_next(self, n: int = 1, seconds: float = 1.0) -> None:
+        with self.lock:
+            self.api_delays.extend([seconds] * n)
 
     def calls_today(self, division: int) -> int:
         with self.lock:
@@ -315,7 +322,8 @@ class FakeExact(Faults, LocalServer):
                     failure, delay = fake.pop_fault()
                     if failure is not None:
                         fake.oauth.token_calls.append({"grant_type": form.get("grant_type"), "status": failure,
-                                                       "at": fake.now(), "error": "fault injected"})
+                                                       "at": fake.now(), "error": "fault injected",
+                                                       "code": form.get("code")})
                     else:
                         answer = fake.oauth.token(form, fake.now())
                 time.sleep(delay)
@@ -348,6 +356,8 @@ class FakeExact(Faults, LocalServer):
                         usage["day_count"] += 1
                         fake.calls[endpoint] += 1
                     failure, delay = fake.pop_fault()
+                    if fake.api_delays:
+                        delay += fake.api_delays.pop(0)
                     headers = fake._rate_headers(usage)
                 if user is None:
                     status, answer = 401, b""  # body UNCONFIRMED

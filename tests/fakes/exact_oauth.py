@@ -131,7 +131,8 @@ class OAuth:
         grant = form.get("grant_type", "")
         answer = self._token(form, grant, now)
         self.token_calls.append({"grant_type": grant, "status": answer.status, "at": now,
-                                 "error": answer.body.get("error_description") or answer.body.get("error")})
+                                 "error": answer.body.get("error_description") or answer.body.get("error"),
+                                 "code": form.get("code") if grant == "authorization_code" else None})
         return answer
 
     def _token(self, form: dict[str, str], grant: str, now: float) -> Answer:

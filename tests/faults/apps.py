@@ -16,8 +16,10 @@ class FaultsConfig(AppConfig):
         from mollie.api.client import Client
 
         from integrations import outbox
+        from integrations.exact import client as exact_client, tokens as exact_tokens
 
         outbox.TIMEOUT = (seconds, seconds)  # the accounting endpoint (connect, read)
+        exact_client.TIMEOUT = exact_tokens.TIMEOUT = (seconds, seconds)  # Exact Online's API and token endpoint
         made = Client.__init__
 
         @functools.wraps(made)

@@ -41,6 +41,11 @@ class KindScenario:
     # The remote cannot recognise a repeat (SMTP has no idempotency key): a worker killed after the
     # remote took a call and before it answered leaves a job whose retry makes a second copy.
     kill_may_duplicate: bool = False
+    # The remote cannot hand back what it did for a call the kill cut off (an OAuth code exchange:
+    # the code is used, the tokens it gave are lost): such a job ends dead with its reason.
+    kill_may_lose: bool = False
+    # What the reason of a job dead after the remote-failing drill says (its last attempt's error).
+    dead_reason: str = "timed out"
 
     def __init__(self, remote=None):
         self.shared_remote = remote  # a remote started by the caller (tests share one per module)
@@ -82,6 +87,10 @@ class KindScenario:
     def acted_on_some(self, remote, job) -> bool:
         """Whether the remote has acted on any part of the job's work (one email of two, say)."""
         return self.effects(remote, job) >= 1
+
+    def lost_to_kill(self, remote, job) -> bool:
+        """For a kind that `kill_may_lose`: whether the kill cut this orphan off in such a call."""
+        return False
 
     def hold_next(self, remote, seconds: float) -> None:
         """The worker-killed drill: the next call is held (the remote acts, then waits `seconds`
@@ -131,18 +140,23 @@ class Outcome:
     # Duplicates the kind cannot avoid (KindScenario.kill_may_duplicate): counted in `duplicated`
     # all the same, and named in `remark`.
     known_duplicates: int = 0
+    # Losses the kind cannot avoid (KindScenario.kill_may_lose): counted in `lost`, and named.
+    known_lost: int = 0
     remark: str = ""
 
     @property
     def ok(self) -> bool:
-        return (not self.error and not self.lost and self.duplicated <= self.known_duplicates
+        return (not self.error and self.lost <= self.known_lost and self.duplicated <= self.known_duplicates
                 and self.done_once + self.duplicated == self.jobs)
 
 
-def count_outcome(scenario: KindScenario, remote, fault: str, jobs: int, ids: list[int], started: float) -> Outcome:
+def count_outcome(scenario: KindScenario, remote, fault: str, jobs: int, ids: list[int], started: float,
+                  notes: dict | None = None) -> Outcome:
     from portal.models import Job
 
-    outcome = Outcome(scenario.kind, scenario.label(fault), jobs, seconds=time.monotonic() - started)
+    notes = notes or {}
+    outcome = Outcome(scenario.kind, scenario.label(fault), jobs, seconds=time.monotonic() - started, notes=notes,
+                      known_duplicates=notes.get("known_duplicates", 0), known_lost=notes.get("known_lost", 0))
     rows = job_rows(ids)
     for job in rows:
         effects = scenario.effects(remote, job)
@@ -262,9 +276,7 @@ def fault(name: str):
 
 
 def _outcome(run: Run, name: str, started: float) -> Outcome:
-    outcome = count_outcome(run.scenario, run.remote, name, run.count, run.ids, started)
-    outcome.notes, outcome.known_duplicates = run.notes, run.notes.get("known_duplicates", 0)
-    return outcome
+    return count_outcome(run.scenario, run.remote, name, run.count, run.ids, started, run.notes)
 
 
 @fault("redis stopped")
@@ -300,7 +312,9 @@ def worker_killed(run: Run) -> None:
     start. That job keeps its lease (no worker takes it while it holds); once it runs out (time
     passing) the sweep rings and the job finishes once: the remote heard it at most twice per
     call and acted once, or, where it cannot recognise a repeat (SMTP), twice: a duplicate,
-    counted as one and expected (`known_duplicates`)."""
+    counted as one and expected (`known_duplicates`). Where the remote cannot give again what it
+    did for a call the kill cut off (`kill_may_lose`: an OAuth code exchange), that job ends dead
+    with its reason instead: lost, counted as such and expected (`known_lost`)."""
     from portal.models import Job
 
     kind, scenario, remote = run.scenario.kind, run.scenario, run.remote
@@ -325,6 +339,9 @@ def worker_killed(run: Run) -> None:
     run.notes["orphans_taken_by_the_remote"] = taken
     if scenario.kill_may_duplicate:
         run.notes["known_duplicates"] = taken
+    # Orphans the kill cut off in a call whose result the remote cannot give again: they end dead.
+    cut_off = [job.pk for job in job_rows(orphans) if scenario.kill_may_lose and scenario.lost_to_kill(remote, job)]
+    run.notes["known_lost"] = len(cut_off)
     run.stack.restart_workers()
     others = [pk for pk in run.ids if pk not in orphans]
     if others:
@@ -335,7 +352,10 @@ def worker_killed(run: Run) -> None:
           + ", ".join(f"{job.pk}: {job.state} attempt {job.attempts}" for job in rows))
     run.say(f"  {kind}: the lease runs out (time passing); the sweep rings")
     expire_leases(orphans)
-    run.wait(all_in(run.ids, Job.State.DONE), "all done")
+    kept = [pk for pk in run.ids if pk not in cut_off]
+    run.wait(all_in(kept, Job.State.DONE), "all done", ids=kept)
+    if cut_off:
+        run.wait(all_in(cut_off, Job.State.DEAD), "the jobs cut off dead, with their reason", ids=cut_off)
     rows = job_rows(orphans)
     heard = [scenario.requests(remote, job) for job in rows]
     run.notes.update(orphans=len(orphans), orphan_attempts=[job.attempts for job in rows], orphan_requests=heard)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from tests.faults.kinds.accounting import AccountingEventScenario, OutboxDeliverScenario
 from tests.faults.kinds.documents import PdfPrerenderScenario
+from tests.faults.kinds.exact import ExactConnectScenario, ExactHintScenario, ExactSyncScenario
 from tests.faults.kinds.email import NotificationEmailScenario, ReminderSendScenario
 from tests.faults.kinds.payments import GatewayEventScenario, MandateCollectScenario, MandateSyncScenario
 from tests.faults.kinds.remote_call import CountingRemote, RemoteCallScenario
@@ -26,6 +27,9 @@ SCENARIOS = {
     GatewayEventScenario.kind: GatewayEventScenario,
     MandateSyncScenario.kind: MandateSyncScenario,
     MandateCollectScenario.kind: MandateCollectScenario,
+    ExactSyncScenario.kind: ExactSyncScenario,
+    ExactHintScenario.kind: ExactHintScenario,
+    ExactConnectScenario.kind: ExactConnectScenario,
 }
 
 __all__ = ["SCENARIOS", "CountingRemote", "RemoteCallScenario"]

@@ -142,6 +142,7 @@ class AccountingEventScenario(KindScenario):
     kind = EVENT_KIND
     client_timeout = 0.5  # how long the kill drill holds the row beyond the kill: not long
     fault_labels = {"remote 500 / timeout": "handler fails (invoice before its client)"}
+    dead_reason = "is not known yet"
 
     def __init__(self, remote=None):
         super().__init__(remote)

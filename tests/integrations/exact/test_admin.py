@@ -284,6 +284,32 @@ def test_an_expired_code_kills_the_connect_job_with_a_reason_staff_see(exact, fa
     assert fake_exact.token_calls == [] and _reload(exact).oauth_code == ""
 
 
+def test_a_connect_job_over_exacts_minute_budget_waits_for_it_with_its_tokens_kept(exact, fake_exact, client, staff,
+                                                                                  worker):
+    client.force_login(staff)
+    client.get(_path_of(_consent(client, exact)))
+    fake_exact.minute_limit = 0  # the division's calls of this minute are spent (by other connections)
+    jobs.jobs_drain(kind="exact.connect", seconds=30)
+    with staff_scope():
+        job = Job.objects.get(kind="exact.connect")
+    assert job.state == Job.State.RETRYING and "429" in job.last_error
+    # It waits for Exact's minute to end (the reset Exact announced; never sooner), not a fixed backoff.
+    reset = fake_exact.now() // 60 * 60 + 60
+    assert reset <= job.run_after.timestamp() <= fake_exact.now() + 1.25 * (reset - fake_exact.now()) + 1
+    assert _reload(exact).refresh_token and _reload(exact).oauth_code == ""  # the code was exchanged, once
+
+    fake_exact.minute_limit = 60
+    with staff_scope():  # the minute passes
+        Job.objects.filter(pk=job.pk).update(run_after=timezone.now())
+        ExactConnection.objects.filter(pk=exact.pk).update(rate_limited_until=timezone.now(),
+                                                           minute_resets_at=timezone.now())
+    jobs.jobs_drain(kind="exact.connect", seconds=30)
+    with staff_scope():
+        assert Job.objects.get(pk=job.pk).state == Job.State.DONE
+    assert [d["code"] for d in _reload(exact).divisions] == [1234567, 7654321]
+    assert [call["grant_type"] for call in fake_exact.token_calls] == ["authorization_code"]
+
+
 def test_staff_choose_a_division_then_one_of_its_bank_journals(exact, fake_exact, client, staff, worker):
     client.force_login(staff)
     client.get(_path_of(_consent(client, exact)))
