@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from tests.faults.harness import (FaultCheckFailed, FaultStack, all_in, check, expire_leases, job_rows, make_due,
-                                  quiet, staff_client, states, sweep, wait_until)
+from tests.faults.harness import (FaultCheckFailed, FaultStack, all_in, check, expire_leases, hold_retries, job_rows,
+                                  make_due, quiet, staff_client, states, sweep, wait_until)
 
 
 class KindScenario:
@@ -403,8 +403,13 @@ def remote_failing(run: Run) -> None:
             make_due(run.ids)
             sweep()
         last = attempt == attempts
-        run.wait(all_in(run.ids, Job.State.DEAD if last else Job.State.RETRYING, attempts=attempt),
-                 f"attempt {attempt} failed for all", timeout=60 + count * scenario.client_timeout * 2)
+        failed_all = all_in(run.ids, Job.State.DEAD if last else Job.State.RETRYING, attempts=attempt)
+
+        def round_over(attempt=attempt, failed_all=failed_all) -> bool:
+            hold_retries(run.ids, attempts=attempt)
+            return failed_all()
+
+        run.wait(round_over, f"attempt {attempt} failed for all", timeout=60 + count * scenario.client_timeout * 2)
         run.notes["errors"][attempt] = sorted({job.last_error.splitlines()[0][:120] for job in job_rows(run.ids)})
     check(all(job.last_error and job.finished_at for job in job_rows(run.ids)),
           "a dead job keeps its reason and when it died")

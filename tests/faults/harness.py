@@ -312,6 +312,20 @@ def make_due(ids: list[int]) -> int:
             run_after=timezone.now() - datetime.timedelta(seconds=1))
 
 
+def hold_retries(ids: list[int], *, attempts: int) -> int:
+    """Jobs that have failed their `attempts`-th attempt wait until the drill makes them due: a
+    backoff shorter than the round (many jobs, each failing by a timeout) would otherwise let
+    the first ones try again before the drill says how the remote answers that attempt."""
+    from django.utils import timezone
+
+    from portal.models import Job
+    from portal.rls import staff_scope
+
+    with staff_scope():
+        return Job.objects.filter(pk__in=ids, state=Job.State.RETRYING, attempts=attempts).update(
+            run_after=timezone.now() + datetime.timedelta(days=1))
+
+
 def expire_leases(ids: list[int]) -> int:
     """The lease of a job whose worker died has run out (time passing, as make_due)."""
     from django.utils import timezone
