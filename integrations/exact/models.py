@@ -1,10 +1,13 @@
-"""Exact Online's side of a connection (kind exact_online): the app's credentials, the tokens,
-the division, the state staff see, the budgets Exact allows, and a sync cursor per entity."""
+"""Exact Online's side of a connection (kind exact_online): the app's credentials, the tokens and
+the state staff see (integrations.oauth.AuthorisedApp, shared with Twinfield), the division, the
+budgets Exact allows, and a sync cursor per entity. Exact's refresh tokens are single-use and
+rotate (integrations.exact.tokens)."""
 from __future__ import annotations
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from integrations.oauth import AuthorisedApp
 from portal.crypto import EncryptedTextField
 
 # Exact's country sites; each is its own OAuth server and API base (docs: "Exact Online sites").
@@ -15,7 +18,7 @@ HOSTS = {
 }
 
 
-class ExactConnection(models.Model):
+class ExactConnection(AuthorisedApp):
     class Country(models.TextChoices):
         NL = "nl", _("Netherlands (start.exactonline.nl)")
         BE = "be", _("Belgium (start.exactonline.be)")
@@ -25,38 +28,15 @@ class ExactConnection(models.Model):
         ES = "es", _("Spain (start.exactonline.es)")
         FR = "fr", _("France (start.exactonline.fr)")
 
-    class State(models.TextChoices):
-        NEW = "new", _("Not connected yet")
-        CONNECTED = "connected", _("Connected")
-        REAUTHORISE = "reauthorise", _("Needs re-authorisation")
-
     connection = models.OneToOneField("integrations.Connection", on_delete=models.CASCADE, related_name="exact",
                                       verbose_name=_("connection"))
     country = models.CharField(_("Exact site"), max_length=2, choices=Country.choices, default=Country.NL)
-    client_id = models.CharField(_("client ID"), max_length=100)
-    client_secret = EncryptedTextField(_("client secret"))
     webhook_secret = EncryptedTextField(_("webhook secret"), blank=True)
     division = models.PositiveIntegerField(_("division"), null=True, blank=True)
     divisions = models.JSONField(_("divisions the user can reach"), default=list, blank=True,
                                  help_text=_("[{\"code\": 123, \"name\": \"...\"}], read at connecting."))
     journal = models.CharField(_("bank journal"), max_length=20, blank=True,
                                help_text=_("The journal (bank or payment service) portal payments are booked on."))
-    state = models.CharField(_("state"), max_length=12, choices=State.choices, default=State.NEW)
-    state_reason = models.CharField(_("why"), max_length=300, blank=True)
-    state_changed_at = models.DateTimeField(_("state since"), null=True, blank=True)
-    # Tokens: the refresh token is single-use and rotates; it is committed before the new access
-    # token is used (integrations.exact.tokens).
-    access_token = EncryptedTextField(blank=True)
-    access_expires_at = models.DateTimeField(null=True, blank=True)
-    refresh_token = EncryptedTextField(blank=True)
-    refreshed_at = models.DateTimeField(_("tokens last refreshed"), null=True, blank=True)
-    token_calls_on = models.DateField(null=True, blank=True)
-    token_calls = models.PositiveIntegerField(_("token calls today"), default=0)
-    oauth_state = models.CharField(max_length=64, blank=True)  # the consent round trip's CSRF check
-    # The authorisation code from the consent's callback, kept only until the "exact.connect" job
-    # exchanges it (the callback is a GET inside a read transaction: no call to Exact there).
-    oauth_code = EncryptedTextField(blank=True)
-    oauth_code_at = models.DateTimeField(null=True, blank=True)
     journals = models.JSONField(_("bank journals in the division"), default=list, blank=True,
                                 help_text=_("[{\"code\": \"20\", \"name\": \"...\", \"type\": 12}], read when the division was chosen."))
     # What Exact's last answer said of the budgets (X-RateLimit-*), per app and division.

@@ -24,11 +24,11 @@ from contextlib import contextmanager
 from urllib.parse import urlencode
 
 import requests
-from django.db import DatabaseError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from integrations import oauth
 from integrations.exact.client import ExactError, ExactRefused, ExactUnreachable, NeedsReauthorisation, RateLimited
 from integrations.exact.models import ExactConnection
 from integrations.exact.values import loads
@@ -46,7 +46,6 @@ REFRESH_NOT_BEFORE = datetime.timedelta(seconds=570)  # Exact refuses a new acce
 EXPIRY_MARGIN = datetime.timedelta(seconds=30)
 KEEP_ALIVE_AFTER = datetime.timedelta(days=20)  # refresh tokens die unused after 30 days
 TOKEN_CALLS_PER_DAY = 200
-LOCK_WAIT = "60s"  # longest wait for another worker's refresh (its HTTP timeout is shorter)
 TIMEOUT = (5, 30)
 
 
@@ -118,15 +117,7 @@ def mark_reauthorise(exact: ExactConnection, reason: str) -> bool:
     """Move the connection to "needs re-authorisation" (the tokens are dropped: only a new consent
     helps) and, the first time, email staff once this commits. ExactClient then raises
     NeedsReauthorisation without calling Exact. True when this call moved it."""
-    now = timezone.now()
-    with staff_scope(), transaction.atomic():
-        moved = ExactConnection.objects.filter(pk=exact.pk).exclude(state=State.REAUTHORISE).update(
-            state=State.REAUTHORISE, state_reason=reason[:300], state_changed_at=now, access_token="",
-            access_expires_at=None, refresh_token="")
-        if moved:
-            transaction.on_commit(lambda: _tell_staff(exact.pk, reason))
-    _reload(exact)
-    return bool(moved)
+    return oauth.mark_reauthorise(exact, reason, tell_staff=_tell_staff)
 
 
 # --- The refresh -------------------------------------------------------------------------
@@ -149,7 +140,7 @@ def _refresh(exact: ExactConnection) -> None:
         # Too early (the 570 s rule, by Exact's clock) or too many token calls today: the refresh
         # token we hold is still good, so wait rather than ask staff for a new consent.
         daily = "per day" in description.lower() or "TooManyTokenRequests" in response.headers.get("Reason", "")
-        wait = _next_midnight() if daily else timezone.now() + EXPIRY_MARGIN
+        wait = oauth.next_midnight() if daily else timezone.now() + EXPIRY_MARGIN
         raise RateLimited(wait, f"Exact's token endpoint: {description}")
     if response.status_code in (400, 401):
         # "Old refresh token used.", "The refresh token expired at ...", a revoked consent or
@@ -210,47 +201,24 @@ def _store_tokens(exact: ExactConnection, body: dict, *, started: datetime.datet
 
 def _spend_token_call(exact: ExactConnection) -> None:
     """Count one token-endpoint call against today's 200 before making it; RateLimited (until
-    tomorrow) when they are spent. Runs under the refresh lock, so no two count at once."""
-    today = timezone.localdate()
-    with staff_scope(), transaction.atomic():
-        spent = ExactConnection.objects.filter(pk=exact.pk).filter(
-            Q(token_calls_on=today, token_calls__lt=TOKEN_CALLS_PER_DAY)).update(token_calls=F("token_calls") + 1)
-        if not spent:
-            spent = ExactConnection.objects.filter(pk=exact.pk).exclude(token_calls_on=today).update(
-                token_calls_on=today, token_calls=1)
-    _reload(exact)
-    if not spent:
-        raise RateLimited(_next_midnight(), f"the {TOKEN_CALLS_PER_DAY} token calls of today are spent")
+    tomorrow) when they are spent."""
+    if not oauth.spend_token_call(exact, per_day=TOKEN_CALLS_PER_DAY):
+        raise RateLimited(oauth.next_midnight(), f"the {TOKEN_CALLS_PER_DAY} token calls of today are spent")
 
 
 @contextmanager
 def _refresh_lock(exact: ExactConnection):
-    """One refresh at a time per connection, across processes and machines: a session-level
-    advisory lock (it outlives the short transaction that takes it, so none is open during the
-    HTTP call), always released, also when the call fails. The wait is bounded by a lock_timeout
-    local to that transaction, so nothing is left set on a pooled connection."""
-    key = f"exact-token:{exact.pk}"
+    """One refresh at a time per connection (integrations.oauth.refresh_lock)."""
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
-            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
-    except OperationalError as exc:
-        raise ExactError(f"another worker has been refreshing Exact's token for over {LOCK_WAIT}: {exc}") from None
-    try:
-        yield
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
-        except DatabaseError:
-            connection.close()  # a session's advisory locks end with it
+        with oauth.refresh_lock(f"exact-token:{exact.pk}"):
+            yield
+    except oauth.RefreshLockTimeout as exc:
+        raise ExactError(f"Exact Online: {exc}") from None
 
 
 # --- Reading the row ---------------------------------------------------------------------
 
-def _reload(exact: ExactConnection) -> None:
-    with staff_scope(), transaction.atomic():
-        exact.refresh_from_db()
+_reload = oauth.reload
 
 
 def _require_connected(exact: ExactConnection) -> None:
@@ -268,11 +236,6 @@ def _fresh(exact: ExactConnection, now: datetime.datetime) -> bool:
 def _keep_alive_due(exact: ExactConnection, now: datetime.datetime) -> bool:
     return exact.state == State.CONNECTED and bool(exact.refresh_token) and (
         exact.refreshed_at is None or now - exact.refreshed_at >= KEEP_ALIVE_AFTER)
-
-
-def _next_midnight() -> datetime.datetime:
-    tomorrow = timezone.localdate() + datetime.timedelta(days=1)
-    return timezone.make_aware(datetime.datetime.combine(tomorrow, datetime.time()))
 
 
 def _description(response: requests.Response, body: dict) -> str:

@@ -1,0 +1,128 @@
+"""What the accounting systems connected by OAuth2 (Exact Online, Twinfield) share, and only that:
+
+- the app's credentials, the tokens and the state staff see, on the system's own connection row
+  (the abstract model `AuthorisedApp`; each system adds what is its own: Exact's division and
+  rate budgets, Twinfield's cluster and office);
+- one token refresh at a time per connection, across processes and machines (`refresh_lock`: a
+  PostgreSQL session-level advisory lock, held while the token endpoint is called with no
+  transaction open);
+- the day's budget of token-endpoint calls, counted before each call (`spend_token_call`);
+- "needs re-authorisation": the tokens dropped, the reason kept, staff told once by email
+  (`mark_reauthorise`), after which the system's jobs stop with STOPPED until staff connect again.
+
+How each system's tokens behave (lifetimes, rotation, what a refused refresh looks like) stays in
+its own tokens module.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from contextlib import contextmanager
+
+from django.db import DatabaseError, OperationalError, connection, models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from portal.crypto import EncryptedTextField
+from portal.rls import staff_scope
+
+log = logging.getLogger(__name__)
+LOCK_WAIT = "60s"  # longest wait for another worker's refresh (every token call's timeout is shorter)
+
+
+class AuthorisedApp(models.Model):
+    """An accounting system's app as one connection uses it: credentials, tokens, consent."""
+
+    class State(models.TextChoices):
+        NEW = "new", _("Not connected yet")
+        CONNECTED = "connected", _("Connected")
+        REAUTHORISE = "reauthorise", _("Needs re-authorisation")
+
+    client_id = models.CharField(_("client ID"), max_length=100)
+    client_secret = EncryptedTextField(_("client secret"))
+    state = models.CharField(_("state"), max_length=12, choices=State.choices, default=State.NEW)
+    state_reason = models.CharField(_("why"), max_length=300, blank=True)
+    state_changed_at = models.DateTimeField(_("state since"), null=True, blank=True)
+    # The new refresh token is committed before the new access token is used (each tokens module).
+    access_token = EncryptedTextField(blank=True)
+    access_expires_at = models.DateTimeField(null=True, blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    refreshed_at = models.DateTimeField(_("tokens last refreshed"), null=True, blank=True)
+    token_calls_on = models.DateField(null=True, blank=True)
+    token_calls = models.PositiveIntegerField(_("token calls today"), default=0)
+    oauth_state = models.CharField(max_length=64, blank=True)  # the consent round trip's CSRF check
+    # The authorisation code from the consent's callback, kept only until the connect job
+    # exchanges it (the callback is a GET inside a read transaction: no call out there).
+    oauth_code = EncryptedTextField(blank=True)
+    oauth_code_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class RefreshLockTimeout(Exception):
+    """Another worker has held the connection's refresh lock for longer than LOCK_WAIT."""
+
+
+@contextmanager
+def refresh_lock(key: str):
+    """One refresh at a time for `key` (e.g. "exact-token:12"): a session-level advisory lock (it
+    outlives the short transaction that takes it, so none is open during the HTTP call), always
+    released, also when the call fails. The wait is bounded by a lock_timeout local to that
+    transaction, so nothing is left set on a pooled connection."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+    except OperationalError as exc:
+        raise RefreshLockTimeout(f"another worker has been refreshing the token for over {LOCK_WAIT}: {exc}") \
+            from None
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+        except DatabaseError:
+            connection.close()  # a session's advisory locks end with it
+
+
+def reload(app: AuthorisedApp) -> None:
+    """Read the row again (another worker may have refreshed or moved it)."""
+    with staff_scope(), transaction.atomic():
+        app.refresh_from_db()
+
+
+def spend_token_call(app: AuthorisedApp, *, per_day: int) -> bool:
+    """Count one token-endpoint call against today's `per_day` before making it; False (nothing
+    counted) when they are spent. Run under the refresh lock, so no two count at once."""
+    today = timezone.localdate()
+    rows = type(app).objects.filter(pk=app.pk)
+    with staff_scope(), transaction.atomic():
+        spent = rows.filter(Q(token_calls_on=today, token_calls__lt=per_day)).update(token_calls=F("token_calls") + 1)
+        if not spent:
+            spent = rows.exclude(token_calls_on=today).update(token_calls_on=today, token_calls=1)
+    reload(app)
+    return bool(spent)
+
+
+def next_midnight() -> datetime.datetime:
+    """When today's token calls are counted again."""
+    tomorrow = timezone.localdate() + datetime.timedelta(days=1)
+    return timezone.make_aware(datetime.datetime.combine(tomorrow, datetime.time()))
+
+
+def mark_reauthorise(app: AuthorisedApp, reason: str, *, tell_staff) -> bool:
+    """Move the connection to "needs re-authorisation" (the tokens are dropped: only a new consent
+    helps) and, the first time, call `tell_staff(pk, reason)` once this commits. True when this
+    call moved it."""
+    State = AuthorisedApp.State
+    with staff_scope(), transaction.atomic():
+        moved = type(app).objects.filter(pk=app.pk).exclude(state=State.REAUTHORISE).update(
+            state=State.REAUTHORISE, state_reason=reason[:300], state_changed_at=timezone.now(), access_token="",
+            access_expires_at=None, refresh_token="")
+        if moved:
+            transaction.on_commit(lambda: tell_staff(app.pk, reason))
+    reload(app)
+    return bool(moved)
