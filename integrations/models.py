@@ -91,3 +91,4 @@ class OutboxMessage(models.Model):
 
 
 from integrations.exact.models import ExactConnection, ExactCursor, ExactEndpointErrors  # noqa: E402,F401
+from integrations.twinfield.models import TwinfieldConnection, TwinfieldCursor  # noqa: E402,F401

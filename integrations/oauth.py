@@ -3,9 +3,9 @@
 - the app's credentials, the tokens and the state staff see, on the system's own connection row
   (the abstract model `AuthorisedApp`; each system adds what is its own: Exact's division and
   rate budgets, Twinfield's cluster and office);
-- one token refresh at a time per connection, across processes and machines (`refresh_lock`: a
+- one token refresh at a time per connection, across processes and machines (`session_lock`: a
   PostgreSQL session-level advisory lock, held while the token endpoint is called with no
-  transaction open);
+  transaction open; Twinfield's one action at a time per organisation takes the same lock);
 - the day's budget of token-endpoint calls, counted before each call (`spend_token_call`);
 - "needs re-authorisation": the tokens dropped, the reason kept, staff told once by email
   (`mark_reauthorise`), after which the system's jobs stop with STOPPED until staff connect again.
@@ -61,23 +61,23 @@ class AuthorisedApp(models.Model):
         abstract = True
 
 
-class RefreshLockTimeout(Exception):
-    """Another worker has held the connection's refresh lock for longer than LOCK_WAIT."""
+class LockTimeout(Exception):
+    """Another worker has held the lock for longer than the wait allowed."""
 
 
 @contextmanager
-def refresh_lock(key: str):
-    """One refresh at a time for `key` (e.g. "exact-token:12"): a session-level advisory lock (it
-    outlives the short transaction that takes it, so none is open during the HTTP call), always
-    released, also when the call fails. The wait is bounded by a lock_timeout local to that
+def session_lock(key: str, *, wait: str = LOCK_WAIT):
+    """One holder at a time for `key` ("exact-token:12": a refresh; "twinfield-org:ACME": an action
+    on a Twinfield organisation), across processes and machines: a session-level advisory lock (it
+    outlives the short transaction that takes it, so none is open during the HTTP call it guards),
+    always released, also when the call fails. The wait is bounded by a lock_timeout local to that
     transaction, so nothing is left set on a pooled connection."""
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
             cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
     except OperationalError as exc:
-        raise RefreshLockTimeout(f"another worker has been refreshing the token for over {LOCK_WAIT}: {exc}") \
-            from None
+        raise LockTimeout(f"another worker has held {key.split(':')[0]} for over {wait}: {exc}") from None
     try:
         yield
     finally:
@@ -126,3 +126,34 @@ def mark_reauthorise(app: AuthorisedApp, reason: str, *, tell_staff) -> bool:
             transaction.on_commit(lambda: tell_staff(app.pk, reason))
     reload(app)
     return bool(moved)
+
+
+def tell_staff(model: type[AuthorisedApp], pk: int, reason: str, *, system: str, admin_url: str) -> None:
+    """Email active staff that the connection needs a new consent (after commit, no transaction
+    open). A failed send is logged: admin shows the state whatever happens to the email."""
+    from django.contrib.auth import get_user_model
+    from django.template.loader import render_to_string
+    from django.urls import NoReverseMatch, reverse
+
+    from portal.notifications import brand_email_context, branded_email, site_link
+
+    try:
+        with staff_scope(), transaction.atomic():
+            app = model.objects.select_related("connection__brand").get(pk=pk)
+            recipients = list(get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
+                              .values_list("email", flat=True))
+        if not recipients:
+            return
+        brand = app.connection.brand
+        try:
+            link = site_link(reverse(admin_url, args=[app.pk]))
+        except NoReverseMatch:
+            link = site_link(reverse("admin:integrations_connection_change", args=[app.connection_id]))
+        context = {**brand_email_context(brand), "settings_link": "", "system": system,
+                   "connection": app.connection, "reason": reason, "link": link}
+        subject = render_to_string("integrations/email/reauthorise_subject.txt", context).strip()
+        text = render_to_string("integrations/email/reauthorise.txt", context)
+        html = render_to_string("integrations/email/reauthorise.html", context)
+        branded_email(brand=brand, subject=subject, text=text, html=html, to=recipients).send()
+    except Exception:
+        log.exception("could not email staff that %s connection %s needs re-authorisation", system, pk)

@@ -77,6 +77,8 @@ MOLLIE_API_ENDPOINT = env.str("MOLLIE_API_ENDPOINT", default="https://api.mollie
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 # Exact Online's site for every connection (tests: the local fake); unset, each connection's country.
 EXACT_BASE_URL = env.str("EXACT_BASE_URL", default="")
+# Wolters Kluwer's login for Twinfield (OAuth/OpenID Connect); the cluster is discovered from the token.
+TWINFIELD_LOGIN_URL = env.str("TWINFIELD_LOGIN_URL", default="https://login.twinfield.com")
 # Every Stripe request names its API version (Stripe-Version), so an account's default never
 # changes what we send or read; embedded_page needs 2026-03-25.dahlia or later.
 STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-10-28.endive")

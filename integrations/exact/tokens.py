@@ -25,7 +25,6 @@ from urllib.parse import urlencode
 
 import requests
 from django.db import transaction
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from integrations import oauth
@@ -208,11 +207,11 @@ def _spend_token_call(exact: ExactConnection) -> None:
 
 @contextmanager
 def _refresh_lock(exact: ExactConnection):
-    """One refresh at a time per connection (integrations.oauth.refresh_lock)."""
+    """One refresh at a time per connection (integrations.oauth.session_lock)."""
     try:
-        with oauth.refresh_lock(f"exact-token:{exact.pk}"):
+        with oauth.session_lock(f"exact-token:{exact.pk}"):
             yield
-    except oauth.RefreshLockTimeout as exc:
+    except oauth.LockTimeout as exc:
         raise ExactError(f"Exact Online: {exc}") from None
 
 
@@ -246,30 +245,5 @@ def _description(response: requests.Response, body: dict) -> str:
 # --- Telling staff -----------------------------------------------------------------------
 
 def _tell_staff(exact_pk: int, reason: str) -> None:
-    """Email active staff that the connection needs a new consent (after commit, no transaction
-    open). A failed send is logged: admin shows the state whatever happens to the email."""
-    from django.contrib.auth import get_user_model
-    from django.template.loader import render_to_string
-
-    from portal.notifications import brand_email_context, branded_email, site_link
-
-    try:
-        with staff_scope(), transaction.atomic():
-            exact = ExactConnection.objects.select_related("connection__brand").get(pk=exact_pk)
-            recipients = list(get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
-                              .values_list("email", flat=True))
-        if not recipients:
-            return
-        brand = exact.connection.brand
-        try:
-            link = site_link(reverse("admin:integrations_exactconnection_change", args=[exact.pk]))
-        except NoReverseMatch:
-            link = site_link(reverse("admin:integrations_connection_change", args=[exact.connection_id]))
-        context = {**brand_email_context(brand), "settings_link": "", "exact": exact,
-                   "connection": exact.connection, "reason": reason, "link": link}
-        subject = render_to_string("integrations/exact/email/reauthorise_subject.txt", context).strip()
-        text = render_to_string("integrations/exact/email/reauthorise.txt", context)
-        html = render_to_string("integrations/exact/email/reauthorise.html", context)
-        branded_email(brand=brand, subject=subject, text=text, html=html, to=recipients).send()
-    except Exception:
-        log.exception("could not email staff that Exact connection %s needs re-authorisation", exact_pk)
+    oauth.tell_staff(ExactConnection, exact_pk, reason, system="Exact Online",
+                     admin_url="admin:integrations_exactconnection_change")

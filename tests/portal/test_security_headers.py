@@ -18,7 +18,7 @@ from tests.portal.test_settings import PRODUCTION_ENV, _manage
 TEMPLATES = Path(settings.BASE_DIR) / "templates"
 # Not served as pages: WeasyPrint renders these to PDF (reminders/letter.html too) and emails are
 # read in a mail client, where inline styles are the only styles that work.
-NOT_PAGES = ("invoices/pdf/", "portal/email/", "account/email/", "integrations/exact/email/", "reminders/letter.html", "reminders/email.html")
+NOT_PAGES = ("invoices/pdf/", "portal/email/", "account/email/", "integrations/email/", "reminders/letter.html", "reminders/email.html")
 INLINE_HANDLER = re.compile(r"""<[^>]*\son[a-z]+\s*=""", re.IGNORECASE)
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.IGNORECASE)
 
