@@ -66,18 +66,19 @@ class LockTimeout(Exception):
 
 
 @contextmanager
-def session_lock(key: str, *, wait: str = LOCK_WAIT):
+def session_lock(key: str, *, wait: str = LOCK_WAIT, error: type[Exception] = LockTimeout):
     """One holder at a time for `key` ("exact-token:12": a refresh; "twinfield-org:ACME": an action
     on a Twinfield organisation), across processes and machines: a session-level advisory lock (it
     outlives the short transaction that takes it, so none is open during the HTTP call it guards),
     always released, also when the call fails. The wait is bounded by a lock_timeout local to that
-    transaction, so nothing is left set on a pooled connection."""
+    transaction, so nothing is left set on a pooled connection. A wait that runs out raises
+    `error` (the caller's own error class, so its callers handle it as any failed call)."""
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
             cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
     except OperationalError as exc:
-        raise LockTimeout(f"another worker has held {key.split(':')[0]} for over {wait}: {exc}") from None
+        raise error(f"another worker has held {key.split(':')[0]} for over {wait}: {exc}") from None
     try:
         yield
     finally:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-from contextlib import contextmanager
 from urllib.parse import urlencode
 
 import requests
@@ -205,14 +204,9 @@ def _spend_token_call(exact: ExactConnection) -> None:
         raise RateLimited(oauth.next_midnight(), f"the {TOKEN_CALLS_PER_DAY} token calls of today are spent")
 
 
-@contextmanager
 def _refresh_lock(exact: ExactConnection):
     """One refresh at a time per connection (integrations.oauth.session_lock)."""
-    try:
-        with oauth.session_lock(f"exact-token:{exact.pk}"):
-            yield
-    except oauth.LockTimeout as exc:
-        raise ExactError(f"Exact Online: {exc}") from None
+    return oauth.session_lock(f"exact-token:{exact.pk}", error=ExactError)
 
 
 # --- Reading the row ---------------------------------------------------------------------

@@ -161,17 +161,14 @@ class TwinfieldClient:
                     f"</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>")
         url = f"{twinfield.cluster_url.rstrip('/')}/webservices/{service}"
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{NS}{action}"'}
-        try:
-            with oauth.session_lock(f"twinfield-org:{twinfield.organisation or twinfield.pk}", wait=ORGANISATION_WAIT):
-                self._spend(credits)
-                try:
-                    response = self.session.post(url, data=envelope.encode(), headers=headers, timeout=TIMEOUT,
-                                                 allow_redirects=False)
-                except requests.RequestException as exc:
-                    raise TwinfieldUnreachable(f"Twinfield did not answer {action}: {type(exc).__name__}: {exc}") \
-                        from None
-        except oauth.LockTimeout as exc:
-            raise Throttled(timezone.now() + DEFAULT_WAIT, f"Twinfield: {exc}") from None
+        with oauth.session_lock(f"twinfield-org:{twinfield.organisation or twinfield.pk}", wait=ORGANISATION_WAIT,
+                                error=TwinfieldError):
+            self._spend(credits)
+            try:
+                response = self.session.post(url, data=envelope.encode(), headers=headers, timeout=TIMEOUT,
+                                             allow_redirects=False)
+            except requests.RequestException as exc:
+                raise TwinfieldUnreachable(f"Twinfield did not answer {action}: {type(exc).__name__}: {exc}") from None
         if response.status_code == 429:
             until = timezone.now() + _retry_after(response)
             with staff_scope(), transaction.atomic():
