@@ -260,7 +260,8 @@ def test_a_sales_invoice_reads_back_with_total_detail_and_vat_lines(twinfield, t
     assert transaction.get("result") == "1" and transaction.get("location") == "final"
     assert transaction.findtext("header/period") == "2026/03" and transaction.findtext("header/duedate") == "20260316"
     lines = transaction.findall("lines/line")
-    assert [(li.get("type"), li.findtext("dim1"), li.findtext("value"), li.findtext("debitcredit")) for li in lines] == [
+    assert [(li.get("type"), li.findtext("dim1"), li.findtext("value"), li.findtext("debitcredit"))
+            for li in lines] == [
         ("total", "1300", "175.50", "debit"), ("detail", "8020", "100.00", "credit"),
         ("detail", "8010", "50.00", "credit"), ("vat", "1530", "21.00", "credit"), ("vat", "1520", "4.50", "credit")]
     assert (lines[0].findtext("dim2"), lines[0].findtext("matchstatus"), lines[0].findtext("openvalue")) == \
