@@ -239,6 +239,10 @@ class ExactConnectScenario(KindScenario):
     def prepare(self, remote: FakeExact, count: int) -> None:
         if remote.current_division is None:
             remote.add_division(next(_divisions), "Fault drill B.V.")
+        # Every consent here is the fake's one user, so every job reads the divisions of one
+        # division, whose 60 calls a minute real consents (each a company of its own) do not
+        # share: past 30 jobs that budget, not the fault, would set the pace.
+        remote.minute_limit = max(remote.minute_limit, 2 * count + 10)
         self.coming.put([_new_connection(remote) for _ in range(count)])
 
     def write(self, remote: FakeExact, count: int, *, tag: str) -> list[int]:
