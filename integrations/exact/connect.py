@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from integrations.exact.models import ExactConnection
 from portal import jobs
+from portal.formatting import format_moment
 from portal.models import Job
 
 CONNECT_JOB = "exact.connect"
@@ -103,7 +104,7 @@ def exact_connect(job: Job) -> str:
 
 def _connect(job: Job) -> str:
     from integrations.exact import tokens
-    from integrations.exact.client import ExactClient, ExactRefused
+    from integrations.exact.client import ExactClient, ExactRefused, RateLimited
 
     with transaction.atomic():
         exact = ExactConnection.objects.select_related("connection").get(pk=job.payload["exact"])
@@ -118,6 +119,12 @@ def _connect(job: Job) -> str:
             _forget_code(exact)
             raise jobs.Permanent(_("Exact refused the code: %(message)s. Press Connect again.")
                                  % {"message": refused.message or refused.status}) from refused
+        except RateLimited as limited:
+            # The code lives minutes; Exact's token calls come back tomorrow: waiting cannot help.
+            _forget_code(exact)
+            raise jobs.Permanent(_("Exact allows no more token requests today (%(message)s). Press Connect "
+                                   "again after %(when)s.") % {"message": limited,
+                                                               "when": format_moment(limited.until)}) from None
         _forget_code(exact)
         exact.refresh_from_db()
     elif not exact.refresh_token:

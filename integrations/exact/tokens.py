@@ -68,6 +68,9 @@ def exchange_code(exact: ExactConnection, *, code: str, redirect_uri: str) -> No
             # used it after all, the next try is refused as a used code: connect again).
             raise ExactError(f"Exact's token endpoint answered {response.status_code}: "
                              f"{_description(response, body)}")
+        if response.status_code == 429 or (response.status_code != 200 and _rate_limit_refusal(response, body)):
+            # Exact turned the call away (the user's token calls of today are spent): not a verdict on the code.
+            raise RateLimited(oauth.next_midnight(), f"Exact's token endpoint: {_description(response, body)}")
         if response.status_code != 200 or not body.get("access_token") or not body.get("refresh_token"):
             raise ExactRefused(response.status_code, _description(response, body))
         _store_tokens(exact, body, started=started, connected=True)

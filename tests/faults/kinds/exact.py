@@ -242,7 +242,9 @@ class ExactConnectScenario(KindScenario):
         # Every consent here is the fake's one user, so every job reads the divisions of one
         # division, whose 60 calls a minute real consents (each a company of its own) do not
         # share: past 30 jobs that budget, not the fault, would set the pace.
+        # Likewise the user's 200 token calls a day.
         remote.minute_limit = max(remote.minute_limit, 2 * count + 10)
+        remote.token_day_limit = max(remote.token_day_limit, len(remote.token_calls) + 3 * count + 10)
         self.coming.put([_new_connection(remote) for _ in range(count)])
 
     def write(self, remote: FakeExact, count: int, *, tag: str) -> list[int]:

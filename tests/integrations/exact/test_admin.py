@@ -310,6 +310,22 @@ def test_a_connect_job_over_exacts_minute_budget_waits_for_it_with_its_tokens_ke
     assert [call["grant_type"] for call in fake_exact.token_calls] == ["authorization_code"]
 
 
+def test_a_code_exchange_over_exacts_token_calls_of_the_day_says_so_and_when_to_connect_again(
+        exact, fake_exact, client, staff, worker):
+    client.force_login(staff)
+    client.get(_path_of(_consent(client, exact)))
+    fake_exact.token_day_limit = 0  # the user's 200 token calls of today are spent
+    jobs.jobs_drain(kind="exact.connect", seconds=30)
+    with staff_scope():
+        job = Job.objects.get(kind="exact.connect")
+    assert job.state == Job.State.DEAD and job.attempts == 1
+    assert "Exact allows no more token requests today" in job.last_error and "Press Connect again after" in \
+        job.last_error
+    page = client.get(_url("connecting", exact.pk))
+    assert "Exact allows no more token requests today" in page.text
+    assert _reload(exact).oauth_code == "" and _reload(exact).state == ExactConnection.State.NEW
+
+
 def test_staff_choose_a_division_then_one_of_its_bank_journals(exact, fake_exact, client, staff, worker):
     client.force_login(staff)
     client.get(_path_of(_consent(client, exact)))
