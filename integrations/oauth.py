@@ -158,3 +158,52 @@ def tell_staff(model: type[AuthorisedApp], pk: int, reason: str, *, system: str,
         branded_email(brand=brand, subject=subject, text=text, html=html, to=recipients).send()
     except Exception:
         log.exception("could not email staff that %s connection %s needs re-authorisation", system, pk)
+
+
+# --- The consent round trip ------------------------------------------------------------------
+
+class ConsentRefused(Exception):
+    """The callback cannot be taken: wrong or used `state`, or the system said why not (`error`)."""
+
+
+def consent_start(app: AuthorisedApp, **fields) -> str:
+    """A fresh `state` for this round trip (the connection's pk and a random part), stored with
+    `fields` (Twinfield's nonce); returns the state."""
+    import secrets
+
+    state = f"{app.pk}.{secrets.token_urlsafe(32)}"
+    with staff_scope(), transaction.atomic():
+        type(app).objects.filter(pk=app.pk).update(oauth_state=state, **fields)
+    app.oauth_state = state
+    for name, value in fields.items():
+        setattr(app, name, value)
+    return state
+
+
+def consent_receive(model: type[AuthorisedApp], *, state: str, code: str, error: str, system: str,
+                    job_kind: str) -> AuthorisedApp:
+    """The callback: `state` must be the one this connection's Connect stored (once: it is
+    cleared), then the code is kept encrypted and the `job_kind` job that exchanges it is written.
+    Database only, in the caller's transaction. ConsentRefused with what to do otherwise."""
+    from django.utils.crypto import constant_time_compare
+    from django.utils.translation import gettext as _
+
+    from portal import jobs
+
+    pk, _dot, _random = (state or "").partition(".")
+    with transaction.atomic():
+        app = (model.objects.select_for_update().select_related("connection").filter(pk=int(pk)).first()
+               if pk.isdigit() else None)
+        if app is None or not app.oauth_state or not constant_time_compare(app.oauth_state, state):
+            raise ConsentRefused(_("This answer from %(system)s does not belong to a Connect started here (or was "
+                                   "used already). Press Connect again.") % {"system": system})
+        app.oauth_state = ""
+        if code and not error:
+            app.oauth_code, app.oauth_code_at = code, timezone.now()
+            jobs.job_enqueue(kind=job_kind, key=f"{job_kind}:{app.pk}:{state}", subject=f"{job_kind}:{app.pk}",
+                             payload={"app": app.pk})
+        app.save(update_fields=["oauth_state", "oauth_code", "oauth_code_at"])
+    if error or not code:
+        raise ConsentRefused(_("%(system)s did not give access: %(error)s")
+                             % {"system": system, "error": error or _("no code")})
+    return app

@@ -1,18 +1,12 @@
-"""Back office for Exact Online connections: the app's credentials (masked), Exact's consent round
-trip, the division and bank journal, and a page that shows how the connection stands (state,
-budgets, last sync per entity) with buttons to sync now and to subscribe webhooks."""
+"""Back office for Exact Online connections: the app's credentials (masked) and Exact's consent
+round trip (integrations.oauth_admin, shared with Twinfield), the division and bank journal, and
+a page that shows how the connection stands (state, budgets, last sync per entity) with buttons
+to sync now and to subscribe webhooks."""
 from __future__ import annotations
-
-import base64
-import secrets
-from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -22,45 +16,31 @@ from django.views.decorators.http import require_POST
 from integrations.exact import connect
 from integrations.exact.models import ExactConnection, ExactCursor
 from integrations.models import Connection
-from portal.admin_base import AuditedModelAdmin, SecretFieldsMixin
+from integrations.oauth_admin import AuthorisedAppAdmin, ConnectionForm
 from portal.formatting import format_moment, format_number
-from portal.models import Brand, Job
 
 TOKEN_CALLS_A_DAY = 200  # Exact's limit on calls to the token endpoint, per app and day
 
 
-class ExactConnectionForm(forms.ModelForm):
-    """The connection (name, URL name, brand) and its Exact side in one form: staff add an Exact
-    Online connection here, not as a generic connection (which would ask for signing secrets)."""
-
-    # Admin shows a form field's help text as HTML: no "<URL name>" in it.
-    name = forms.CharField(label=gettext_lazy("Name"), max_length=200)
+class ExactConnectionForm(ConnectionForm):
     slug = forms.SlugField(label=gettext_lazy("URL name"),
                            help_text=gettext_lazy("Exact's webhooks arrive at /webhooks/exact/ followed by this "
                                                   "name (see the webhook URL below)."))
-    brand = forms.ModelChoiceField(label=gettext_lazy("Brand"), queryset=Brand.objects.all())
-    enabled = forms.BooleanField(label=gettext_lazy("Enabled"), required=False, initial=True)
 
     class Meta:
         model = ExactConnection
         fields = ["country", "client_id", "client_secret", "webhook_secret"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.instance.connection_id:
-            link = self.instance.connection
-            for name in ("name", "slug", "brand", "enabled"):
-                self.initial[name] = getattr(link, name)
-
-    def clean_slug(self):
-        slug = self.cleaned_data["slug"]
-        if Connection.objects.filter(slug=slug).exclude(pk=self.instance.connection_id).exists():
-            raise forms.ValidationError(_("Another connection already has this URL name."))
-        return slug
-
 
 @admin.register(ExactConnection)
-class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
+class ExactConnectionAdmin(AuthorisedAppAdmin):
+    system = "Exact Online"
+    kind = Connection.Kind.EXACT_ONLINE
+    connect = connect
+    templates = "admin/integrations/exact"
+    testid = "exact"
+    connecting_text = gettext_lazy("Exact gave access. The portal is collecting the tokens and reading the divisions "
+                                   "you can reach; this page refreshes itself.")
     form = ExactConnectionForm
     change_form_template = "admin/integrations/exact/change_form.html"
     list_display = ["__str__", "country", "state", "division_name", "journal_name", "last_sync"]
@@ -112,74 +92,24 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("connection").prefetch_related("cursors")
 
-    def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        link = obj.connection if obj.connection_id else Connection(
-            kind=Connection.Kind.EXACT_ONLINE,
-            # Exact signs its webhooks with the app's webhook secret; this one only keeps the generic
-            # connection valid (a connection always has a signing secret).
-            signing_secrets="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
-        link.name, link.slug, link.brand, link.enabled = data["name"], data["slug"], data["brand"], data["enabled"]
-        link.save()
-        obj.connection = link
-        super().save_model(request, obj, form, change)
-
-    # --- Pages of their own -----------------------------------------------------------------
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        name = "integrations_exactconnection"
+    def own_urls(self, view) -> list:
         return [
-            path("callback/", view(self.callback_view), name=f"{name}_callback"),
-            path("<int:pk>/connect/", view(require_POST(self.connect_view)), name=f"{name}_connect"),
-            path("<int:pk>/connecting/", view(self.connecting_view), name=f"{name}_connecting"),
-            path("<int:pk>/division/", view(self.division_view), name=f"{name}_division"),
-            path("<int:pk>/sync/", view(require_POST(self.sync_view)), name=f"{name}_sync"),
-            path("<int:pk>/webhooks/", view(require_POST(self.webhooks_view)), name=f"{name}_webhooks"),
-        ] + super().get_urls()
+            path("<int:pk>/division/", view(self.division_view), name=self.url_name("division")),
+            path("<int:pk>/sync/", view(require_POST(self.sync_view)), name=self.url_name("sync")),
+            path("<int:pk>/webhooks/", view(require_POST(self.webhooks_view)), name=self.url_name("webhooks")),
+        ]
 
-    def _connection(self, request, pk: int) -> ExactConnection:
-        exact = get_object_or_404(ExactConnection.objects.select_related("connection"), pk=pk)
-        if not self.has_change_permission(request, exact):
-            raise PermissionDenied
-        return exact
+    def connected_enough(self, exact: ExactConnection) -> bool:
+        return bool(exact.divisions)
 
-    def _page(self, request, template: str, exact: ExactConnection | None, title: str, **context):
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": title, "exact": exact,
-                   "original": exact, **context}
-        return TemplateResponse(request, f"admin/integrations/exact/{template}", context,
-                                status=context.pop("status", 200))
+    def ready_url(self, exact: ExactConnection) -> str:
+        return reverse("admin:integrations_exactconnection_division", args=[exact.pk])
 
-    def _change_url(self, exact: ExactConnection) -> str:
-        return reverse("admin:integrations_exactconnection_change", args=[exact.pk])
+    def consent_host(self, exact: ExactConnection) -> str:
+        return exact.base_url
 
-    def connect_view(self, request, pk: int):
-        """Connect: a fresh state, then Exact's consent page; Exact sends staff back to the callback."""
-        return HttpResponseRedirect(connect.exact_consent_start(exact=self._connection(request, pk)))
-
-    def callback_view(self, request):
-        """Exact's redirect after the consent (a GET: inside the request's read transaction, so no
-        call to Exact here). The code is kept and a job exchanges it; staff wait on the next page."""
-        if not self.has_change_permission(request):
-            raise PermissionDenied
-        try:
-            exact = connect.exact_consent_receive(state=request.GET.get("state", ""), code=request.GET.get("code", ""),
-                                                  error=request.GET.get("error_description")
-                                                  or request.GET.get("error", ""))
-        except connect.ConsentRefused as refused:
-            return self._page(request, "refused.html", None, _("Exact Online: not connected"), reason=str(refused),
-                              status=400)
-        return HttpResponseRedirect(reverse("admin:integrations_exactconnection_connecting", args=[exact.pk]))
-
-    def connecting_view(self, request, pk: int):
-        """Shows the connect job's progress and reloads itself until the divisions are read."""
-        exact = self._connection(request, pk)
-        job = connect.connect_job(exact)
-        if exact.divisions and (job is None or job.state == Job.State.DONE):
-            return HttpResponseRedirect(reverse("admin:integrations_exactconnection_division", args=[exact.pk]))
-        failed = job is not None and job.state == Job.State.DEAD
-        return _form_may_lead_to_exact(self._page(request, "connecting.html", exact, _("Connecting to Exact Online"),
-                                                  job=job, failed=failed, waiting=not failed), exact)
+    def status(self, exact: ExactConnection) -> dict:
+        return connection_status(exact)
 
     def division_view(self, request, pk: int):
         """Choose the division (from those the user can reach), then the bank journal. Reading the
@@ -239,12 +169,6 @@ class ExactConnectionAdmin(SecretFieldsMixin, AuditedModelAdmin):
                              % {"url": connect.webhook_url(exact)})
         return HttpResponseRedirect(self._change_url(exact))
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        exact = self.get_object(request, object_id)
-        extra = {"status": connection_status(exact)} if exact is not None else {}
-        response = super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
-        return _form_may_lead_to_exact(response, exact) if exact is not None else response
-
 
 class DivisionForm(forms.Form):
     division = forms.TypedChoiceField(label=gettext_lazy("Division"), coerce=int)
@@ -268,15 +192,6 @@ class JournalForm(forms.Form):
                                           for j in exact.journals]
         self.fields["journal"].initial = exact.journal or None
         self.fields["journal"].widget.attrs["data-testid"] = "exact-journal"
-
-
-def _form_may_lead_to_exact(response, exact: ExactConnection):
-    """The Connect button's POST answers with a redirect to Exact's consent page, and browsers hold
-    that redirect to the page's form-action (the policy allows only this site): so a page with
-    that button also allows Exact's site (as payments' checkout allows the gateways')."""
-    parts = urlsplit(exact.base_url)
-    response._csp_update = {"form-action": [f"{parts.scheme}://{parts.netloc}"]}
-    return response
 
 
 def _exact_error(error: Exception) -> str:

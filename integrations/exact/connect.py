@@ -10,15 +10,14 @@ for minutes), and the job "exact.connect" does the calls.
 from __future__ import annotations
 
 import datetime
-import secrets
 
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
 
+from integrations import oauth
 from integrations.exact.models import ExactConnection
 from portal import jobs
 from portal.formatting import format_moment
@@ -33,8 +32,7 @@ CODE_LIFETIME = datetime.timedelta(minutes=10)
 BOOKABLE_JOURNAL_TYPES = (12, 16)
 
 
-class ConsentRefused(Exception):
-    """The callback cannot be taken: wrong or used `state`, or Exact said why not (`error`)."""
+ConsentRefused = oauth.ConsentRefused
 
 
 def redirect_uri() -> str:
@@ -48,38 +46,18 @@ def webhook_url(exact: ExactConnection) -> str:
     return settings.SITE_URL + reverse("integrations:exact_webhook", args=[exact.connection.slug])
 
 
-def exact_consent_start(*, exact: ExactConnection) -> str:
-    """A fresh `state` for this round trip (the connection's pk and a random part), stored;
-    returns Exact's consent page to send staff to."""
+def consent_start(exact: ExactConnection) -> str:
+    """A fresh `state` for this round trip, stored; returns Exact's consent page to send staff to."""
     from integrations.exact import tokens
 
-    state = f"{exact.pk}.{secrets.token_urlsafe(32)}"
-    with transaction.atomic():
-        ExactConnection.objects.filter(pk=exact.pk).update(oauth_state=state)
-    exact.oauth_state = state
+    state = oauth.consent_start(exact)
     return tokens.authorise_url(exact, redirect_uri=redirect_uri(), state=state)
 
 
-def exact_consent_receive(*, state: str, code: str, error: str = "") -> ExactConnection:
-    """The callback: `state` must be the one this connection's Connect stored (once: it is
-    cleared), then the code is kept encrypted and the job that exchanges it is written.
-    Database only, in the caller's transaction."""
-    pk, _dot, _random = (state or "").partition(".")
-    with transaction.atomic():
-        exact = (ExactConnection.objects.select_for_update().select_related("connection")
-                 .filter(pk=int(pk)).first() if pk.isdigit() else None)
-        if exact is None or not exact.oauth_state or not constant_time_compare(exact.oauth_state, state):
-            raise ConsentRefused(_("This answer from Exact does not belong to a Connect started here (or was "
-                                   "used already). Press Connect again."))
-        exact.oauth_state = ""
-        if code and not error:
-            exact.oauth_code, exact.oauth_code_at = code, timezone.now()
-            jobs.job_enqueue(kind=CONNECT_JOB, key=f"{CONNECT_JOB}:{exact.pk}:{state}",
-                             subject=f"{CONNECT_JOB}:{exact.pk}", payload={"exact": exact.pk})
-        exact.save(update_fields=["oauth_state", "oauth_code", "oauth_code_at"])
-    if error or not code:
-        raise ConsentRefused(_("Exact did not give access: %(error)s") % {"error": error or _("no code")})
-    return exact
+def consent_receive(*, state: str, code: str, error: str = "") -> ExactConnection:
+    """The callback (integrations.oauth.consent_receive): the code kept, the connect job written."""
+    return oauth.consent_receive(ExactConnection, state=state, code=code, error=error, system="Exact",
+                                 job_kind=CONNECT_JOB)
 
 
 def connect_job(exact: ExactConnection) -> Job | None:
@@ -107,7 +85,7 @@ def _connect(job: Job) -> str:
     from integrations.exact.client import ExactClient, ExactRefused, RateLimited
 
     with transaction.atomic():
-        exact = ExactConnection.objects.select_related("connection").get(pk=job.payload["exact"])
+        exact = ExactConnection.objects.select_related("connection").get(pk=job.payload["app"])
     code = exact.oauth_code
     if code:
         if exact.oauth_code_at is None or timezone.now() - exact.oauth_code_at > CODE_LIFETIME:

@@ -307,7 +307,11 @@ class FakeTwinfield(Faults, LocalServer):
                 with fake.lock:
                     if service == "finder":
                         has_office = "office" in [s.text for s in operation.iter(f"{{{soap.TWF}}}string")]
-                        if not company and not has_office:
+                        # Listing the offices is how a client learns which company to name, so type
+                        # OFF asks for none (UNCONFIRMED: the finder page only says the company comes
+                        # from the header or the office option).
+                        lists_offices = (operation.findtext(f"{{{soap.TWF}}}type") or "").strip() == "OFF"
+                        if not company and not has_office and not lists_offices:
                             return 500, soap.fault(soap.COMPANY_MISSING)
                         return 200, soap.envelope(soap.search(fake.offices, operation, company, fake.reachable,
                                                               fake.finder_max_rows))

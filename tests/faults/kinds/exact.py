@@ -252,7 +252,7 @@ class ExactConnectScenario(KindScenario):
         ids = []
         for exact in self.coming.take(count):
             with staff_scope():  # staff pressed Connect
-                started = connect.exact_consent_start(exact=exact)
+                started = connect.consent_start(exact)
             query = {key: values[0] for key, values in parse_qs(urlsplit(started).query).items()}
             query["redirect_uri"] = remote.oauth.redirect_uri  # what the worker sends with the code
             with remote.lock:  # the user presses Authorize

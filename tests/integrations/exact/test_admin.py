@@ -144,7 +144,7 @@ def test_the_callback_keeps_the_code_encrypted_and_a_job_exchanges_it(exact, exa
         with db.cursor() as cursor:
             cursor.execute("SELECT oauth_code FROM integrations_exactconnection")
             assert "code-from-exact" not in cursor.fetchone()[0]
-    assert job.payload == {"exact": exact.pk} and worker.rung_for(job)
+    assert job.payload == {"app": exact.pk} and worker.rung_for(job)
     # The page staff land on waits for the job and reloads itself.
     page = client.get(response.url)
     assert page.status_code == 200 and '<meta http-equiv="refresh"' in page.text
