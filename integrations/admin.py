@@ -7,6 +7,7 @@ from django.db.models.functions import Concat
 from django.utils.translation import gettext_lazy as _
 
 from integrations.exact import admin as exact_admin  # registers Exact Online's admin and its connect job
+from integrations.twinfield import admin as twinfield_admin  # noqa: F401 - registers Twinfield's admin and its connect job
 from integrations.models import ClientLink, Connection, OutboxMessage
 from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, SecretFieldsMixin, job_link, with_job
 

@@ -159,7 +159,19 @@ def exact_server(live_port):
 
 
 @pytest.fixture(scope="session")
-def process_env(live_port, mollie_server, stripe_server, exact_server, test_email_dir, txguard_log_dir):
+def twinfield_server(live_port):
+    """A local Twinfield (login and cluster) for the processes a test starts (web server and worker)."""
+    from tests.fakes.twinfield import FakeTwinfield
+
+    with FakeTwinfield("e2e-twinfield-app", "e2e-twinfield-secret",
+                       redirect_uri=f"http://127.0.0.1:{live_port}/admin/integrations/twinfieldconnection/callback/") \
+            as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def process_env(live_port, mollie_server, stripe_server, exact_server, twinfield_server, test_email_dir,
+                txguard_log_dir):
     """The environment of the web server and worker the tests start: test settings, the fakes'
     addresses, mail into files, links that point at the test web server, and the transaction
     guard's directory."""
@@ -169,7 +181,7 @@ def process_env(live_port, mollie_server, stripe_server, exact_server, test_emai
     inherited = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "DATABASE_OWNER_PASSWORD")}
     return {**inherited, "DJANGO_SETTINGS_MODULE": "portal.settings_test", "TEST_EMAIL_DIR": str(test_email_dir),
             "MOLLIE_API_ENDPOINT": mollie_server.url, "MOLLIE_JS_URL": f"{mollie_server.base_url}/v1/mollie.js",
-            "EXACT_BASE_URL": exact_server.url, "STRIPE_API_BASE": stripe_server.base_url, "STRIPE_JS_URL": f"{stripe_server.base_url}/dahlia/stripe.js",
+            "EXACT_BASE_URL": exact_server.url, "TWINFIELD_LOGIN_URL": twinfield_server.base_url, "STRIPE_API_BASE": stripe_server.base_url, "STRIPE_JS_URL": f"{stripe_server.base_url}/dahlia/stripe.js",
             "SITE_URL": f"http://127.0.0.1:{live_port}",
             "TXGUARD_LOG": str(txguard_log_dir)}
 

@@ -15,6 +15,7 @@ from tests.faults.kinds.common import worker_env
 from tests.faults.kinds.documents import PdfPrerenderScenario, Renders
 from tests.faults.kinds.email import EmailScenario
 from tests.faults.kinds.exact import ExactConnectScenario, ExactSyncScenario
+from tests.faults.kinds.twinfield import TwinfieldConnectScenario
 from tests.faults.kinds.payments import Mollie, MollieScenario
 from tests.faults.smtp import FakeSmtp
 from tests.support.tasks import REMOTE_CALL
@@ -25,12 +26,13 @@ FAILING_JOBS = 2  # every attempt of every job times out or fails in turn: fewer
 
 
 @pytest.fixture(scope="module")
-def shared_remotes(exact_server):
+def shared_remotes(exact_server, twinfield_server):
     """The remote ends whose address the worker is started with, shared by the module's tests
-    (the session's local Exact, whose address every worker the tests start has)."""
+    (the session's local Exact and Twinfield, whose addresses every worker the tests start has)."""
     with FakeSmtp() as smtp, Mollie() as mollie, Renders() as renders:
         yield {EmailScenario: smtp, MollieScenario: mollie, PdfPrerenderScenario: renders,
-               ExactSyncScenario: exact_server, ExactConnectScenario: exact_server}
+               ExactSyncScenario: exact_server, ExactConnectScenario: exact_server,
+               TwinfieldConnectScenario: twinfield_server}
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from tests.faults.kinds.exact import ExactConnectScenario, ExactHintScenario, Ex
 from tests.faults.kinds.email import NotificationEmailScenario, ReminderSendScenario
 from tests.faults.kinds.payments import GatewayEventScenario, MandateCollectScenario, MandateSyncScenario
 from tests.faults.kinds.remote_call import CountingRemote, RemoteCallScenario
+from tests.faults.kinds.twinfield import TwinfieldConnectScenario
 
 SCENARIOS = {
     RemoteCallScenario.kind: RemoteCallScenario,
@@ -30,6 +31,7 @@ SCENARIOS = {
     ExactSyncScenario.kind: ExactSyncScenario,
     ExactHintScenario.kind: ExactHintScenario,
     ExactConnectScenario.kind: ExactConnectScenario,
+    TwinfieldConnectScenario.kind: TwinfieldConnectScenario,
 }
 
 __all__ = ["SCENARIOS", "CountingRemote", "RemoteCallScenario"]
