@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
+from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection as db, transaction
+from django.utils import timezone
 
 from integrations.handlers import HANDLERS, Stale
 from integrations.models import Connection
 from integrations.signing import SignatureError, verify
-from integrations.validation import event_validate
+from integrations.validation import event_problems, event_validate
 from invoices.errors import DomainError
 from portal import jobs
-from portal.webhooks import Accepted, Rejected, Source, webhook_for
+from portal.models import WebhookRequest
+from portal.webhooks import INSERT_SQL, Accepted, Rejected, Source, webhook_for
 
+log = logging.getLogger(__name__)
 JOB_KIND = "accounting.event"
 # The Standard Webhooks headers are kept with the body, so staff can check a signature later.
 KEPT_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "user-agent")
@@ -68,3 +73,32 @@ def accounting_event_apply(*, job) -> str:
     except DomainError as exc:  # UnknownReference too: what it waits for may arrive yet
         raise jobs.Retry(str(exc)) from None
     return f"applied {payload['type']}"
+
+
+def event_store(connection: Connection, *, source: str, natural_key: str, payload: dict) -> str:
+    """Store a canonical event read from an accounting system (Exact's sync, Twinfield's poll) as
+    the intake stores an accepted webhook, with the same "accounting.event" job: the one path that
+    creates, voids and pays invoices. An event the ledger could not take is kept as a rejected one
+    (with its reasons) for staff instead. In the caller's transaction. Returns "stored",
+    "duplicates" (the natural key was stored before: nothing changes) or "refused"."""
+    def prep(name: str, value):
+        return WebhookRequest._meta.get_field(name).get_db_prep_save(value, db)
+
+    body = json.dumps(payload, separators=(",", ":"))
+    problems = event_problems(json.loads(body, parse_float=Decimal))
+    if problems:
+        reason = "; ".join(f"{p['field']}: {p['reason']}" for p in problems[:5])
+        log.warning("%s record %s refused: %s", source, natural_key, reason)
+        WebhookRequest.objects.create(source=source, account=connection.slug, natural_key=natural_key[:200],
+                                      status=WebhookRequest.Status.REJECTED, headers={}, body=body[:1024],
+                                      error=f"invalid event: {reason}"[:2000])
+        return "refused"
+    with db.cursor() as cursor:
+        cursor.execute(INSERT_SQL, [source, connection.slug, natural_key[:200], prep("headers", {}),
+                                    prep("body", body), None, timezone.now()])
+        row = cursor.fetchone()
+    if row is None:
+        return "duplicates"
+    jobs.job_enqueue(kind=JOB_KIND, key=f"webhook:{row[0]}", subject=event_subject(connection, payload),
+                     payload={"webhook": row[0], "account": connection.slug})
+    return "stored"

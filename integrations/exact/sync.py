@@ -27,13 +27,10 @@ https://start.exactonline.nl/docs/HlpRestAPIResourcesDetails.aspx?name=SyncSales
 from __future__ import annotations
 
 import datetime
-import json
-import logging
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 
-from django.db import connection as db, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations import normalise, services
@@ -41,13 +38,8 @@ from integrations.exact import mapping
 from integrations.exact.client import ExactClient
 from integrations.exact.models import ExactConnection, ExactCursor
 from integrations.models import Connection, OutboxMessage
-from integrations.validation import event_problems
 from invoices.models import Invoice
-from portal.jobs import job_enqueue
-from portal.models import WebhookRequest
-from portal.webhooks import INSERT_SQL
 
-log = logging.getLogger(__name__)
 
 SOURCE_NAME = "exact-sync"  # what staff see as the stored events' source (Back office → Webhooks)
 Entity = ExactCursor.Entity
@@ -225,29 +217,5 @@ def _is_own_entry(connection: Connection, row: dict) -> bool:
 
 
 def _store_event(connection: Connection, natural_key: str, payload: dict, counts: Counts) -> None:
-    """Store the event as the intake stores an accepted webhook, with the same job; an event the
-    ledger could not take is kept as a rejected one (with its reasons) for staff instead."""
-    body = json.dumps(payload, separators=(",", ":"))
-    problems = event_problems(json.loads(body, parse_float=Decimal))
-    if problems:
-        counts.refused += 1
-        reason = "; ".join(f"{p['field']}: {p['reason']}" for p in problems[:5])
-        log.warning("Exact record %s refused: %s", natural_key, reason)
-        WebhookRequest.objects.create(source=SOURCE_NAME, account=connection.slug, natural_key=natural_key[:200],
-                                      status=WebhookRequest.Status.REJECTED, headers={}, body=body[:1024],
-                                      error=f"invalid event: {reason}"[:2000])
-        return
-    with db.cursor() as cursor:
-        cursor.execute(INSERT_SQL, [SOURCE_NAME, connection.slug, natural_key[:200],
-                                    _prep("headers", {}), _prep("body", body), None, timezone.now()])
-        row = cursor.fetchone()
-    if row is None:
-        counts.duplicates += 1
-        return
-    counts.stored += 1
-    job_enqueue(kind=services.JOB_KIND, key=f"webhook:{row[0]}", subject=services.event_subject(connection, payload),
-                payload={"webhook": row[0], "account": connection.slug})
-
-
-def _prep(name: str, value):
-    return WebhookRequest._meta.get_field(name).get_db_prep_save(value, db)
+    outcome = services.event_store(connection, source=SOURCE_NAME, natural_key=natural_key, payload=payload)
+    setattr(counts, outcome, getattr(counts, outcome) + 1)
