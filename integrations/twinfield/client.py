@@ -146,6 +146,29 @@ class TwinfieldClient:
                 for item in data.iterfind(f"{{{NS}}}Items/{{{NS}}}ArrayOfString")]
         return Found(total, columns, rows)
 
+    def browse(self, code: str, fields: list[str], filters: dict[str, tuple[str, str, str]]) -> list[dict]:
+        """Browse data (`<columns code=…>`): one dict per row, field -> text, with the row's
+        transaction key under "key" (office, code, number, line). `filters`: field -> (operator,
+        from, to), operator equal, between or like. One query (1 credit)."""
+        columns = []
+        for field in dict.fromkeys([*fields, *filters]):
+            column = f"<column><field>{escape(field)}</field><visible>true</visible>"
+            if field in filters:
+                operator, low, high = filters[field]
+                column += (f"<ask>true</ask><operator>{escape(operator)}</operator><from>{escape(low)}</from>"
+                           f"<to>{escape(high)}</to>")
+            columns.append(column + "</column>")
+        office = f"<column><field>fin.trs.head.office</field><visible>true</visible><ask>true</ask>" \
+                 f"<operator>equal</operator><from>{escape(self.office)}</from></column>"
+        answer = self.process(f'<columns code="{escape(code)}">{office}{"".join(columns)}</columns>')
+        rows = []
+        for tr in answer.iterfind("tr"):
+            row = {td.get("field"): (td.text or "").strip() for td in tr.iterfind("td")}
+            key = tr.find("key")
+            row["key"] = {child.tag: (child.text or "").strip() for child in key} if key is not None else {}
+            rows.append(row)
+        return rows
+
     # --- One call --------------------------------------------------------------------------
 
     def _call(self, service: str, action: str, body: str, *, credits: int) -> etree._Element:

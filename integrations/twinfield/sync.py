@@ -1,0 +1,336 @@
+"""Twinfield in, by polling: Twinfield sends nothing by itself ("the only option is to retrieve
+this data from Twinfield by using the Browse Data functionality", Wolters Kluwer; api-facts §2.5).
+
+One poll of one connection (the "twinfield.poll" job, integrations.twinfield.tasks):
+- the first time, every customer (Finder `DIM`, dimtype DEB, 25 a page; each read once);
+- the customer lines of transactions (browse 100) changed since the last poll
+  (`fin.trs.line.modified`, which a match changes too, so payments are seen), or on the first
+  load the last FIRST_LOAD_MONTHS periods one at a time (a large browse times out);
+- for each sales invoice among them, the transaction read whole (lines, VAT) into the canonical
+  invoice event, and what Twinfield says is paid of it (its value less its open value) against
+  what the portal knows is settled: the difference becomes a payment.
+
+Each record becomes the canonical event of docs/webhooks.md, stored by
+integrations.services.event_store with the same "accounting.event" job as every other source.
+Natural keys hash the event's data, so an unchanged record read again is a duplicate that
+changes nothing. The cursor (the last `modified` seen, Twinfield's clock) moves after the events
+of the poll are stored; the next poll starts at that second, included (a row changed later in the
+same second is not missed; the ones read before are duplicates), and a poll cut off reads the
+same rows again, harmlessly.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from xml.sax.saxutils import escape
+
+from django.db import transaction
+from django.utils import timezone
+
+from integrations import services
+from integrations.models import ClientLink, Connection
+from integrations.twinfield.client import TwinfieldClient, TwinfieldRefused
+from integrations.twinfield.models import TwinfieldConnection, TwinfieldCursor
+from invoices.models import Invoice
+from invoices.money import document_totals
+
+SOURCE_NAME = "twinfield-poll"  # what staff see as the stored events' source (Back office → Webhooks)
+CUSTOMERS_PAGE = 25
+FIRST_LOAD_MONTHS = 24
+BROWSE_CUSTOMER_LINES = "100"
+FIELDS = ["fin.trs.head.code", "fin.trs.head.number", "fin.trs.head.status", "fin.trs.line.dim2",
+          "fin.trs.line.invnumber", "fin.trs.line.valuesigned", "fin.trs.line.openvaluesigned",
+          "fin.trs.line.matchstatus", "fin.trs.line.modified"]
+LATEST = "99991231235959"
+CENT = Decimal("0.01")
+Entity = TwinfieldCursor.Entity
+
+
+@dataclass
+class Counts:
+    customers: int = 0
+    invoices: int = 0
+    payments: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    skipped: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def poll(twinfield: TwinfieldConnection) -> dict:
+    """One poll (see the module's docstring). Raises the client's errors (Throttled,
+    NeedsReauthorisation, TwinfieldError); what was stored before stays stored."""
+    client = TwinfieldClient(twinfield)
+    with transaction.atomic():
+        connection = Connection.objects.get(pk=twinfield.connection_id)
+        cursors = {entity: TwinfieldCursor.objects.get_or_create(twinfield=twinfield, entity=entity)[0]
+                   for entity in (Entity.CUSTOMERS, Entity.TRANSACTIONS)}
+    counts = Counts()
+    known_customers: set[str] = set()
+    if not cursors[Entity.CUSTOMERS].position:
+        known_customers = _load_customers(client, connection, counts)
+        _move(cursors[Entity.CUSTOMERS], "loaded")
+    since = cursors[Entity.TRANSACTIONS].position
+    rows = _changed_rows(client, since)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["fin.trs.head.code"], row["fin.trs.head.number"]), []).append(row)
+    vat = VatCodes(client)
+    for (code, number), lines in sorted(groups.items()):
+        invoice_line = next((r for r in lines if _amount(r.get("fin.trs.line.valuesigned")) > 0
+                             and r.get("fin.trs.line.invnumber")), None)
+        if invoice_line is None:
+            counts.skipped += 1  # a payment or credit note: it shows on the invoice it settles
+            continue
+        customer = invoice_line["fin.trs.line.dim2"]
+        if customer not in known_customers and not _linked(connection, customer):
+            _store_customer(client, connection, customer, counts)
+            known_customers.add(customer)
+        _store_invoice(client, connection, code, number, vat, counts)
+    latest = max((r.get("fin.trs.line.modified") or "" for r in rows), default="")
+    _move(cursors[Entity.TRANSACTIONS], max(latest, since) if latest else since or _twinfield_now())
+    return counts.as_dict()
+
+
+# --- Customers ---------------------------------------------------------------------------------
+
+def _load_customers(client: TwinfieldClient, connection: Connection, counts: Counts) -> set[str]:
+    codes, first = [], 1
+    while True:
+        page = client.search("DIM", options={"dimtype": "DEB"}, first_row=first, max_rows=CUSTOMERS_PAGE)
+        codes += [row[0] for row in page.rows if row]
+        first += CUSTOMERS_PAGE
+        if not page.rows or first > page.total:
+            break
+    for code in codes:
+        _store_customer(client, connection, code, counts)
+    return set(codes)
+
+
+def _linked(connection: Connection, code: str) -> bool:
+    with transaction.atomic():
+        return ClientLink.objects.filter(connection=connection, external_id=code).exists()
+
+
+def _store_customer(client: TwinfieldClient, connection: Connection, code: str, counts: Counts) -> None:
+    try:
+        dimension = client.process(f"<read><type>dimensions</type><office>{escape(client.office)}</office>"
+                                   f"<dimtype>DEB</dimtype><code>{escape(code)}</code></read>")
+    except TwinfieldRefused:
+        counts.skipped += 1  # gone since it was listed
+        return
+    event = customer_event(dimension)
+    counts.customers += 1
+    _store(connection, f"dimension:{code}", event, counts)
+
+
+def customer_event(dimension) -> dict:
+    """A `<dimension>` of type DEB -> client.upserted (the invoice address, or the first)."""
+    addresses = dimension.findall("addresses/address")
+    address = next((a for a in addresses if a.get("type") == "invoice" and a.get("default") == "true"), None)
+    if address is None and addresses:
+        address = addresses[0]
+
+    def text(node, path: str, limit: int) -> str:
+        return ((node.findtext(path) if node is not None else "") or "").strip()[:limit]
+
+    kvk = "".join(ch for ch in text(dimension, "cocnumber", 40) if ch.isdigit())
+    return {"type": "client.upserted", "data": {
+        "external_id": text(dimension, "code", 100), "name": text(dimension, "name", 200),
+        "kvk_number": kvk if len(kvk) == 8 else "",
+        "vat_number": text(dimension, "vatnumber", 20).replace(" ", "").upper(),
+        "billing_email": text(address, "email", 254),
+        "address": {"line": text(address, "field2", 200), "postal_code": text(address, "postcode", 16),
+                    "city": text(address, "city", 100), "country": text(address, "country", 2).upper() or "NL"}}}
+
+
+# --- Invoices and what is paid of them -----------------------------------------------------------
+
+def _changed_rows(client: TwinfieldClient, since: str) -> list[dict]:
+    if since:
+        return client.browse(BROWSE_CUSTOMER_LINES, FIELDS, {"fin.trs.line.modified": ("between", since, LATEST)})
+    rows, today = [], timezone.localdate()
+    for back in range(FIRST_LOAD_MONTHS, -1, -1):  # the first load: period by period, oldest first
+        month = (today.year * 12 + today.month - 1) - back
+        period = f"{month // 12}/{month % 12 + 1:02d}"
+        rows += client.browse(BROWSE_CUSTOMER_LINES, FIELDS, {"fin.trs.head.yearperiod": ("between", period, period)})
+    return rows
+
+
+def _store_invoice(client: TwinfieldClient, connection: Connection, code: str, number: str, vat: "VatCodes",
+                   counts: Counts) -> None:
+    try:
+        found = client.process(f"<read><type>transaction</type><office>{escape(client.office)}</office>"
+                               f"<code>{escape(code)}</code><number>{escape(number)}</number></read>")
+    except TwinfieldRefused:
+        counts.skipped += 1  # a provisional transaction deleted since it was listed
+        return
+    event = invoice_event(found, vat)
+    if event is None:
+        counts.skipped += 1
+        return
+    with transaction.atomic():
+        if Invoice.objects.filter(connection=connection, external_id=event["data"]["external_id"]).exists():
+            event["type"] = "invoice.updated"
+    counts.invoices += 1
+    _store(connection, f"transaction:{code}:{number}", event, counts)
+    payment = payment_event(found, event, connection)
+    if payment is not None:
+        counts.payments += 1
+        _store(connection, f"paid:{code}:{number}", payment, counts)
+
+
+def invoice_event(found, vat: "VatCodes") -> dict | None:
+    """A sales transaction read whole -> invoice.created (applied as an update when the portal has
+    it). None for a transaction without a debit customer line and an invoice number."""
+    header = found.find("header")
+    total = next((line for line in found.iterfind("lines/line") if line.get("type") == "total"), None)
+    if header is None or total is None or (total.findtext("debitcredit") or "") != "debit":
+        return None
+    invoice_number = (header.findtext("invoicenumber") or total.findtext("invoicenumber") or "").strip()
+    customer = (total.findtext("dim2") or "").strip()
+    if not invoice_number or not customer:
+        return None
+    issue_date = _date(header.findtext("date")) or timezone.localdate()
+    due_date = _date(header.findtext("duedate")) or issue_date
+    lines = []
+    for line in found.iterfind("lines/line"):
+        if line.get("type") != "detail":
+            continue
+        value = _amount(line.findtext("value"))
+        if (line.findtext("debitcredit") or "") == "debit":
+            value = -value  # a discount line on a sales invoice
+        lines.append({"description": (line.findtext("description") or "-").strip()[:500] or "-", "quantity": "1",
+                      "unit_price": str(value.quantize(CENT)),
+                      "tax_rate": _rate_text(vat.rate(line, issue_date))})
+    if not lines:
+        return None
+    totals = document_totals([{**line, "discount_percent": "0"} for line in lines])
+    code, number = header.findtext("code"), header.findtext("number")
+    return {"type": "invoice.created", "data": {
+        "external_id": f"{code}:{number}", "number": invoice_number, "client_external_id": customer,
+        "issue_date": issue_date.isoformat(), "due_date": due_date.isoformat(),
+        "currency": (header.findtext("currency") or "EUR").strip(),
+        "payment_terms": {"days": max(0, (due_date - issue_date).days), "text": ""},
+        "purchase_order": "", "status": "open", "lines": lines,
+        "tax_breakdown": [{"rate": _rate_text(rate), "base": str(base), "tax": str(tax)}
+                          for rate, (base, tax) in sorted(totals.tax_breakdown.items())],
+        "subtotal": str(totals.subtotal), "tax_total": str(totals.tax_total), "total": str(totals.total),
+        "updated_at": _moment(header.findtext("modificationdate")).isoformat()}}
+
+
+def payment_event(found, invoice: dict, connection: Connection) -> dict | None:
+    """What Twinfield says is paid of the invoice (its value less its open value) beyond what
+    the portal already knows is settled of it (payments, credit notes): one payment of the
+    difference, named by the amount paid in all, so reading the same state again changes nothing."""
+    total = next(line for line in found.iterfind("lines/line") if line.get("type") == "total")
+    value, open_value = _amount(total.findtext("value")), _amount(total.findtext("openvalue"))
+    paid = value - open_value
+    if paid <= 0:
+        return None
+    data = invoice["data"]
+    with transaction.atomic():
+        held = Invoice.objects.filter(connection=connection, external_id=data["external_id"]).values(
+            "total", "open_balance").first()
+    known = (held["total"] - held["open_balance"]) if held else Decimal(0)
+    new = (paid - known).quantize(CENT)
+    if new <= 0:
+        return None
+    matched = [_date(node.text) for node in total.iterfind("matches/set/matchdate")] + [_date(total.findtext("matchdate"))]
+    when = max((d for d in matched if d), default=None)
+    received = timezone.make_aware(datetime.datetime.combine(when, datetime.time(12))) if when else timezone.now()
+    return {"type": "payment.recorded", "data": {
+        "external_id": f"twinfield:{data['external_id']}:paid:{paid.quantize(CENT)}",
+        "client_external_id": data["client_external_id"], "amount": str(new), "currency": data["currency"],
+        "received_at": received.isoformat(), "method": "bank_transfer", "reference": "",
+        "allocations": [{"invoice_external_id": data["external_id"], "amount": str(new)}]}}
+
+
+class VatCodes:
+    """The office's VAT codes, read once a poll and only when an invoice needs one: a code's
+    percentage on a date (codes change rate over time: VH 19 % then 21 %)."""
+
+    def __init__(self, client: TwinfieldClient):
+        self.client = client
+        self.read: dict[str, list[tuple[datetime.date, Decimal]]] = {}
+
+    def rate(self, line, on: datetime.date) -> Decimal:
+        code = (line.findtext("vatcode") or "").strip()
+        if code and code not in self.read:
+            self.read[code] = self._percentages(code)
+        dated = [(start, rate) for start, rate in self.read.get(code, []) if start <= on]
+        if dated:
+            return max(dated)[1]
+        value, tax = _amount(line.findtext("value")), _amount(line.findtext("vatvalue"))
+        return (tax * 100 / value).quantize(CENT, ROUND_HALF_UP) if value else Decimal(0)
+
+    def _percentages(self, code: str) -> list[tuple[datetime.date, Decimal]]:
+        try:
+            found = self.client.process(f"<read><type>vat</type><office>{escape(self.client.office)}</office>"
+                                        f"<code>{escape(code)}</code></read>")
+        except TwinfieldRefused:
+            return []
+        rates = []
+        for node in found.iterfind("percentages/percentage"):
+            start, rate = _date(node.findtext("date")), node.findtext("percentage")
+            if start and rate:
+                rates.append((start, _amount(rate)))
+        return rates
+
+
+# --- Small things --------------------------------------------------------------------------------
+
+def _store(connection: Connection, key: str, event: dict, counts: Counts) -> None:
+    # The data, not the type: an invoice read again unchanged (created then, an update now) is a duplicate.
+    digest = hashlib.sha256(json.dumps(event["data"], sort_keys=True).encode()).hexdigest()[:24]
+    with transaction.atomic():
+        outcome = services.event_store(connection, source=SOURCE_NAME, natural_key=f"{key}:{digest}", payload=event)
+    setattr(counts, outcome, getattr(counts, outcome) + 1)
+
+
+def _move(cursor: TwinfieldCursor, position: str) -> None:
+    with transaction.atomic():
+        TwinfieldCursor.objects.filter(pk=cursor.pk).update(position=position, polled_at=timezone.now())
+    cursor.position = position
+
+
+def _twinfield_now() -> str:
+    """Twinfield's moments are Dutch local time, YYYYMMDDHHMMSS."""
+    from zoneinfo import ZoneInfo
+
+    return timezone.now().astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%Y%m%d%H%M%S")
+
+
+def _amount(text) -> Decimal:
+    try:
+        return Decimal(str(text or "0").strip() or "0")
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def _rate_text(rate: Decimal) -> str:
+    return format(rate.normalize(), "f")
+
+
+def _date(text) -> datetime.date | None:
+    text = (text or "").strip()
+    try:
+        return datetime.datetime.strptime(text[:8], "%Y%m%d").date() if len(text) >= 8 else None
+    except ValueError:
+        return None
+
+
+def _moment(text) -> datetime.datetime:
+    from zoneinfo import ZoneInfo
+
+    try:
+        return datetime.datetime.strptime((text or "").strip()[:14], "%Y%m%d%H%M%S").replace(
+            tzinfo=ZoneInfo("Europe/Amsterdam"))
+    except ValueError:
+        return timezone.now()
