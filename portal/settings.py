@@ -270,6 +270,8 @@ CELERY_BEAT_SCHEDULE = {
     "prune-webhook-samples": {"task": "portal.tasks.prune_webhook_samples", "schedule": 86400.0},
     # Exact Online: the safety sync behind the webhook hints, which also keeps each refresh token in use.
     "exact-safety-sync": {"task": "integrations.exact.tasks.sync_exact_connections", "schedule": 3600.0},
+    # Each Twinfield connection at its own interval (poll_minutes): this only writes the polls due.
+    "twinfield-polls": {"task": "integrations.twinfield.tasks.poll_twinfield_connections", "schedule": 60.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------

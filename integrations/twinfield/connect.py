@@ -92,7 +92,14 @@ def _connect(job: Job) -> str:
                      key=lambda o: (o["name"].lower(), o["code"]))
     with transaction.atomic():
         TwinfieldConnection.objects.filter(pk=twinfield.pk).update(offices=offices)
-    return f"connected to {twinfield.organisation}; {len(offices)} offices"
+    resumed = 0
+    if twinfield.office:
+        # Connected again after "needs re-authorisation": the polls stopped for it start again.
+        from integrations.twinfield.tasks import twinfield_resume
+
+        with transaction.atomic():
+            resumed = twinfield_resume(twinfield=twinfield)
+    return f"connected to {twinfield.organisation}; {len(offices)} offices; {resumed} jobs resumed"
 
 
 def _forget_code(twinfield: TwinfieldConnection) -> None:

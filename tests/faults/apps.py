@@ -20,6 +20,9 @@ class FaultsConfig(AppConfig):
 
         outbox.TIMEOUT = (seconds, seconds)  # the accounting endpoint (connect, read)
         exact_client.TIMEOUT = exact_tokens.TIMEOUT = (seconds, seconds)  # Exact Online's API and token endpoint
+        from integrations.twinfield import client as twinfield_client, tokens as twinfield_tokens
+
+        twinfield_client.TIMEOUT = twinfield_tokens.TIMEOUT = (seconds, seconds)  # Twinfield's cluster and login
         made = Client.__init__
 
         @functools.wraps(made)

@@ -15,7 +15,7 @@ from tests.faults.kinds.common import worker_env
 from tests.faults.kinds.documents import PdfPrerenderScenario, Renders
 from tests.faults.kinds.email import EmailScenario
 from tests.faults.kinds.exact import ExactConnectScenario, ExactSyncScenario
-from tests.faults.kinds.twinfield import TwinfieldConnectScenario
+from tests.faults.kinds.twinfield import TwinfieldConnectScenario, TwinfieldPollScenario
 from tests.faults.kinds.payments import Mollie, MollieScenario
 from tests.faults.smtp import FakeSmtp
 from tests.support.tasks import REMOTE_CALL
@@ -32,7 +32,7 @@ def shared_remotes(exact_server, twinfield_server):
     with FakeSmtp() as smtp, Mollie() as mollie, Renders() as renders:
         yield {EmailScenario: smtp, MollieScenario: mollie, PdfPrerenderScenario: renders,
                ExactSyncScenario: exact_server, ExactConnectScenario: exact_server,
-               TwinfieldConnectScenario: twinfield_server}
+               TwinfieldConnectScenario: twinfield_server, TwinfieldPollScenario: twinfield_server}
 
 
 @pytest.fixture

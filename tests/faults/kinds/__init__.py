@@ -16,7 +16,7 @@ from tests.faults.kinds.exact import ExactConnectScenario, ExactHintScenario, Ex
 from tests.faults.kinds.email import NotificationEmailScenario, ReminderSendScenario
 from tests.faults.kinds.payments import GatewayEventScenario, MandateCollectScenario, MandateSyncScenario
 from tests.faults.kinds.remote_call import CountingRemote, RemoteCallScenario
-from tests.faults.kinds.twinfield import TwinfieldConnectScenario
+from tests.faults.kinds.twinfield import TwinfieldConnectScenario, TwinfieldPollScenario
 
 SCENARIOS = {
     RemoteCallScenario.kind: RemoteCallScenario,
@@ -32,6 +32,7 @@ SCENARIOS = {
     ExactHintScenario.kind: ExactHintScenario,
     ExactConnectScenario.kind: ExactConnectScenario,
     TwinfieldConnectScenario.kind: TwinfieldConnectScenario,
+    TwinfieldPollScenario.kind: TwinfieldPollScenario,
 }
 
 __all__ = ["SCENARIOS", "CountingRemote", "RemoteCallScenario"]
