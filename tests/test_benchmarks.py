@@ -50,3 +50,17 @@ def test_the_exact_sync_benchmark_runs_at_a_tiny_size():
     assert "API calls: 9 of the 5,000-a-day budget" in result.stdout, result.stdout
     assert "day_remaining 4991 of 5000" in result.stdout, result.stdout
     assert "page 4 (sync/SalesInvoice/SalesInvoices): 40 rows" in result.stdout, result.stdout
+
+
+def test_the_twinfield_sync_benchmark_runs_at_a_tiny_size():
+    # 20 invoices of 3 lines from 5 customers, every fourth paid, over the 25 periods the first load browses.
+    env = {**os.environ, "DATABASE_NAME": "portal_bench_twinfield_tiny"}
+    result = subprocess.run([sys.executable, "bench/twinfield_sync.py", "--invoices", "20", "--lines-per-invoice", "3",
+                             "--customers", "5"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ("portal holds 20 invoices with 60 lines, 5 clients, 5 invoices paid by 5 payments "
+            "(Twinfield: 20, 60, 5, 5)") in result.stdout, result.stdout
+    # 1 Finder page and 5 reads of customers, 25 browses, 20 transactions, 2 VAT codes: 1 credit each.
+    assert "credits: 53 spent, 0.1 minutes of Twinfield's budget" in result.stdout, result.stdout
+    assert "the connection recorded 53 today" in result.stdout, result.stdout
+    assert "PATCHED IN THIS PROCESS ONLY" in result.stdout, result.stdout
