@@ -4,7 +4,8 @@ it (kind "outbox.deliver"). The job posts it signed (Standard Webhooks) with no 
 open, with the message id as webhook-id, the key the receiver books a message by only once;
 portal.jobs retries it with backoff, parks it as dead after the last try, and staff replay it.
 Messages about one payment or invoice go out in the order they were written. A connection to Exact
-Online takes them its own way: booked as bank entries (integrations.exact.booking), by kind."""
+Online or Twinfield takes them its own way: booked as bank entries or transactions
+(integrations.exact.booking, integrations.twinfield.booking), by kind."""
 from __future__ import annotations
 
 import json
@@ -14,9 +15,10 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
-# Also registers Exact's own job handlers (exact.sync, exact.hint) and its safety-sync task wherever
-# the integrations' jobs are found (integrations.tasks imports this module).
+# Also registers Exact's and Twinfield's own job handlers (exact.sync, exact.hint, twinfield.poll) and
+# their beat tasks wherever the integrations' jobs are found (integrations.tasks imports this module).
 from integrations.exact.tasks import outbox_deliver_exact
+from integrations.twinfield.tasks import outbox_deliver_twinfield
 from integrations.models import ClientLink, Connection, OutboxMessage
 from integrations.signing import signed_headers
 from portal import jobs
@@ -41,9 +43,10 @@ def accounting_connection(*, client, invoices) -> tuple[Connection | None, str]:
 
 
 def takes_payments_back(connection: Connection) -> bool:
-    """An enabled connection with an address for payments, or one to Exact Online (booked there
-    as bank entries by integrations.exact.booking)."""
-    return connection.enabled and (bool(connection.outbound_url) or connection.kind == Connection.Kind.EXACT_ONLINE)
+    """An enabled connection with an address for payments, or one to Exact Online or Twinfield
+    (booked there as bank entries or transactions: integrations.exact.booking, .twinfield.booking)."""
+    return connection.enabled and (bool(connection.outbound_url) or connection.kind in (
+        Connection.Kind.EXACT_ONLINE, Connection.Kind.TWINFIELD))
 
 
 def outbox_write(*, connection: Connection, event_type: str, data: dict, subject: str) -> OutboxMessage:
@@ -73,6 +76,8 @@ def outbox_deliver(*, job) -> str:
     connection = message.connection
     if connection.kind == Connection.Kind.EXACT_ONLINE and connection.enabled:
         return outbox_deliver_exact(message=message, job=job)  # Exact's own way: a bank entry
+    if connection.kind == Connection.Kind.TWINFIELD and connection.enabled:
+        return outbox_deliver_twinfield(message=message, job=job)  # a bank transaction, matched
     if not connection.enabled or not connection.outbound_url:
         raise jobs.Permanent(f"connection {connection.slug!r} is disabled or has no address for payments")
     secrets_ = connection.secrets()

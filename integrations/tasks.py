@@ -1,7 +1,6 @@
 """The integrations' background work, as portal.jobs handlers (no Celery tasks of their own:
 portal.tasks rings for every kind, and its sweep catches up on what was never rung)."""
 from integrations import outbox, services
-from integrations.twinfield import tasks as twinfield_tasks  # noqa: F401 - registers twinfield.poll
 from portal import jobs
 
 

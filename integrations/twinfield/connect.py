@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from integrations import oauth
-from integrations.twinfield.models import TwinfieldConnection
+from integrations.twinfield.models import TwinfieldConnection, TwinfieldCursor
 from portal import jobs
 from portal.models import Job
 
@@ -108,9 +108,9 @@ def _forget_code(twinfield: TwinfieldConnection) -> None:
 
 
 def twinfield_office_choose(*, twinfield: TwinfieldConnection, office: str) -> list[dict]:
-    """Store the chosen office (one the user can reach), then read its bank and cash daybooks
-    (Finder TRS: a call out, the caller holds no transaction) and store them. A changed office
-    forgets the daybook chosen for the old one."""
+    """Store the chosen office (one the user can reach), then read its bank daybooks (Finder TRS:
+    a call out, the caller holds no transaction) and store them. A changed office forgets the
+    daybook chosen for the old one and the poll cursors (the next poll is a first load)."""
     from integrations.twinfield.client import TwinfieldClient
 
     if office not in {o["code"] for o in twinfield.offices}:
@@ -119,7 +119,9 @@ def twinfield_office_choose(*, twinfield: TwinfieldConnection, office: str) -> l
         changed = twinfield.office != office
         twinfield.office = office
         if changed:
+            # Another administration: its customers and history are loaded from the start.
             twinfield.daybook, twinfield.daybooks = "", []
+            TwinfieldCursor.objects.filter(twinfield=twinfield).delete()
         twinfield.save(update_fields=["office", "daybook", "daybooks"])
     found = TwinfieldClient(twinfield).search("TRS", options={"category": "bank"}, max_rows=100)
     daybooks = sorted(({"code": row[0], "name": row[1] if len(row) > 1 else row[0]} for row in found.rows),
@@ -132,7 +134,7 @@ def twinfield_office_choose(*, twinfield: TwinfieldConnection, office: str) -> l
 
 def twinfield_daybook_choose(*, twinfield: TwinfieldConnection, daybook: str) -> None:
     if daybook not in {d["code"] for d in twinfield.daybooks}:
-        raise ValueError(_("Choose one of the office's bank or cash daybooks."))
+        raise ValueError(_("Choose one of the office's bank daybooks."))
     with transaction.atomic():
         TwinfieldConnection.objects.filter(pk=twinfield.pk).update(daybook=daybook)
     twinfield.daybook = daybook

@@ -28,13 +28,15 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from xml.sax.saxutils import escape
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from integrations import services
 from integrations.models import ClientLink, Connection
 from integrations.twinfield.client import TwinfieldClient, TwinfieldRefused
 from integrations.twinfield.models import TwinfieldConnection, TwinfieldCursor
-from invoices.models import Invoice
+from invoices.models import Invoice, PaymentAllocation
+from portal.models import WebhookRequest
 from invoices.money import document_totals
 
 SOURCE_NAME = "twinfield-poll"  # what staff see as the stored events' source (Back office → Webhooks)
@@ -235,11 +237,7 @@ def payment_event(found, invoice: dict, connection: Connection) -> dict | None:
     if paid <= 0:
         return None
     data = invoice["data"]
-    with transaction.atomic():
-        held = Invoice.objects.filter(connection=connection, external_id=data["external_id"]).values(
-            "total", "open_balance").first()
-    known = (held["total"] - held["open_balance"]) if held else Decimal(0)
-    new = (paid - known).quantize(CENT)
+    new = (paid - _settled_known(connection, data["external_id"])).quantize(CENT)
     if new <= 0:
         return None
     matched = [_date(node.text) for node in total.iterfind("matches/set/matchdate")] + [_date(total.findtext("matchdate"))]
@@ -250,6 +248,28 @@ def payment_event(found, invoice: dict, connection: Connection) -> dict | None:
         "client_external_id": data["client_external_id"], "amount": str(new), "currency": data["currency"],
         "received_at": received.isoformat(), "method": "bank_transfer", "reference": "",
         "allocations": [{"invoice_external_id": data["external_id"], "amount": str(new)}]}}
+
+
+def _settled_known(connection: Connection, external_id: str) -> Decimal:
+    """What the portal has, or is about to have, settled of the invoice: its total less its open
+    balance (payments and credit notes applied), with the polls' own payments counted as stored
+    rather than as applied, so one stored by an earlier poll and not yet applied (its job still
+    waiting) is not recorded again."""
+    prefix = f"twinfield:{external_id}:paid:"
+    with transaction.atomic():
+        held = Invoice.objects.filter(connection=connection, external_id=external_id).values(
+            "pk", "total", "open_balance").first()
+        applied = Decimal(0)
+        if held:
+            applied = PaymentAllocation.objects.filter(invoice_id=held["pk"], payment__connection=connection,
+                                                       payment__external_id__startswith=prefix) \
+                .aggregate(total=Sum("amount"))["total"] or Decimal(0)
+        stored = WebhookRequest.objects.filter(source=SOURCE_NAME, account=connection.slug,
+                                               natural_key__startswith=f"paid:{external_id}:",
+                                               status=WebhookRequest.Status.ACCEPTED)
+        recorded = sum((Decimal(json.loads(row.body)["data"]["amount"]) for row in stored), Decimal(0))
+    settled = (held["total"] - held["open_balance"]) if held else Decimal(0)
+    return settled - applied + recorded
 
 
 class VatCodes:

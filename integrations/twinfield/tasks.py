@@ -91,3 +91,23 @@ def twinfield_poll(job) -> str:
     except Throttled as exc:
         raise jobs.Retry(str(exc), after=max(1.0, (exc.until - timezone.now()).total_seconds())) from None
     return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
+def outbox_deliver_twinfield(*, message, job) -> str:
+    """The outbox delivery of a Twinfield connection (integrations.outbox dispatches by kind)."""
+    from integrations.twinfield import booking
+    from integrations.twinfield.client import TwinfieldUnreachable
+
+    with transaction.atomic():
+        twinfield = TwinfieldConnection.objects.filter(connection_id=message.connection_id).first()
+    if twinfield is None:
+        raise jobs.Permanent(f"connection {message.connection.slug!r} has no Twinfield settings")
+    try:
+        return booking.outbox_book(twinfield=twinfield, message=message, job=job)
+    except NeedsReauthorisation as exc:
+        raise jobs.Permanent(f"{STOPPED} {exc}") from None
+    except Throttled as exc:
+        raise jobs.Retry(str(exc), after=max(1.0, (exc.until - timezone.now()).total_seconds())) from None
+    except TwinfieldUnreachable as exc:
+        # Twinfield may have booked it: the next attempt looks for it by our message id first.
+        raise jobs.Retry(str(exc)) from None

@@ -121,3 +121,23 @@ def test_an_invoice_matched_in_twinfield_is_paid_in_the_portal_in_part_then_in_f
     assert invoice.open_balance == D("0.00") and invoice.status == Invoice.Status.PAID
     with staff_scope():
         assert sorted(p.amount for p in Payment.objects.filter(client=invoice.client)) == [D("21.00"), D("100.00")]
+
+
+def test_a_poll_before_the_last_ones_payment_is_applied_does_not_count_it_twice(fake, twinfield, run):
+    customer = _customer(fake)
+    made = fake.add_sales_invoice(OFFICE, customer["code"], [("Advies", "100.00", "VH")])  # 121.00
+    poll(twinfield)
+    run()
+
+    fake.advance(60)
+    fake.pay(OFFICE, made["invoicenumber"], "21.00")
+    poll(twinfield)  # stores a payment of 21.00; its job has not run yet
+    fake.advance(60)
+    fake.pay(OFFICE, made["invoicenumber"], "100.00")
+    poll(twinfield)  # Twinfield now says 121.00 paid: 100.00 more, not 121.00
+    run()
+
+    invoice = _invoice(made["invoicenumber"])
+    assert invoice.status == Invoice.Status.PAID and invoice.open_balance == D("0.00")
+    with staff_scope():
+        assert sorted(p.amount for p in Payment.objects.filter(client=invoice.client)) == [D("21.00"), D("100.00")]
