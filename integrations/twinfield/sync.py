@@ -181,8 +181,16 @@ def _store_invoice(client: TwinfieldClient, connection: Connection, code: str, n
         if Invoice.objects.filter(connection=connection, external_id=event["data"]["external_id"]).exists():
             event["type"] = "invoice.updated"
     counts.invoices += 1
+    parts = matched_parts(found)
+    if parts["reversed"] and parts["reversed"] >= _amount(_total_line(found).findtext("value")):
+        # Undone the Twinfield way (a mirrored transaction in the same daybook, matched with it): void.
+        data = event["data"]
+        _store(connection, f"voided:{code}:{number}", {"type": "invoice.voided", "data": {
+            "external_id": data["external_id"], "reason": "reversed in Twinfield",
+            "updated_at": data["updated_at"]}}, counts)
+        return
     _store(connection, f"transaction:{code}:{number}", event, counts)
-    payment = payment_event(found, event, connection)
+    payment = payment_event(found, event, connection, paid=parts["paid"])
     if payment is not None:
         counts.payments += 1
         _store(connection, f"paid:{code}:{number}", payment, counts)
@@ -227,13 +235,35 @@ def invoice_event(found, vat: "VatCodes") -> dict | None:
         "updated_at": _moment(header.findtext("modificationdate")).isoformat()}}
 
 
-def payment_event(found, invoice: dict, connection: Connection) -> dict | None:
-    """What Twinfield says is paid of the invoice (its value less its open value) beyond what
-    the portal already knows is settled of it (payments, credit notes): one payment of the
-    difference, named by the amount paid in all, so reading the same state again changes nothing."""
-    total = next(line for line in found.iterfind("lines/line") if line.get("type") == "total")
-    value, open_value = _amount(total.findtext("value")), _amount(total.findtext("openvalue"))
-    paid = value - open_value
+def _total_line(found):
+    return next(line for line in found.iterfind("lines/line") if line.get("type") == "total")
+
+
+def matched_parts(found) -> dict:
+    """What of the invoice's customer line is matched, by what it is matched with: "reversed" by
+    transactions in its own (sales) daybook (a reversal, a credit note), "paid" by anything else
+    (a bank or cash transaction, a memorial booking of a payment)."""
+    header, total = found.find("header"), _total_line(found)
+    own = ((header.findtext("code") or "").strip(), (header.findtext("number") or "").strip())
+    parts = {"reversed": Decimal(0), "paid": Decimal(0)}
+    for match in total.iterfind("matches/set"):
+        ours, others = Decimal(0), []
+        for line in match.iterfind("lines/line"):
+            key = ((line.findtext("code") or "").strip(), (line.findtext("number") or "").strip())
+            if key == own:
+                ours += _amount(line.findtext("matchvalue"))
+            else:
+                others.append(key[0])
+        kind = "reversed" if others and all(code == own[0] for code in others) else "paid"
+        parts[kind] += ours
+    return parts
+
+
+def payment_event(found, invoice: dict, connection: Connection, *, paid: Decimal) -> dict | None:
+    """What Twinfield says is paid of the invoice (`paid`: matched with payments) beyond what the
+    portal already knows is settled of it: one payment of the difference, named by the amount
+    paid in all, so reading the same state again changes nothing."""
+    total = _total_line(found)
     if paid <= 0:
         return None
     data = invoice["data"]

@@ -141,3 +141,20 @@ def test_a_poll_before_the_last_ones_payment_is_applied_does_not_count_it_twice(
     assert invoice.status == Invoice.Status.PAID and invoice.open_balance == D("0.00")
     with staff_scope():
         assert sorted(p.amount for p in Payment.objects.filter(client=invoice.client)) == [D("21.00"), D("100.00")]
+
+
+def test_an_invoice_reversed_in_twinfield_is_voided_not_paid(fake, twinfield, run):
+    customer = _customer(fake)
+    made = fake.add_sales_invoice(OFFICE, customer["code"], [("Vergissing", "80.00", "VH")])
+    poll(twinfield)
+    run()
+
+    fake.advance(60)
+    fake.reverse(OFFICE, made["code"], made["number"])  # a mirrored transaction, matched with it
+    counts = poll(twinfield)
+    run()
+
+    invoice = _invoice(made["invoicenumber"])
+    assert invoice.status == Invoice.Status.VOID and counts["payments"] == 0
+    with staff_scope():
+        assert not Payment.objects.filter(client=invoice.client).exists()
