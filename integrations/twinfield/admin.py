@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _, gettext_lazy
+from django.views.decorators.http import require_POST
 
 from integrations.models import Connection
 from integrations.oauth_admin import AuthorisedAppAdmin, ConnectionForm
@@ -86,7 +88,24 @@ class TwinfieldConnectionAdmin(AuthorisedAppAdmin):
     # --- Pages of their own -----------------------------------------------------------------
 
     def own_urls(self, view) -> list:
-        return [path("<int:pk>/office/", view(self.office_view), name=self.url_name("office"))]
+        return [path("<int:pk>/office/", view(self.office_view), name=self.url_name("office")),
+                path("<int:pk>/poll/", view(require_POST(self.poll_view)), name=self.url_name("poll"))]
+
+    def poll_view(self, request, pk: int):
+        """Poll now (as the beat task does when the interval has passed): only writes the job."""
+        from integrations.twinfield.tasks import poll_enqueue
+
+        twinfield = self._connection(request, pk)
+        if twinfield.state != TwinfieldConnection.State.CONNECTED or not twinfield.office:
+            messages.error(request, _("Connect and choose an office before polling."))
+            return HttpResponseRedirect(self._change_url(twinfield))
+        with transaction.atomic():
+            written = poll_enqueue(twinfield=twinfield)
+        if written:
+            messages.success(request, _("Poll started: new and changed invoices and payments are read now."))
+        else:
+            messages.info(request, _("A poll is already waiting to run."))
+        return HttpResponseRedirect(self._change_url(twinfield))
 
     def connected_enough(self, twinfield: TwinfieldConnection) -> bool:
         return bool(twinfield.offices)
@@ -184,5 +203,7 @@ def connection_status(twinfield: TwinfieldConnection) -> dict:
         "last_poll": format_moment(max(polled)) if polled else _("never"),
         "entities": entities,
         "needs_office": connected and (not twinfield.office or not twinfield.daybook),
+        "can_poll": connected and bool(twinfield.office),
+        "jobs_url": reverse("admin:portal_job_changelist") + "?kind=twinfield.poll",
         "connect_label": _("Connect") if twinfield.state == TwinfieldConnection.State.NEW else _("Connect again"),
     }
