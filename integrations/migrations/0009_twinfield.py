@@ -59,7 +59,7 @@ class Migration(migrations.Migration):
             name='TwinfieldCursor',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('entity', models.CharField(choices=[('customers', 'Customers'), ('transactions', 'Sales transactions'), ('open_items', 'Open items')], max_length=20, verbose_name='entity')),
+                ('entity', models.CharField(choices=[('customers', 'Customers'), ('transactions', 'Sales transactions and payments')], max_length=20, verbose_name='entity')),
                 ('position', models.CharField(blank=True, max_length=100, verbose_name='cursor')),
                 ('polled_at', models.DateTimeField(blank=True, null=True, verbose_name='last poll')),
                 ('twinfield', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='cursors', to='integrations.twinfieldconnection')),

@@ -57,13 +57,13 @@ class TwinfieldConnection(AuthorisedApp):
 
 
 class TwinfieldCursor(models.Model):
-    """Where the next poll of an entity starts: the last period read in full for transactions
-    ("2026/11"), the last transaction number seen per daybook, or a moment."""
+    """Where the next poll of an entity starts: "loaded" once every customer was read; for
+    transactions, the last modification moment seen (Twinfield's clock, YYYYMMDDHHMMSS)."""
 
     class Entity(models.TextChoices):
         CUSTOMERS = "customers", _("Customers")
-        TRANSACTIONS = "transactions", _("Sales transactions")
-        OPEN_ITEMS = "open_items", _("Open items")
+        # What is paid of an invoice is read with its customer line (a match changes it).
+        TRANSACTIONS = "transactions", _("Sales transactions and payments")
 
     twinfield = models.ForeignKey(TwinfieldConnection, on_delete=models.CASCADE, related_name="cursors")
     entity = models.CharField(_("entity"), max_length=20, choices=Entity.choices)

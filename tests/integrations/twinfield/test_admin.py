@@ -136,4 +136,4 @@ def test_the_status_page_shows_re_authorisation_and_poll_cursors(twinfield, comm
     client.force_login(staff)
     page = client.get(_url("change", twinfield.pk)).text
     assert "Needs re-authorisation" in page and "Twinfield refused the refresh token" in page
-    assert "2026/11" in page and "Sales transactions" in page and "Press Connect again" in page
+    assert "2026/11" in page and "Sales transactions and payments" in page and "Press Connect again" in page
