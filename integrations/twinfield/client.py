@@ -12,9 +12,11 @@ What Twinfield documents and this keeps to (../shared/reference/api-facts.md §2
 - every element of an answer says `result="1"` or `result="0"`, with `msgtype`/`msg` on what
   failed: a "0" becomes TwinfieldRefused with Twinfield's messages;
 - credits: a query costs 1 (ProcessXml roots list/read/columns, Finder Search), anything else 3;
-  1,000 a minute. Spent before each call in a short transaction on the connection's row, and a
-  call that would go over waits for the next minute (Throttled) instead of being refused;
-- 429 (over the rate or the concurrency limit): not processed; wait for `Retry-After`;
+  1,000 a minute. Spent before each call in a short transaction on the connection's row; a call
+  that would go over waits for the next minute instead of being refused;
+- 429 (over the rate or the concurrency limit): not processed; wait for `Retry-After` (a call
+  waits out a minute at most itself, with no transaction open; a longer wait is Throttled, and
+  the job tries again then);
 - at most one action at a time per organisation: every call holds a database lock on the
   organisation (integrations.oauth.session_lock) for its length, shared by all workers.
 
@@ -23,6 +25,7 @@ No call is made inside a database transaction.
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -42,6 +45,8 @@ ORGANISATION_WAIT = "150s"  # longer than any one call may take (TIMEOUT)
 CREDITS_PER_MINUTE = 1000
 QUERY_ROOTS = {"list", "read", "columns", "accountcode", "accountcodes"}
 DEFAULT_WAIT = datetime.timedelta(seconds=60)  # after a 429 that says nothing of when
+WAIT_IN_CALL = 61.0  # the longest wait a call sits out itself (the rest of a minute), seconds
+WAITS_IN_CALL = 3
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
 
 
@@ -172,6 +177,20 @@ class TwinfieldClient:
     # --- One call --------------------------------------------------------------------------
 
     def _call(self, service: str, action: str, body: str, *, credits: int) -> etree._Element:
+        """One call; a wait Twinfield asks for (or the minute's credits spent) of at most
+        WAIT_IN_CALL seconds is waited out here, with no transaction open and the organisation's
+        lock let go (a first load spends a minute's credits in seconds); a longer one is Throttled."""
+        for attempt in range(1, WAITS_IN_CALL + 2):
+            try:
+                return self._call_once(service, action, body, credits=credits)
+            except Throttled as throttled:
+                wait = (throttled.until - timezone.now()).total_seconds()
+                if attempt > WAITS_IN_CALL or wait > WAIT_IN_CALL:
+                    raise
+                time.sleep(max(wait, 0.05))
+        raise AssertionError("unreachable")
+
+    def _call_once(self, service: str, action: str, body: str, *, credits: int) -> etree._Element:
         from integrations.twinfield import tokens
 
         twinfield = self.twinfield

@@ -47,6 +47,7 @@ FIELDS = ["fin.trs.head.code", "fin.trs.head.number", "fin.trs.head.status", "fi
           "fin.trs.line.invnumber", "fin.trs.line.valuesigned", "fin.trs.line.openvaluesigned",
           "fin.trs.line.matchstatus", "fin.trs.line.modified"]
 LATEST = "99991231235959"
+FIRST_LOAD = "first:"  # a cursor during the first load: first:<moment it began>/<last period done>
 CENT = Decimal("0.01")
 Entity = TwinfieldCursor.Entity
 
@@ -78,12 +79,35 @@ def poll(twinfield: TwinfieldConnection) -> dict:
     if not cursors[Entity.CUSTOMERS].position:
         known_customers = _load_customers(client, connection, counts)
         _move(cursors[Entity.CUSTOMERS], "loaded")
-    since = cursors[Entity.TRANSACTIONS].position
-    rows = _changed_rows(client, since)
+    cursor = cursors[Entity.TRANSACTIONS]
+    vat = VatCodes(client)
+    if cursor.position and not cursor.position.startswith(FIRST_LOAD):
+        rows = client.browse(BROWSE_CUSTOMER_LINES, FIELDS,
+                             {"fin.trs.line.modified": ("between", cursor.position, LATEST)})
+        _store_rows(client, connection, rows, vat, known_customers, counts)
+        latest = max((r.get("fin.trs.line.modified") or "" for r in rows), default="")
+        _move(cursor, max(latest, cursor.position))
+        return counts.as_dict()
+    # The first load, period by period, oldest first; the cursor keeps the last period done, so a
+    # first load cut off (a 429, a worker gone) goes on where it stopped. It ends at the moment it
+    # began: whatever changed meanwhile is read by the next poll.
+    started, _, done = cursor.position.removeprefix(FIRST_LOAD).partition("/") if cursor.position else \
+        (_twinfield_now(), "", "")
+    for period in _first_load_periods():
+        if done and period <= done:
+            continue
+        rows = client.browse(BROWSE_CUSTOMER_LINES, FIELDS, {"fin.trs.head.yearperiod": ("between", period, period)})
+        _store_rows(client, connection, rows, vat, known_customers, counts)
+        _move(cursor, f"{FIRST_LOAD}{started}/{period}")
+    _move(cursor, started)
+    return counts.as_dict()
+
+
+def _store_rows(client: TwinfieldClient, connection: Connection, rows: list[dict], vat: "VatCodes",
+                known_customers: set[str], counts: Counts) -> None:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["fin.trs.head.code"], row["fin.trs.head.number"]), []).append(row)
-    vat = VatCodes(client)
     for (code, number), lines in sorted(groups.items()):
         invoice_line = next((r for r in lines if _amount(r.get("fin.trs.line.valuesigned")) > 0
                              and r.get("fin.trs.line.invnumber")), None)
@@ -95,9 +119,13 @@ def poll(twinfield: TwinfieldConnection) -> dict:
             _store_customer(client, connection, customer, counts)
             known_customers.add(customer)
         _store_invoice(client, connection, code, number, vat, counts)
-    latest = max((r.get("fin.trs.line.modified") or "" for r in rows), default="")
-    _move(cursors[Entity.TRANSACTIONS], max(latest, since) if latest else since or _twinfield_now())
-    return counts.as_dict()
+
+
+def _first_load_periods() -> list[str]:
+    """This month and the FIRST_LOAD_MONTHS before it, oldest first, as Twinfield writes periods."""
+    today = timezone.localdate()
+    months = [(today.year * 12 + today.month - 1) - back for back in range(FIRST_LOAD_MONTHS, -1, -1)]
+    return [f"{month // 12}/{month % 12 + 1:02d}" for month in months]
 
 
 # --- Customers ---------------------------------------------------------------------------------
@@ -153,17 +181,6 @@ def customer_event(dimension) -> dict:
 
 
 # --- Invoices and what is paid of them -----------------------------------------------------------
-
-def _changed_rows(client: TwinfieldClient, since: str) -> list[dict]:
-    if since:
-        return client.browse(BROWSE_CUSTOMER_LINES, FIELDS, {"fin.trs.line.modified": ("between", since, LATEST)})
-    rows, today = [], timezone.localdate()
-    for back in range(FIRST_LOAD_MONTHS, -1, -1):  # the first load: period by period, oldest first
-        month = (today.year * 12 + today.month - 1) - back
-        period = f"{month // 12}/{month % 12 + 1:02d}"
-        rows += client.browse(BROWSE_CUSTOMER_LINES, FIELDS, {"fin.trs.head.yearperiod": ("between", period, period)})
-    return rows
-
 
 def _store_invoice(client: TwinfieldClient, connection: Connection, code: str, number: str, vat: "VatCodes",
                    counts: Counts) -> None:

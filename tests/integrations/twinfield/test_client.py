@@ -4,6 +4,7 @@ Twinfield's errors, credits and 429, a token that expired, a refused refresh, an
 time per organisation across workers. Committed for real: threads need their own sessions."""
 import datetime
 import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -102,7 +103,24 @@ def test_finder_pages_the_customers(fake, twinfield):
     assert {row[0] for row in first.rows}.isdisjoint({row[0] for row in second.rows})
 
 
-def test_a_429_waits_for_retry_after_and_the_client_does_not_call_meanwhile(fake, twinfield):
+def test_a_short_429_is_waited_out_by_the_call_itself(fake, twinfield):
+    fake.concurrency_limit = 0  # Twinfield says "one moment" (429, Retry-After: 1) until it recovers
+
+    def recover():
+        time.sleep(0.5)
+        fake.concurrency_limit = 1
+
+    threading.Thread(target=recover).start()
+    offices = TwinfieldClient(twinfield).process("<list><type>offices</type></list>")
+    assert offices.get("result") == "1"
+    statuses = [r["status"] for r in fake.requests]
+    assert 429 in statuses and statuses[-1] == 200  # refused first, then answered: no error reached the caller
+
+
+def test_a_429_waits_for_retry_after_and_the_client_does_not_call_meanwhile(fake, twinfield, monkeypatch):
+    from integrations.twinfield import client as twinfield_client
+
+    monkeypatch.setattr(twinfield_client, "WAIT_IN_CALL", 0)  # a job's call gives the wait back as Throttled
     fake.credit_limit_per_minute = 0
     with pytest.raises(Throttled) as throttled:
         TwinfieldClient(twinfield).process("<list><type>offices</type></list>")

@@ -158,3 +158,38 @@ def test_an_invoice_reversed_in_twinfield_is_voided_not_paid(fake, twinfield, ru
     assert invoice.status == Invoice.Status.VOID and counts["payments"] == 0
     with staff_scope():
         assert not Payment.objects.filter(client=invoice.client).exists()
+
+
+def test_a_first_load_cut_off_goes_on_where_it_stopped(fake, twinfield, run, monkeypatch):
+    import datetime
+
+    from django.utils import timezone
+
+    from integrations.twinfield import client as twinfield_client
+    from integrations.twinfield.client import Throttled
+    from integrations.twinfield.models import TwinfieldConnection
+
+    monkeypatch.setattr(twinfield_client, "WAIT_IN_CALL", 0)  # give Twinfield's "wait" back at once
+    customer = _customer(fake)
+    made = fake.add_sales_invoice(OFFICE, customer["code"], [("Jaarwerk", "900.00", "VH")],
+                                  date=timezone.localdate() - datetime.timedelta(days=300))
+    fake.credit_limit_per_minute = 15  # the customers (2), then 13 of the 25 periods
+    with pytest.raises(Throttled):
+        poll(twinfield)
+    with staff_scope():
+        cursor = TwinfieldCursor.objects.get(twinfield=twinfield, entity=TwinfieldCursor.Entity.TRANSACTIONS)
+    assert cursor.position.startswith("first:")  # the periods done so far are kept
+
+    fake.credit_limit_per_minute = 1000
+    fake.advance(60)
+    with staff_scope():  # Twinfield's minute is over
+        TwinfieldConnection.objects.filter(pk=twinfield.pk).update(throttled_until=None)
+    poll(twinfield)
+    run()
+
+    browses = [r for r in fake.requests if r["action"] == "columns" and r["status"] == 200]
+    assert len(browses) == 25  # every period once: 13, then the other 12
+    assert _invoice(made["invoicenumber"]).total == D("1089.00")
+    with staff_scope():
+        cursor.refresh_from_db()
+    assert len(cursor.position) == 14  # the first load is over: the moment it began
