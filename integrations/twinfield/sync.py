@@ -3,7 +3,7 @@ this data from Twinfield by using the Browse Data functionality", Wolters Kluwer
 
 One poll of one connection (the "twinfield.poll" job, integrations.twinfield.tasks):
 - the first time, every customer (Finder `DIM`, dimtype DEB, 25 a page; each read once);
-- the customer lines of transactions (browse 100) changed since the last poll
+- the customer lines of final transactions (browse 100) changed since the last poll
   (`fin.trs.line.modified`, which a match changes too, so payments are seen), or on the first
   load the last FIRST_LOAD_MONTHS periods one at a time (a large browse times out);
 - for each sales invoice among them, the transaction read whole (lines, VAT) into the canonical
@@ -47,6 +47,9 @@ FIELDS = ["fin.trs.head.code", "fin.trs.head.number", "fin.trs.head.status", "fi
           "fin.trs.line.invnumber", "fin.trs.line.valuesigned", "fin.trs.line.openvaluesigned",
           "fin.trs.line.matchstatus", "fin.trs.line.modified"]
 LATEST = "99991231235959"
+# Final transactions only: a provisional one can still be changed or deleted in Twinfield (a final
+# one only reversed, which voids it here), and a client is not shown an invoice that is not final.
+FINAL = {"fin.trs.head.status": ("equal", "final", "")}
 FIRST_LOAD = "first:"  # a cursor during the first load: first:<moment it began>/<last period done>
 CENT = Decimal("0.01")
 Entity = TwinfieldCursor.Entity
@@ -83,7 +86,7 @@ def poll(twinfield: TwinfieldConnection) -> dict:
     vat = VatCodes(client)
     if cursor.position and not cursor.position.startswith(FIRST_LOAD):
         rows = client.browse(BROWSE_CUSTOMER_LINES, FIELDS,
-                             {"fin.trs.line.modified": ("between", cursor.position, LATEST)})
+                             {"fin.trs.line.modified": ("between", cursor.position, LATEST), **FINAL})
         _store_rows(client, connection, rows, vat, known_customers, counts)
         latest = max((r.get("fin.trs.line.modified") or "" for r in rows), default="")
         _move(cursor, max(latest, cursor.position))
@@ -96,7 +99,8 @@ def poll(twinfield: TwinfieldConnection) -> dict:
     for period in _first_load_periods():
         if done and period <= done:
             continue
-        rows = client.browse(BROWSE_CUSTOMER_LINES, FIELDS, {"fin.trs.head.yearperiod": ("between", period, period)})
+        rows = client.browse(BROWSE_CUSTOMER_LINES, FIELDS,
+                             {"fin.trs.head.yearperiod": ("between", period, period), **FINAL})
         _store_rows(client, connection, rows, vat, known_customers, counts)
         _move(cursor, f"{FIRST_LOAD}{started}/{period}")
     _move(cursor, started)

@@ -193,3 +193,16 @@ def test_a_first_load_cut_off_goes_on_where_it_stopped(fake, twinfield, run, mon
     with staff_scope():
         cursor.refresh_from_db()
     assert len(cursor.position) == 14  # the first load is over: the moment it began
+
+
+def test_a_provisional_invoice_comes_in_only_once_it_is_final(fake, twinfield, run):
+    customer = _customer(fake)
+    draft = fake.add_sales_invoice(OFFICE, customer["code"], [("Concept", "10.00", "VH")], destiny="temporary")
+    final = fake.add_sales_invoice(OFFICE, customer["code"], [("Advies", "100.00", "VH")])
+
+    poll(twinfield)
+    run()
+
+    with staff_scope():
+        assert list(Invoice.objects.values_list("number", flat=True)) == [final["invoicenumber"]]
+    fake.delete_provisional(OFFICE, draft["code"], draft["number"])  # gone in Twinfield: nothing to void here
