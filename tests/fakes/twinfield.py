@@ -287,13 +287,15 @@ class FakeTwinfield(Faults, LocalServer):
                                                     organisation, failure)
                     time.sleep(delay)
                     entry["status"] = status
-                    with fake.lock:
-                        fake.requests.append(entry)
-                    self._send(status, payload, xml if status != 524 else "text/html; charset=utf-8")
                 finally:
-                    if organisation is not None:
-                        with fake.lock:
+                    # Done before the answer is written: a client that sends its next request the
+                    # moment it has this answer must not find this one still in flight.
+                    with fake.lock:
+                        if entry["status"] is not None:
+                            fake.requests.append(entry)
+                        if organisation is not None:
                             fake.in_flight[organisation] -= 1
+                self._send(status, payload, xml if status != 524 else "text/html; charset=utf-8")
 
             def _execute(self, service, operation_name, action, header, operation, organisation, failure):
                 if failure is not None:

@@ -13,6 +13,7 @@ from django.utils import timezone, translation
 from django.utils.functional import Promise
 
 from integrations.exact.models import ExactConnection
+from integrations.twinfield.models import TwinfieldConnection, TwinfieldCursor
 from integrations.models import ClientLink, Connection, OutboxMessage
 from invoices import services
 from invoices.links import document_link_issue
@@ -334,6 +335,10 @@ def _back_office(*, rows):
             CheckoutItem.objects.create(client=invoice.client, attempt=attempt, invoice=invoice, amount=invoice.total)
             ClientLink.objects.create(connection=connections[n], external_id=f"C{n}", client=invoice.client)
             ExactConnection.objects.create(connection=connections[n], client_id=f"app-{n}", client_secret=API_KEY)
+            twinfield = TwinfieldConnection.objects.create(connection=connections[n], client_id=f"app-{n}",
+                                                           client_secret=API_KEY)
+            TwinfieldCursor.objects.create(twinfield=twinfield, entity=TwinfieldCursor.Entity.TRANSACTIONS,
+                                           position="20261128120000", polled_at=now)
             OutboxMessage.objects.create(connection=connections[n], message_id=f"msg_{n}",
                                          event_type="payment.created", payload={"n": n})
             Job.objects.create(kind="test.kind", key=f"test:{n}", subject=f"s{n}", run_after=now)
