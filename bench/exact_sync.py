@@ -33,7 +33,6 @@ square of the jobs waiting, and the 11,000 events of the full size do not get ap
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import resource
 import sys
@@ -44,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.first_load import apply_all, prepare_database, rss_mb, start_fake, stop_fake, use_bench_database  # noqa: E402
 
 CLIENT_ID = "5b0f7c2e-1d44-4a8e-9f31-7c2d9e0a6b18"
 CLIENT_SECRET = "bench-exact-secret"
@@ -138,16 +139,6 @@ class Meter:
         exact_client.loads = timed_loads
 
 
-def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MB."""
-    current = 0.0
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                current = int(line.split()[1]) / 1024
-    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=10_000)
@@ -159,51 +150,22 @@ def main() -> int:
     args = parser.parse_args()
     customers = min(args.customers, args.invoices) or 1
 
-    # The fake first, before Django: a forked child must not inherit open connections.
-    pipe, child_end = multiprocessing.Pipe()
-    fake = multiprocessing.get_context("fork").Process(
-        target=fake_main, args=(child_end, args.invoices, args.lines_per_invoice, customers, args.sync_page_size),
-        daemon=True)
-    fake.start()
-    child_end.close()  # so a fake that dies is an EOFError here, not a wait
-    _, url = pipe.recv()
+    fake, pipe, url = start_fake(fake_main, args.invoices, args.lines_per_invoice, customers, args.sync_page_size)
     os.environ["EXACT_BASE_URL"] = url
-    os.environ.setdefault("DATABASE_NAME", "portal_bench_exact")  # make test runs it tiny, on a database of its own
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings_test")
-    os.environ["TEST_REDIS_DB"] = os.environ.get("BENCH_REDIS_DB", os.environ.get("TEST_REDIS_DB", "12"))
-    if os.environ.get("DATABASE_URL"):
-        os.environ["TEST_DATABASE_NAME"] = os.environ["DATABASE_NAME"]
+    use_bench_database("portal_bench_exact")
     try:
         return run(args, customers, pipe)
     finally:
-        try:
-            pipe.send("stop")
-        except OSError:
-            pass
-        fake.join(timeout=10)
+        stop_fake(fake, pipe)
 
 
 def run(args, customers: int, fake) -> int:
-    import django
-
-    django.setup()
-
-    from django.core.management import call_command
-
-    from tests.support.owner import as_owner
-
-    print(f"preparing the bench database ({os.environ['DATABASE_NAME']}): bootstrap, migrate, empty", flush=True)
-    call_command("db_bootstrap", verbosity=0)
-    with as_owner() as owner:
-        call_command("migrate", database=owner, interactive=False, verbosity=0)
-        call_command("flush", database=owner, interactive=False, verbosity=0)
+    bells = prepare_database()
 
     from portal import jobs
 
     if args.claim_fix:
         print(claim_fix(jobs), flush=True)
-    bells = []
-    jobs.current_app.send_task = lambda name, args=None, kwargs=None, **options: bells.append(name)
     meter = Meter()
     meter.install()
 
@@ -304,50 +266,6 @@ def sync_all(exact, meter: Meter) -> tuple[float, float, dict]:
             waited += wait
         per_entity[entity] = meter.rows - rows_before
     return time.perf_counter() - started, waited, per_entity
-
-
-def apply_all() -> tuple[float, int, int]:
-    """Drain the stored events as the worker does; an event retried with backoff is made due at
-    once (time passing). Returns (seconds, jobs run, attempts that failed)."""
-    from django.utils import timezone
-
-    from portal import jobs
-    from portal.models import Job
-    from portal.rls import staff_scope
-
-    with staff_scope():
-        total = Job.objects.filter(kind="accounting.event").count()
-    print(f"apply: {total:,} stored events (accounting.event jobs)", flush=True)
-    claim, claiming = jobs._claim, [0.0]
-
-    def timed_claim(**kwargs):
-        claim_started = time.perf_counter()
-        try:
-            return claim(**kwargs)
-        finally:
-            claiming[0] += time.perf_counter() - claim_started
-
-    jobs._claim = timed_claim
-    started = time.perf_counter()
-    ran = 0
-    while True:
-        chunk_started = time.perf_counter()
-        done = jobs.jobs_drain(kind="accounting.event", seconds=5)
-        ran += done
-        if done:
-            print(f"    {ran:,}/{total:,} applied ({done / (time.perf_counter() - chunk_started):,.0f}/s; "
-                  f"{claiming[0]:.1f} s claiming so far)", flush=True)
-            continue
-        with staff_scope():
-            waiting = Job.objects.filter(kind="accounting.event", state=Job.State.RETRYING)
-            if not waiting.exists():
-                break
-            print(f"    {waiting.count():,} events wait for a retry: made due now", flush=True)
-            waiting.update(run_after=timezone.now())
-    with staff_scope():
-        retried = sum(attempts - 1 for attempts in Job.objects.filter(kind="accounting.event")
-                      .values_list("attempts", flat=True))
-    return time.perf_counter() - started, ran, retried
 
 
 def report(args, customers: int, exact, meter: Meter, figures: dict, counts: dict, bells: list, *,

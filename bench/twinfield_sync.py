@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import multiprocessing
 import os
 import resource
 import sys
@@ -61,6 +60,8 @@ from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.first_load import apply_all, prepare_database, rss_mb, start_fake, stop_fake, use_bench_database  # noqa: E402
 
 CLIENT_ID = "bench-twinfield-app"
 CLIENT_SECRET = "bench-twinfield-secret"
@@ -263,16 +264,6 @@ def read_kind(xml: str) -> str:
     return f"{etree.QName(root).localname} {(root.findtext('type') or '').strip()}".strip()
 
 
-def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MB."""
-    current = 0.0
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                current = int(line.split()[1]) / 1024
-    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=10_000)
@@ -287,51 +278,25 @@ def main() -> int:
     args = parser.parse_args()
     customers = min(args.customers, args.invoices) or 1
 
-    # The fake first, before Django: a forked child must not inherit open connections.
-    pipe, child_end = multiprocessing.Pipe()
-    fake = multiprocessing.get_context("fork").Process(
-        target=fake_main, args=(child_end, args.invoices, args.lines_per_invoice, customers, args.credits_per_minute),
-        daemon=True)
-    fake.start()
-    child_end.close()  # so a fake that dies is an EOFError here, not a wait
-    _, where = pipe.recv()
+    fake, pipe, where = start_fake(fake_main, args.invoices, args.lines_per_invoice, customers,
+                                   args.credits_per_minute)
     os.environ["TWINFIELD_LOGIN_URL"] = where["base_url"]
-    os.environ.setdefault("DATABASE_NAME", "portal_bench_twinfield")  # make test runs it tiny, on a database of its own
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings_test")
-    os.environ["TEST_REDIS_DB"] = os.environ.get("BENCH_REDIS_DB", os.environ.get("TEST_REDIS_DB", "12"))
-    if os.environ.get("DATABASE_URL"):
-        os.environ["TEST_DATABASE_NAME"] = os.environ["DATABASE_NAME"]
+    use_bench_database("portal_bench_twinfield")
     try:
         return run(args, customers, pipe, where)
     finally:
-        try:
-            pipe.send("stop")
-        except OSError:
-            pass
-        fake.join(timeout=10)
+        stop_fake(fake, pipe)
 
 
 def run(args, customers: int, fake, where: dict) -> int:
-    import django
-
-    django.setup()
-
-    from django.core.management import call_command
+    bells = prepare_database()
 
     from integrations.twinfield import client as twinfield_client
     from integrations.twinfield import sync
-    from tests.support.owner import as_owner
 
     if sync.FIRST_LOAD_MONTHS != FIRST_LOAD_MONTHS:
         raise SystemExit(f"integrations.twinfield.sync reads {sync.FIRST_LOAD_MONTHS} months back now; "
                          f"set FIRST_LOAD_MONTHS here to match")
-    print(f"preparing the bench database ({os.environ['DATABASE_NAME']}): bootstrap, migrate, empty", flush=True)
-    call_command("db_bootstrap", verbosity=0)
-    with as_owner() as owner:
-        call_command("migrate", database=owner, interactive=False, verbosity=0)
-        call_command("flush", database=owner, interactive=False, verbosity=0)
-
-    from portal import jobs
 
     budget = (f"the client's CREDITS_PER_MINUTE {twinfield_client.CREDITS_PER_MINUTE:,} -> "
               f"{args.credits_per_minute:,} and the fake's credit_limit_per_minute -> {args.credits_per_minute:,}")
@@ -341,8 +306,6 @@ def run(args, customers: int, fake, where: dict) -> int:
     else:
         budget = f"credit budget as Twinfield's: {budget}"
     print(budget, flush=True)
-    bells = []
-    jobs.current_app.send_task = lambda name, args=None, kwargs=None, **options: bells.append(name)
     meter = Meter()
     meter.install()
 
@@ -436,50 +399,6 @@ def poll_all(twinfield) -> tuple[float, float, int, bool, dict]:
         print(f"    waiting {wait:.1f} s, as the job's retry would", flush=True)
         time.sleep(wait)
         waited += wait
-
-
-def apply_all() -> tuple[float, int, int]:
-    """Drain the stored events as the worker does; an event retried with backoff is made due at
-    once (time passing). Returns (seconds, jobs run, attempts that failed)."""
-    from django.utils import timezone
-
-    from portal import jobs
-    from portal.models import Job
-    from portal.rls import staff_scope
-
-    with staff_scope():
-        total = Job.objects.filter(kind="accounting.event").count()
-    print(f"apply: {total:,} stored events (accounting.event jobs)", flush=True)
-    claim, claiming = jobs._claim, [0.0]
-
-    def timed_claim(**kwargs):
-        claim_started = time.perf_counter()
-        try:
-            return claim(**kwargs)
-        finally:
-            claiming[0] += time.perf_counter() - claim_started
-
-    jobs._claim = timed_claim
-    started = time.perf_counter()
-    ran = 0
-    while True:
-        chunk_started = time.perf_counter()
-        done = jobs.jobs_drain(kind="accounting.event", seconds=5)
-        ran += done
-        if done:
-            print(f"    {ran:,}/{total:,} applied ({done / (time.perf_counter() - chunk_started):,.0f}/s; "
-                  f"{claiming[0]:.1f} s claiming so far)", flush=True)
-            continue
-        with staff_scope():
-            waiting = Job.objects.filter(kind="accounting.event", state=Job.State.RETRYING)
-            if not waiting.exists():
-                break
-            print(f"    {waiting.count():,} events wait for a retry: made due now", flush=True)
-            waiting.update(run_after=timezone.now())
-    with staff_scope():
-        retried = sum(attempts - 1 for attempts in Job.objects.filter(kind="accounting.event")
-                      .values_list("attempts", flat=True))
-    return time.perf_counter() - started, ran, retried
 
 
 def report(args, customers: int, filled: dict, twinfield, meter: Meter, figures: dict, fake: dict, bells: list, *,
