@@ -71,3 +71,32 @@ def check_page(page, name: str) -> None:
     screenshot(page, name)
     assert sideways_overflow(page) == [], (name, sideways_overflow(page))
     assert axe_violations(page) == [], (name, axe_violations(page))
+
+
+def sign_in_staff(page, live_url: str, staff) -> None:
+    """Log a staff member in through the form, with the second factor admin asks for."""
+    from tests.staff_mfa import enrol_totp, totp_code
+
+    secret = enrol_totp(staff)
+    log_in(page, f"{live_url}/", staff.email)
+    page.wait_for_url(f"{live_url}/accounts/2fa/authenticate/")
+    page.locator("input[name=code]").fill(totp_code(secret))
+    page.locator("form button[type=submit]").first.click()
+    page.wait_for_url(f"{live_url}/admin/")
+
+
+def wait_for_invoice(number: str, *, source: str, seconds: float = 90):
+    """The invoice with this number, once the worker has brought it in from `source`."""
+    import time
+
+    from invoices.models import Invoice
+    from portal.rls import staff_scope
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with staff_scope():
+            invoice = Invoice.objects.filter(number=number).select_related("client").first()
+        if invoice is not None:
+            return invoice
+        time.sleep(0.5)
+    raise AssertionError(f"invoice {number} did not arrive from {source} within {seconds} s")

@@ -9,9 +9,7 @@ from playwright.sync_api import expect
 
 from integrations.exact.models import ExactConnection
 from integrations.models import ClientLink, Connection
-from invoices.models import Invoice
-from portal.rls import staff_scope
-from tests.e2e.support import log_in, screenshot
+from tests.e2e.support import log_in, screenshot, sign_in_staff, wait_for_invoice
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -47,28 +45,6 @@ def _portal(exact_server, account):
     return build
 
 
-def _sign_in_staff(page, live_url, staff):
-    from tests.staff_mfa import enrol_totp, totp_code
-
-    secret = enrol_totp(staff)
-    log_in(page, f"{live_url}/", staff.email)
-    page.wait_for_url(f"{live_url}/accounts/2fa/authenticate/")
-    page.locator("input[name=code]").fill(totp_code(secret))
-    page.locator("form button[type=submit]").first.click()
-    page.wait_for_url(f"{live_url}/admin/")
-
-
-def _wait_for_invoice(number: str, seconds: float = 60) -> Invoice:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with staff_scope():
-            invoice = Invoice.objects.filter(number=number).select_related("client").first()
-        if invoice is not None:
-            return invoice
-        time.sleep(0.5)
-    raise AssertionError(f"invoice {number} did not arrive from Exact within {seconds} s")
-
-
 def test_staff_connect_exact_in_admin_and_its_invoice_appears_in_the_clients_portal(
         committed, live_url, exact_server, celery_worker_process, browser):
     division, account, exact_invoice = _books(exact_server)
@@ -76,7 +52,7 @@ def test_staff_connect_exact_in_admin_and_its_invoice_appears_in_the_clients_por
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
     page = context.new_page()
     page.screen_width = 1280
-    _sign_in_staff(page, live_url, staff)
+    sign_in_staff(page, live_url, staff)
 
     page.goto(f"{live_url}/admin/integrations/exactconnection/{exact.pk}/change/")
     expect(page.get_by_test_id("exact-state")).to_contain_text("Not connected yet")
@@ -95,7 +71,7 @@ def test_staff_connect_exact_in_admin_and_its_invoice_appears_in_the_clients_por
     page.get_by_test_id("exact-sync-now").click()
     expect(page.locator(".messagelist")).to_contain_text("Sync started")
     number = str(exact_invoice["InvoiceNumber"])
-    invoice = _wait_for_invoice(number)
+    invoice = wait_for_invoice(number, source="Exact", seconds=60)
     assert invoice.client.name == "Bakkerij De Vries B.V."
     page.reload()
     expect(page.get_by_test_id("exact-last-sync")).not_to_have_text("never")

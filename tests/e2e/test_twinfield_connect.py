@@ -9,10 +9,7 @@ from playwright.sync_api import expect
 
 from integrations.models import ClientLink, Connection
 from integrations.twinfield.models import TwinfieldConnection
-from invoices.models import Invoice
-from portal.rls import staff_scope
-from tests.e2e.support import log_in, screenshot
-from tests.e2e.test_exact_connect import _sign_in_staff
+from tests.e2e.support import log_in, screenshot, sign_in_staff, wait_for_invoice
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -45,17 +42,6 @@ def _portal(twinfield_server, customer):
     return build
 
 
-def _wait_for_invoice(number: str, seconds: float = 90) -> Invoice:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with staff_scope():
-            invoice = Invoice.objects.filter(number=number).select_related("client").first()
-        if invoice is not None:
-            return invoice
-        time.sleep(0.5)
-    raise AssertionError(f"invoice {number} did not arrive from Twinfield within {seconds} s")
-
-
 def test_staff_connect_twinfield_in_admin_and_its_invoice_appears_in_the_clients_portal(
         committed, live_url, twinfield_server, celery_worker_process, browser):
     office, customer, made = _books(twinfield_server)
@@ -63,7 +49,7 @@ def test_staff_connect_twinfield_in_admin_and_its_invoice_appears_in_the_clients
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
     page = context.new_page()
     page.screen_width = 1280
-    _sign_in_staff(page, live_url, staff)
+    sign_in_staff(page, live_url, staff)
 
     page.goto(f"{live_url}/admin/integrations/twinfieldconnection/{twinfield.pk}/change/")
     expect(page.get_by_test_id("twinfield-state")).to_contain_text("Not connected yet")
@@ -80,7 +66,7 @@ def test_staff_connect_twinfield_in_admin_and_its_invoice_appears_in_the_clients
 
     page.get_by_test_id("twinfield-poll-now").click()
     expect(page.locator(".messagelist")).to_contain_text("Poll started")
-    invoice = _wait_for_invoice(made["invoicenumber"])
+    invoice = wait_for_invoice(made["invoicenumber"], source="Twinfield")
     assert invoice.client.name == "Bakkerij De Vries B.V." and str(invoice.total) == "544.50"
     page.reload()
     expect(page.get_by_test_id("twinfield-last-poll")).not_to_have_text("never")
