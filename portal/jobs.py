@@ -50,10 +50,13 @@ SWEEP_LIMIT = 1000
 
 
 class Retry(Exception):
-    """Not done yet, try again later (counts as an attempt): e.g. a reference not known yet."""
+    """Not done yet, try again later (counts as an attempt): e.g. a reference not known yet.
+    `after` seconds, or `until` a moment the remote named (its rate limit's reset), at least 1 s."""
 
-    def __init__(self, reason: str, *, after: float | None = None):
+    def __init__(self, reason: str, *, after: float | None = None, until: datetime.datetime | None = None):
         super().__init__(reason)
+        if until is not None:
+            after = max(1.0, (until - timezone.now()).total_seconds())
         self.after = after
 
 

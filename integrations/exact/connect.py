@@ -72,12 +72,11 @@ def exact_connect(job: Job) -> str:
     tried again. Over Exact's budget (the division's calls a minute, the day's token calls), the
     job waits until it is back."""
     from integrations.exact.client import EndpointBlocked, RateLimited
-    from integrations.exact.tasks import seconds_until
 
     try:
         return _connect(job)
     except (RateLimited, EndpointBlocked) as exc:
-        raise jobs.Retry(str(exc), after=seconds_until(exc.until)) from None
+        raise jobs.Retry(str(exc), until=exc.until) from None
 
 
 def _connect(job: Job) -> str:

@@ -18,7 +18,6 @@ import time
 
 from celery import shared_task
 from django.db import transaction
-from django.utils import timezone
 
 from integrations.exact import booking
 from integrations.exact.client import EndpointBlocked, ExactRefused, ExactUnreachable, NeedsReauthorisation, \
@@ -91,10 +90,6 @@ def _exact(pk: int) -> ExactConnection:
     return exact
 
 
-def seconds_until(moment) -> float:
-    return max(1.0, (moment - timezone.now()).total_seconds())
-
-
 def _sync(exact: ExactConnection, entity: str) -> str:
     if exact.state == ExactConnection.State.REAUTHORISE:
         raise jobs.Permanent(f"{STOPPED} {exact.state_reason or 'connect again in admin'}")
@@ -105,7 +100,7 @@ def _sync(exact: ExactConnection, entity: str) -> str:
     except NeedsReauthorisation as exc:
         raise jobs.Permanent(f"{STOPPED} {exc}") from None
     except (RateLimited, EndpointBlocked) as exc:
-        raise jobs.Retry(str(exc), after=seconds_until(exc.until)) from None
+        raise jobs.Retry(str(exc), until=exc.until) from None
     except WaitForInvoice as exc:
         raise jobs.Retry(str(exc)) from None
     return f"{entity}: " + ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -143,7 +138,7 @@ def outbox_deliver_exact(*, message: OutboxMessage, job) -> str:
     except NeedsReauthorisation as exc:
         raise jobs.Permanent(f"{STOPPED} {exc}") from None
     except (RateLimited, EndpointBlocked) as exc:
-        raise jobs.Retry(str(exc), after=seconds_until(exc.until)) from None
+        raise jobs.Retry(str(exc), until=exc.until) from None
     except ExactUnreachable as exc:
         # Exact may have booked it: the next attempt looks for it by our reference first.
         raise jobs.Retry(str(exc)) from None

@@ -63,7 +63,7 @@ def twinfield_connect(job: Job) -> str:
     try:
         return _connect(job)
     except Throttled as exc:
-        raise jobs.Retry(str(exc), after=max(1.0, (exc.until - timezone.now()).total_seconds())) from None
+        raise jobs.Retry(str(exc), until=exc.until) from None
 
 
 def _connect(job: Job) -> str:

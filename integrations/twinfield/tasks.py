@@ -89,7 +89,7 @@ def twinfield_poll(job) -> str:
     except NeedsReauthorisation as exc:
         raise jobs.Permanent(f"{STOPPED} {exc}") from None
     except Throttled as exc:
-        raise jobs.Retry(str(exc), after=max(1.0, (exc.until - timezone.now()).total_seconds())) from None
+        raise jobs.Retry(str(exc), until=exc.until) from None
     return ", ".join(f"{name} {count}" for name, count in counts.items())
 
 
@@ -107,7 +107,7 @@ def outbox_deliver_twinfield(*, message, job) -> str:
     except NeedsReauthorisation as exc:
         raise jobs.Permanent(f"{STOPPED} {exc}") from None
     except Throttled as exc:
-        raise jobs.Retry(str(exc), after=max(1.0, (exc.until - timezone.now()).total_seconds())) from None
+        raise jobs.Retry(str(exc), until=exc.until) from None
     except TwinfieldUnreachable as exc:
         # Twinfield may have booked it: the next attempt looks for it by our message id first.
         raise jobs.Retry(str(exc)) from None
