@@ -80,11 +80,11 @@ def _fill(owner, total: int, overdue: int, clients: int) -> None:
                 INSERT INTO invoices_invoice (client_id, brand_id, number, external_id, issue_date, due_date,
                     payment_terms_days, payment_terms_text, currency, purchase_order, notes, subtotal, tax_total,
                     total, amount_paid, amount_credited, open_balance, amount_pending, pending_method, void_reason,
-                    status, created_at, updated_at)
+                    status, created_at, updated_at, lines_revision)
                 SELECT {first_client} + (g % {clients}), {brand}, 'B-' || g, '',
                        CURRENT_DATE - 60, CASE WHEN g % 10 = 0 AND g / 10 <= {overdue}
                                                THEN CURRENT_DATE - 1 - (g % 30) ELSE CURRENT_DATE + 20 END,
-                       30, '', 'EUR', '', '', 100, 21, 121, 0, 0, 121, 0, '', '', 'open', now(), now()
+                       30, '', 'EUR', '', '', 100, 21, 121, 0, 0, 121, 0, '', '', 'open', now(), now(), 0
                 FROM generate_series({start + 1}, {stop}) g""")
         print(f"  inserted {stop:,}/{total:,} invoices", flush=True)
     with owner.cursor() as cursor:

@@ -8,8 +8,11 @@ from django.utils.translation import gettext_lazy as _
 
 from integrations.exact import admin as exact_admin  # registers Exact Online's admin and its connect job
 from integrations.twinfield import admin as twinfield_admin  # noqa: F401 - registers Twinfield's admin and its connect job
+from integrations.erp import admin as erp_admin  # noqa: F401 - registers the pull adapter's admin
+from integrations.erp import token_admin  # noqa: F401 - registers the API tokens' admin
+from integrations.peppol import admin as peppol_admin  # noqa: F401 - registers Peppol's connections and deliveries
 from integrations.models import ClientLink, Connection, OutboxMessage
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, SecretFieldsMixin, job_link, with_job
+from portal.admin_base import typed_filter, AuditedModelAdmin, ReadOnlyAdminMixin, SecretFieldsMixin, job_link, with_job
 
 
 @admin.register(Connection)
@@ -48,9 +51,8 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ["created_at", "connection", "event_type", "message_id", "delivery", "response_status",
                     "delivered_at"]
-    list_filter = ["connection", "event_type", "created_at"]
+    list_filter = ["connection", typed_filter("event_type", "event_type__icontains", _("event type")), "created_at"]
     search_fields = ["message_id"]
-    date_hierarchy = "created_at"
     list_select_related = ["connection"]
     fields = readonly_fields = ["connection", "message_id", "event_type", "created_at", "delivery",
                                 "response_status", "delivered_at", "payload"]

@@ -7,7 +7,7 @@ from decimal import Decimal
 from integrations import normalise
 from integrations.models import ClientLink, Connection
 from invoices import services
-from invoices.errors import UnknownReference
+from invoices.errors import DomainError, UnknownReference
 from invoices.models import CreditNote, Invoice, Payment
 from portal.models import Client
 
@@ -55,7 +55,7 @@ def invoice_upserted(connection: Connection, data: dict) -> None:
         number=data["number"], issue_date=normalise.date(data["issue_date"]),
         due_date=normalise.date(data["due_date"]), currency=data["currency"],
         payment_terms_days=terms.get("days", 30), payment_terms_text=terms.get("text", ""),
-        purchase_order=data.get("purchase_order", ""), notes=data.get("notes", ""))
+        purchase_order=data.get("purchase_order", ""), notes=data.get("notes", ""), **normalise.tax_currency(data))
     existing = Invoice.objects.select_for_update().filter(connection=connection,
                                                           external_id=data["external_id"]).first()
     if existing is None:
@@ -86,9 +86,12 @@ def credit_note_created(connection: Connection, data: dict) -> None:
     if CreditNote.objects.filter(connection=connection, external_id=data["external_id"]).exists():
         raise Stale(f"credit note {data['number']} is already here")
     invoice = _invoice(connection, data["invoice_external_id"])
+    if data.get("tax_currency") == invoice.currency:
+        raise DomainError(f"credit note {data['number']}: tax_currency must differ from the currency of invoice "
+                          f"{invoice.number} ({invoice.currency}), which the credit note is in")
     services.credit_note_create(invoice=invoice, number=data["number"], issue_date=normalise.date(data["issue_date"]),
                                 lines=normalise.lines(data), reason=data.get("reason", ""), connection=connection,
-                                external_id=data["external_id"])
+                                external_id=data["external_id"], **normalise.tax_currency(data))
 
 
 def payment_recorded(connection: Connection, data: dict) -> None:

@@ -13,6 +13,7 @@ class Connection(models.Model):
         GRAPHQL = "graphql", _("Custom ERP (GraphQL)")
         EXACT_ONLINE = "exact_online", _("Exact Online")
         TWINFIELD = "twinfield", _("Twinfield")
+        ERP_PULL = "erp_pull", _("Custom ERP (REST/GraphQL pull)")
 
     name = models.CharField(_("name"), max_length=200)
     slug = models.SlugField(_("URL name"), unique=True,
@@ -92,3 +93,5 @@ class OutboxMessage(models.Model):
 
 from integrations.exact.models import ExactConnection, ExactCursor, ExactEndpointErrors  # noqa: E402,F401
 from integrations.twinfield.models import TwinfieldConnection, TwinfieldCursor  # noqa: E402,F401
+from integrations.erp.models import ApiToken, ErpFeed, ErpParked, ErpPull  # noqa: E402,F401
+from integrations.peppol.models import PeppolConnection, PeppolDelivery, PeppolReceiver  # noqa: E402,F401

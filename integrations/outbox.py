@@ -5,7 +5,9 @@ open, with the message id as webhook-id, the key the receiver books a message by
 portal.jobs retries it with backoff, parks it as dead after the last try, and staff replay it.
 Messages about one payment or invoice go out in the order they were written. A connection to Exact
 Online or Twinfield takes them its own way: booked as bank entries or transactions
-(integrations.exact.booking, integrations.twinfield.booking), by kind."""
+(integrations.exact.booking, integrations.twinfield.booking), by kind; a custom ERP that the portal
+pulls from (kind "erp_pull") is told by the signed webhook, or by the REST call or GraphQL mutation
+configured for it (integrations.erp.push)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +19,8 @@ from django.utils import timezone
 
 # Also registers Exact's and Twinfield's own job handlers (exact.sync, exact.hint, twinfield.poll) and
 # their beat tasks wherever the integrations' jobs are found (integrations.tasks imports this module).
+from integrations.erp.models import ErpPull
+from integrations.erp.push import erp_of, outbox_deliver_erp, tells_payments
 from integrations.exact.tasks import outbox_deliver_exact
 from integrations.twinfield.tasks import outbox_deliver_twinfield
 from integrations.models import ClientLink, Connection, OutboxMessage
@@ -44,7 +48,10 @@ def accounting_connection(*, client, invoices) -> tuple[Connection | None, str]:
 
 def takes_payments_back(connection: Connection) -> bool:
     """An enabled connection with an address for payments, or one to Exact Online or Twinfield
-    (booked there as bank entries or transactions: integrations.exact.booking, .twinfield.booking)."""
+    (booked there as bank entries or transactions: integrations.exact.booking, .twinfield.booking),
+    or a custom ERP pull connection told of payments (integrations.erp.push)."""
+    if connection.kind == Connection.Kind.ERP_PULL:
+        return tells_payments(connection)
     return connection.enabled and (bool(connection.outbound_url) or connection.kind in (
         Connection.Kind.EXACT_ONLINE, Connection.Kind.TWINFIELD))
 
@@ -78,6 +85,13 @@ def outbox_deliver(*, job) -> str:
         return outbox_deliver_exact(message=message, job=job)  # Exact's own way: a bank entry
     if connection.kind == Connection.Kind.TWINFIELD and connection.enabled:
         return outbox_deliver_twinfield(message=message, job=job)  # a bank transaction, matched
+    if connection.kind == Connection.Kind.ERP_PULL and connection.enabled:
+        with transaction.atomic():
+            erp = erp_of(connection)
+        if erp is None or erp.push == ErpPull.Push.NONE:
+            raise jobs.Permanent(f"connection {connection.slug!r} is not set to tell the ERP of payments")
+        if erp.push != ErpPull.Push.WEBHOOK:
+            return outbox_deliver_erp(message=message, erp=erp, job=job)  # its REST call or mutation
     if not connection.enabled or not connection.outbound_url:
         raise jobs.Permanent(f"connection {connection.slug!r} is disabled or has no address for payments")
     secrets_ = connection.secrets()

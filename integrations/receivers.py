@@ -74,3 +74,6 @@ def invoice_issued_to_outbox(sender, *, invoice: Invoice, lines: list[dict], rel
              "subtotal": str(invoice.subtotal), "tax_total": str(invoice.tax_total), "total": str(invoice.total)}
     outbox_write(connection=connection, event_type="invoice.created", subject=f"outbox:invoice:{invoice.pk}",
                  data=data)
+
+
+from integrations.peppol import receivers as peppol_receivers  # noqa: E402,F401 - Peppol delivery listens too

@@ -6,8 +6,7 @@ import json
 import logging
 from decimal import Decimal
 
-from django.db import connection as db, transaction
-from django.utils import timezone
+from django.db import transaction
 
 from integrations.handlers import HANDLERS, Stale
 from integrations.models import Connection
@@ -16,11 +15,12 @@ from integrations.validation import event_problems, event_validate
 from invoices.errors import DomainError
 from portal import jobs
 from portal.models import WebhookRequest
-from portal.webhooks import INSERT_SQL, Accepted, Rejected, Source, webhook_for
+from portal.webhooks import Accepted, Rejected, Source, request_store, webhook_for
 
 log = logging.getLogger(__name__)
 JOB_KIND = "accounting.event"
 # The Standard Webhooks headers are kept with the body, so staff can check a signature later.
+GRAPHQL_SOURCE = "graphql"  # events from the GraphQL API's mutations (integrations.erp.commands)
 KEPT_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "user-agent")
 
 
@@ -39,10 +39,20 @@ def event_subject(connection: Connection, payload: dict) -> str:
 
 def _find(slug: str, body: bytes) -> Connection | None:
     # Written out: the ORM's first() would order by name for one row, and compiling it costs
-    # more than the lookup itself on every webhook.
+    # more than the lookup itself. With the secrets as stored (encrypted), for _recheck.
     found = list(Connection.objects.raw(
-        f"SELECT c.* FROM {Connection._meta.db_table} c WHERE c.slug = %s AND c.enabled", [slug]))
+        f"SELECT c.*, c.signing_secrets AS stored_secrets FROM {Connection._meta.db_table} c "
+        f"WHERE c.slug = %s AND c.enabled", [slug]))
     return found[0] if found else None
+
+
+def _recheck(connection: Connection) -> tuple[str, dict]:
+    """The connection a process remembers is still the one in the database: the same row, URL
+    name and stored secrets, and enabled (portal.webhooks.Source.recheck)."""
+    return (f"SELECT FROM {Connection._meta.db_table} WHERE id = %(connection_id)s AND slug = %(connection_slug)s "
+            f"AND enabled AND signing_secrets = %(connection_secrets)s",
+            {"connection_id": connection.pk, "connection_slug": connection.slug,
+             "connection_secrets": connection.stored_secrets})
 
 
 def _verify(connection: Connection, headers, body: bytes) -> Accepted:
@@ -54,7 +64,8 @@ def _verify(connection: Connection, headers, body: bytes) -> Accepted:
     return Accepted(natural_key=headers["webhook-id"], subject=event_subject(connection, payload))
 
 
-SOURCE = Source(name="accounting", job_kind=JOB_KIND, find=_find, verify=_verify, kept_headers=KEPT_HEADERS)
+SOURCE = Source(name="accounting", job_kind=JOB_KIND, find=_find, verify=_verify, kept_headers=KEPT_HEADERS,
+                recheck=_recheck)
 
 
 def accounting_event_apply(*, job) -> str:
@@ -70,20 +81,20 @@ def accounting_event_apply(*, job) -> str:
             HANDLERS[payload["type"]](connection, payload["data"])
     except Stale as exc:
         return f"ignored ({payload['type']}): {exc}"
-    except DomainError as exc:  # UnknownReference too: what it waits for may arrive yet
-        raise jobs.Retry(str(exc)) from None
+    except DomainError as exc:
+        if webhook.source == GRAPHQL_SOURCE:
+            # The API's caller is answered with this (integrations.erp.commands) and sends anew.
+            raise jobs.Permanent(str(exc)) from None
+        raise jobs.Retry(str(exc)) from None  # UnknownReference too: what it waits for may arrive yet
     return f"applied {payload['type']}"
 
 
 def event_store(connection: Connection, *, source: str, natural_key: str, payload: dict) -> str:
-    """Store a canonical event read from an accounting system (Exact's sync, Twinfield's poll) as
-    the intake stores an accepted webhook, with the same "accounting.event" job: the one path that
-    creates, voids and pays invoices. An event the ledger could not take is kept as a rejected one
-    (with its reasons) for staff instead. In the caller's transaction. Returns "stored",
-    "duplicates" (the natural key was stored before: nothing changes) or "refused"."""
-    def prep(name: str, value):
-        return WebhookRequest._meta.get_field(name).get_db_prep_save(value, db)
-
+    """Store a canonical event read from an accounting system (Exact's sync, Twinfield's poll, an
+    ERP pull) as the intake stores an accepted webhook, with the same "accounting.event" job: the
+    one path that creates, voids and pays invoices. An event the ledger could not take is kept as
+    a rejected one (with its reasons) for staff instead. In the caller's transaction. Returns
+    "stored", "duplicates" (the natural key was stored before: nothing changes) or "refused"."""
     body = json.dumps(payload, separators=(",", ":"))
     problems = event_problems(json.loads(body, parse_float=Decimal))
     if problems:
@@ -93,12 +104,15 @@ def event_store(connection: Connection, *, source: str, natural_key: str, payloa
                                       status=WebhookRequest.Status.REJECTED, headers={}, body=body[:1024],
                                       error=f"invalid event: {reason}"[:2000])
         return "refused"
-    with db.cursor() as cursor:
-        cursor.execute(INSERT_SQL, [source, connection.slug, natural_key[:200], prep("headers", {}),
-                                    prep("body", body), None, timezone.now()])
-        row = cursor.fetchone()
-    if row is None:
-        return "duplicates"
-    jobs.job_enqueue(kind=JOB_KIND, key=f"webhook:{row[0]}", subject=event_subject(connection, payload),
-                     payload={"webhook": row[0], "account": connection.slug})
-    return "stored"
+    stored = event_insert(connection, source=source, natural_key=natural_key, payload=payload)
+    return "duplicates" if stored is None else "stored"
+
+
+def event_insert(connection: Connection, *, source: str, natural_key: str, payload: dict,
+                 headers: dict | None = None) -> int | None:
+    """Store a checked canonical event and its "accounting.event" job, in the caller's
+    transaction: the stored request's id, or None when its natural key was stored before."""
+    _, stored = request_store(source=source, job_kind=JOB_KIND, account_key=connection.slug, natural_key=natural_key,
+                              headers=headers or {}, body=json.dumps(payload, separators=(",", ":")), ip=None,
+                              subject=event_subject(connection, payload))
+    return stored

@@ -26,6 +26,18 @@ def _key(secret: str) -> bytes:
     return base64.b64decode(encoded)
 
 
+def verify_secret(secret: str) -> None:
+    """ValueError unless `secret` is whsec_ and base64 of at least 24 bytes."""
+    if not secret.startswith(PREFIX):
+        raise ValueError("a signing secret starts with whsec_")
+    try:
+        key = base64.b64decode(secret[len(PREFIX):], validate=True)
+    except (ValueError, TypeError):
+        raise ValueError("the part after whsec_ is not base64") from None
+    if len(key) < 24:
+        raise ValueError("the key is shorter than 24 bytes")
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     content = f"{msg_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(_key(secret), content, hashlib.sha256).digest()).decode()

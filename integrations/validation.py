@@ -34,6 +34,7 @@ MONEY_MAX = Decimal("999999999999.99")  # the ledger's amounts: 14 digits, 2 of 
 PERCENT_MAX = Decimal(100)
 YEARS = range(1900, 3000)
 ANSWERED_PROBLEMS = 20  # at most this many in one answer; the first five in the reason
+EXEMPTION_CATEGORIES = ("E", "AE", "K", "G", "O")  # categories that may say why no VAT is charged
 SAFE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 TYPE_WORDS = {"string": "a string", "object": "an object", "array": "an array", "integer": "a whole number",
               "number": "a number", "boolean": "true or false", "null": "null"}
@@ -127,6 +128,8 @@ def _generic(path: tuple) -> tuple:
 # --- Schema -----------------------------------------------------------------------------------
 
 def _schema_problems(payload) -> list[dict]:
+    if normalise.schema_holds()(payload):  # the usual case, answered by compiled code
+        return []
     errors = sorted(normalise.validator().iter_errors(payload),
                     key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path], e.validator))
     problems = []
@@ -177,7 +180,7 @@ def _content_problems(payload: dict) -> list[dict]:
     problems = []
     if "occurred_at" in payload:
         problems += _moment_problems("/occurred_at", payload["occurred_at"])
-    for name in ("currency", "default_currency"):
+    for name in ("currency", "default_currency", "tax_currency"):
         if name in data:
             problems += _currency_problems(f"/data/{name}", data[name])
     for name in ("issue_date", "due_date"):
@@ -247,6 +250,8 @@ def _document_problems(data: dict, *, credit: bool) -> list[dict]:
         for name in ("discount_percent", "tax_rate"):
             if name in line and Decimal(line[name]) > PERCENT_MAX:
                 problems.append(_problem(f"/data/lines/{index}/{name}", "must be at most 100"))
+        problems += _vat_category_problems(index, line)
+    problems += _tax_currency_problems(data)
     rates: dict[Decimal, int] = {}
     for index, row in enumerate(data["tax_breakdown"]):
         rate = Decimal(row["rate"]).normalize()
@@ -268,6 +273,40 @@ def _document_problems(data: dict, *, credit: bool) -> list[dict]:
         problems.append(_problem("/data/total", "must be more than zero" if credit else
                                  "must be more than zero (send a credit_note.created to credit)"))
     return problems
+
+
+def _vat_category_problems(index: int, line: dict) -> list[dict]:
+    """Only the standard rate (S) charges VAT, and it charges some; a line without a category is
+    S, or Z at 0 % (the ledger's rule: invoices.models.line_tax_constraints). A reason why no VAT
+    is charged belongs to a category that charges none and is not zero rated (EN 16931 BR-S-10,
+    BR-Z-10). The category named is one of the schema's codes, never free text."""
+    category, rate = line.get("vat_category", ""), Decimal(line["tax_rate"])
+    problems = []
+    if category == "S" and rate == 0:
+        problems.append(_problem(f"/data/lines/{index}/tax_rate", "must be more than 0 with the VAT category S "
+                                                                  "(a line without VAT has another category)"))
+    elif category not in ("", "S") and rate != 0:
+        problems.append(_problem(f"/data/lines/{index}/tax_rate",
+                                 f"must be 0 with the VAT category {category} (only S charges VAT)"))
+    if line.get("vat_exemption_reason") and category not in EXEMPTION_CATEGORIES:
+        problems.append(_problem(f"/data/lines/{index}/vat_exemption_reason",
+                                 "must be left out unless the VAT category is " + ", ".join(EXEMPTION_CATEGORIES[:-1])
+                                 + " or " + EXEMPTION_CATEGORIES[-1]))
+    return problems
+
+
+def _tax_currency_problems(data: dict) -> list[dict]:
+    """The VAT in the seller's accounting currency comes with that currency and the currency with
+    it, and that currency differs from the document's (a credit note's is its invoice's, checked
+    when it is applied: integrations.handlers)."""
+    if "tax_currency" in data and "tax_total_in_tax_currency" not in data:
+        return [_problem("/data/tax_total_in_tax_currency", "is required with tax_currency")]
+    if "tax_total_in_tax_currency" in data and "tax_currency" not in data:
+        return [_problem("/data/tax_currency", "is required with tax_total_in_tax_currency")]
+    if "tax_currency" in data and data["tax_currency"] == data.get("currency"):
+        return [_problem("/data/tax_currency", "must differ from the currency (leave both tax_currency and "
+                                               "tax_total_in_tax_currency out when VAT is accounted in it)")]
+    return []
 
 
 def _line_amount_problems(data: dict) -> list[dict]:

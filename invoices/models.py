@@ -19,6 +19,47 @@ from portal.formatting import format_money, format_number
 MONEY = dict(max_digits=14, decimal_places=2, default=ZERO)
 
 
+class TaxCategory(models.TextChoices):
+    """The VAT category of a line (EN 16931 BT-151, UNCL 5305 as Peppol uses it)."""
+    STANDARD = "S", _("Standard rate")
+    ZERO_RATED = "Z", _("Zero rated")
+    EXEMPT = "E", _("Exempt from VAT")
+    REVERSE_CHARGE = "AE", _("VAT reverse charge")
+    INTRA_COMMUNITY = "K", _("Intra-Community supply")
+    EXPORT = "G", _("Export outside the EU")
+    NOT_SUBJECT = "O", _("Not subject to VAT")
+
+
+# What an e-invoice and the PDF say when no VAT is charged (BT-121 code from the VATEX list, and
+# BT-120 text), unless a line names its own reason.
+TAX_EXEMPTIONS = {
+    TaxCategory.EXEMPT: ("", _("Exempt from VAT")),
+    TaxCategory.REVERSE_CHARGE: ("VATEX-EU-AE", _("VAT reverse charge")),
+    TaxCategory.INTRA_COMMUNITY: ("VATEX-EU-IC", _("Intra-Community supply")),
+    TaxCategory.EXPORT: ("VATEX-EU-G", _("Export outside the EU")),
+    TaxCategory.NOT_SUBJECT: ("VATEX-EU-O", _("Not subject to VAT")),
+}
+
+
+def tax_currency_constraints(prefix: str) -> list[models.CheckConstraint]:
+    """A VAT accounting currency comes with the VAT in it, and differs from the document's own."""
+    return [models.CheckConstraint(
+        condition=Q(tax_currency="", tax_total_in_tax_currency__isnull=True)
+        | (~Q(tax_currency="") & ~Q(tax_currency=F("currency")) & Q(tax_total_in_tax_currency__isnull=False)),
+        name=f"{prefix}_tax_currency_with_total",
+        violation_error_message=_("Give the VAT in the accounting currency with that currency, which differs "
+                                  "from the document's."))]
+
+
+def line_tax_constraints(prefix: str) -> list[models.CheckConstraint]:
+    """Only the standard rate charges VAT, and it charges some (an empty category means either)."""
+    return [models.CheckConstraint(
+        condition=Q(tax_category="") | Q(tax_category="S", tax_rate__gt=0) | (~Q(tax_category="S") & Q(tax_rate=0)),
+        name=f"{prefix}_tax_category_matches_rate",
+        violation_error_message=_("Only the standard rate charges VAT (above 0 %); every other VAT category "
+                                  "has a rate of 0 %."))]
+
+
 class InvoiceQuerySet(models.QuerySet):
     def payable(self):
         return self.filter(status__in=Invoice.PAYABLE, open_balance__gt=0)
@@ -91,6 +132,13 @@ class Invoice(models.Model):
     currency = models.CharField(_("currency"), max_length=3)
     purchase_order = models.CharField(_("purchase order"), max_length=100, blank=True)
     notes = models.TextField(_("notes"), blank=True)
+    # A document in a foreign currency states its VAT in the currency the seller accounts for VAT
+    # in too (EN 16931 BT-6 and BT-111).
+    tax_currency = models.CharField(
+        _("VAT accounting currency"), max_length=3, blank=True, db_default="",
+        help_text=_("For an invoice in a foreign currency: the currency VAT is accounted in (EUR)."))
+    tax_total_in_tax_currency = models.DecimalField(_("VAT in the accounting currency"), max_digits=14,
+                                                    decimal_places=2, null=True, blank=True)
     subtotal = models.DecimalField(_("subtotal"), **MONEY)
     tax_total = models.DecimalField(_("tax"), **MONEY)
     total = models.DecimalField(_("total"), **MONEY)
@@ -108,6 +156,10 @@ class Invoice(models.Model):
     void_reason = models.CharField(_("reason voided"), max_length=300, blank=True)
     source_updated_at = models.DateTimeField(null=True, blank=True,
                                              help_text="The accounting system's version of this invoice.")
+    # Counted up by the database whenever a line is added, changed or removed, and never down
+    # (a save from a stale copy keeps the higher number): the PDF's fingerprint reads it instead
+    # of the lines (migration 0012).
+    lines_revision = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -132,9 +184,28 @@ class Invoice(models.Model):
                                    name="invoice_amounts_not_negative"),
             models.CheckConstraint(condition=Q(due_date__gte=F("issue_date")), name="invoice_due_after_issue"),
             models.CheckConstraint(condition=Q(amount_pending__gte=0), name="invoice_pending_not_negative"),
+            *tax_currency_constraints("invoice"),
         ]
+        # A client's list, dashboard and export read their page of invoices from one of these in
+        # the order shown (migration 0014; bench/portal.py measures them at a million invoices).
         indexes = [
-            models.Index(fields=["client", "status", "due_date"]),
+            # Status filters, what is open and overdue, the dashboard's totals (read from the index alone).
+            models.Index(fields=["client", "status", "due_date"],
+                         include=["currency", "open_balance", "amount_pending"], name="invoice_client_status_due"),
+            # One per sortable column, in the order the list sorts it either way (the id breaks ties).
+            # The default order's index also holds every column a filter reads: which invoices are
+            # on a filtered or deep page is read from it alone (invoices.filters.InvoicePaginator).
+            models.Index(fields=["client", "issue_date", "id"],
+                         include=["status", "due_date", "total", "open_balance", "amount_paid", "amount_credited"],
+                         name="invoice_client_issued"),
+            models.Index(fields=["client", "due_date", "id"], name="invoice_client_due"),
+            models.Index(fields=["client", "total", "id"], name="invoice_client_total"),
+            models.Index(fields=["client", "open_balance", "id"], name="invoice_client_open"),
+            # Sorting by number, and the number search read from the index alone.
+            models.Index(fields=["client", "number", "id"], include=["purchase_order", "status"],
+                         name="invoice_client_number"),
+            models.Index(fields=["client", "pending_since", "id"], condition=Q(amount_pending__gt=0),
+                         name="invoice_client_pending"),
             models.Index(fields=["due_date"], condition=Q(status__in=["open", "partially_paid"]),
                          name="invoice_payable_due"),
         ]
@@ -189,6 +260,12 @@ class LineFields(models.Model):
     unit_price = models.DecimalField(_("unit price"), max_digits=14, decimal_places=4)
     discount_percent = models.DecimalField(_("discount %"), max_digits=5, decimal_places=2, default=ZERO)
     tax_rate = models.DecimalField(_("tax rate %"), max_digits=5, decimal_places=2)
+    tax_category = models.CharField(
+        _("VAT category"), max_length=2, choices=TaxCategory.choices, blank=True, db_default="",
+        help_text=_("Empty: the standard rate, or zero rated when the rate is 0 %."))
+    tax_exemption_reason = models.CharField(
+        _("VAT exemption reason"), max_length=300, blank=True, db_default="",
+        help_text=_("Why no VAT is charged (exempt, reverse charge, export ...); empty: the usual wording."))
     net_amount = models.DecimalField(_("net"), **MONEY)
     tax_amount = models.DecimalField(_("tax"), **MONEY)
     line_total = models.DecimalField(_("line total"), **MONEY)
@@ -200,6 +277,11 @@ class LineFields(models.Model):
     def __str__(self):
         return f"{self.position}. {self.description}"
 
+    @property
+    def vat_category(self) -> str:
+        """The line's VAT category code: as set, or S (or Z at 0 %) when it was left empty."""
+        return self.tax_category or (TaxCategory.STANDARD if self.tax_rate > 0 else TaxCategory.ZERO_RATED)
+
 
 class InvoiceLine(LineFields):
     client = models.ForeignKey("portal.Client", verbose_name=_("client"), on_delete=models.PROTECT, related_name="+")
@@ -208,7 +290,8 @@ class InvoiceLine(LineFields):
     class Meta(LineFields.Meta):
         verbose_name = _("invoice line")
         verbose_name_plural = _("invoice lines")
-        constraints = [models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position")]
+        constraints = [models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position"),
+                       *line_tax_constraints("invoice_line")]
 
 
 class CreditNote(models.Model):
@@ -229,12 +312,18 @@ class CreditNote(models.Model):
     issue_date = models.DateField(_("issue date"))
     currency = models.CharField(_("currency"), max_length=3)
     reason = models.CharField(_("reason"), max_length=300, blank=True)
+    tax_currency = models.CharField(
+        _("VAT accounting currency"), max_length=3, blank=True, db_default="",
+        help_text=_("For a credit note in a foreign currency: the currency VAT is accounted in (EUR)."))
+    tax_total_in_tax_currency = models.DecimalField(_("VAT in the accounting currency"), max_digits=14,
+                                                    decimal_places=2, null=True, blank=True)
     subtotal = models.DecimalField(_("subtotal"), **MONEY)
     tax_total = models.DecimalField(_("tax"), **MONEY)
     total = models.DecimalField(_("total"), **MONEY)
     amount_applied = models.DecimalField(_("applied to the invoice"), **MONEY)
     amount_to_credit = models.DecimalField(_("left as client credit"), **MONEY)
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.DRAFT)
+    lines_revision = models.PositiveIntegerField(default=0, db_default=0, editable=False)  # as Invoice's
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -246,7 +335,9 @@ class CreditNote(models.Model):
             models.UniqueConstraint(fields=["connection", "external_id"], condition=~Q(external_id=""),
                                     name="credit_note_external_id_unique_per_connection"),
             models.CheckConstraint(condition=Q(total__gt=0), name="credit_note_total_positive"),
+            *tax_currency_constraints("credit_note"),
         ]
+        indexes = [models.Index(fields=["client", "issue_date", "id"], name="credit_note_client_issued")]
 
     def __str__(self):
         return self.number
@@ -259,7 +350,8 @@ class CreditNoteLine(LineFields):
     class Meta(LineFields.Meta):
         verbose_name = _("credit note line")
         verbose_name_plural = _("credit note lines")
-        constraints = [models.UniqueConstraint(fields=["credit_note", "position"], name="credit_note_line_position")]
+        constraints = [models.UniqueConstraint(fields=["credit_note", "position"], name="credit_note_line_position"),
+                       *line_tax_constraints("credit_note_line")]
 
 
 class Payment(models.Model):
@@ -310,6 +402,8 @@ class Payment(models.Model):
                                     name="payment_once_per_gateway_payment"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
         ]
+        # A client's payments newest first (the dashboard's latest, the payments page): migration 0014.
+        indexes = [models.Index(fields=["client", "received_at", "id"], name="payment_client_received")]
 
     def __str__(self):
         return self.number or f"{self.currency} {self.amount} {self.get_method_display()} {self.reference}".strip()
@@ -421,7 +515,8 @@ class RecurringLine(LineFields):
     class Meta(LineFields.Meta):
         verbose_name = _("recurring line")
         verbose_name_plural = _("recurring lines")
-        constraints = [models.UniqueConstraint(fields=["schedule", "position"], name="recurring_line_position")]
+        constraints = [models.UniqueConstraint(fields=["schedule", "position"], name="recurring_line_position"),
+                       *line_tax_constraints("recurring_line")]
 
 
 class NumberSequence(models.Model):

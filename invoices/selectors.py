@@ -3,12 +3,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from types import SimpleNamespace
 
-from django.db.models import Count, F, Prefetch, Sum
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db import models
+from django.db.models import CharField, Count, DateField, DateTimeField, DecimalField, F, OuterRef, Prefetch, Q, Subquery, Sum, TextField, Value
+from django.db.models.functions import Cast, Coalesce, JSONObject
 from django.urls import reverse
 from django.utils import timezone
 
-from invoices.models import ClientCredit, CreditNote, Invoice, Payment, PaymentAllocation
+from invoices.models import (TAX_EXEMPTIONS, ClientCredit, CreditNote, Invoice, InvoiceLine, Payment, PaymentAllocation,
+                             RenderedDocument, TaxCategory)
+from invoices.signals import document_detail_annotations
 
 
 @dataclass(frozen=True)
@@ -16,13 +22,38 @@ class TaxRow:
     rate: Decimal
     base: Decimal
     tax: Decimal
+    category: str = TaxCategory.STANDARD  # the VAT category code (S, Z, E, AE, K, G, O)
+    exemption: str = ""  # a line's own words for why no VAT is charged, if it gave any
+
+    @property
+    def exemption_text(self) -> str:
+        """Why no VAT is charged, as the PDF and the e-invoice say it (empty where VAT is charged)."""
+        if self.category not in TAX_EXEMPTIONS:
+            return ""
+        return self.exemption or str(TAX_EXEMPTIONS[self.category][1])
+
+    @property
+    def exemption_code(self) -> str:
+        """The VATEX code of the category without VAT (EN 16931 BT-121), where there is one."""
+        return TAX_EXEMPTIONS.get(self.category, ("", ""))[0]
 
 
-def document_tax_breakdown(*, document: Invoice | CreditNote) -> list[TaxRow]:
-    """Base and tax per rate, from the stored (rounded) lines: what the invoice and its PDF show."""
-    rows = (document.lines.values("tax_rate").order_by("tax_rate")
-            .annotate(base=Sum("net_amount"), tax=Sum("tax_amount")))
-    return [TaxRow(rate=row["tax_rate"], base=row["base"], tax=row["tax"]) for row in rows]
+def document_tax_breakdown(*, document: Invoice | CreditNote, lines=None) -> list[TaxRow]:
+    """Base and tax per VAT category and rate, from the stored (rounded) lines: what the invoice,
+    its PDF and its e-invoice show. Given the document's lines already read, summed from them (no
+    query)."""
+    if lines is None:
+        lines = [SimpleNamespace(**row) for row in document.lines.values(
+            "tax_rate", "tax_category", "tax_exemption_reason", "net_amount", "tax_amount")]
+    sums: dict[tuple[str, Decimal], list] = {}
+    for item in lines:
+        category = item.tax_category or (TaxCategory.STANDARD if item.tax_rate > 0 else TaxCategory.ZERO_RATED)
+        row = sums.setdefault((category, item.tax_rate), [Decimal("0.00"), Decimal("0.00"), ""])
+        row[0] += item.net_amount
+        row[1] += item.tax_amount
+        row[2] = row[2] or item.tax_exemption_reason
+    return [TaxRow(rate=rate, base=base, tax=tax, category=category, exemption=exemption)
+            for (category, rate), (base, tax, exemption) in sorted(sums.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
 def client_credit_balance(*, client, currency: str) -> Decimal:
@@ -46,20 +77,104 @@ def client_payments(*, client) -> list[Payment]:
 
 def client_payment_get(*, client, pk: int) -> Payment:
     """One payment as its client may see it; DoesNotExist otherwise."""
+    credited = (ClientCredit.objects.filter(payment=OuterRef("pk")).order_by().values("payment")
+                .annotate(total=Sum("amount")).values("total"))
     return (Payment.objects.select_related("client", "brand").prefetch_related(
         Prefetch("allocations", queryset=PaymentAllocation.objects.select_related("invoice").order_by("id")))
+        .annotate(credited_total=Coalesce(Subquery(credited), Value(Decimal("0.00")),
+                                          output_field=DecimalField(max_digits=14, decimal_places=2)))
         .get(client=client, pk=pk))
 
 
-def client_invoice_get(*, client, pk: int) -> Invoice:
-    """An invoice as its client may see it (never a draft); DoesNotExist otherwise."""
-    return (Invoice.objects.select_related("client", "brand")
-            .exclude(status=Invoice.Status.DRAFT).get(client=client, pk=pk))
+def client_invoice_get(*, client, pk: int, with_stored_pdf: bool = False) -> Invoice:
+    """An invoice as its client may see it (never a draft); DoesNotExist otherwise. With
+    `with_stored_pdf`, also which PDF of it is stored (see `with_stored_pdf_of`)."""
+    invoices = Invoice.objects.select_related("client", "brand").exclude(status=Invoice.Status.DRAFT)
+    return (with_stored_pdf_of(invoices, "invoice") if with_stored_pdf else invoices).get(client=client, pk=pk)
 
 
-def client_credit_note_get(*, client, pk: int) -> CreditNote:
-    return (CreditNote.objects.select_related("client", "brand", "invoice")
-            .exclude(status=CreditNote.Status.DRAFT).get(client=client, pk=pk))
+def with_stored_pdf_of(documents, owner: str):
+    """Documents (invoices or credit notes, `owner` says which) each with the fingerprint and file
+    of its latest stored PDF, or None, read in the same query: a download whose PDF is current
+    then needs no lookup of its own (invoices.documents.render.document_pdf)."""
+    latest = RenderedDocument.objects.filter(**{owner: OuterRef("pk")}).order_by("-id")
+    return documents.annotate(stored_pdf_fingerprint=Subquery(latest.values("fingerprint")[:1]),
+                              stored_pdf_file=Subquery(latest.values("file_name")[:1]))
+
+
+@dataclass(frozen=True)
+class InvoiceDetail:
+    invoice: Invoice
+    lines: list[InvoiceLine]
+    credit_notes: list[CreditNote]
+    allocations: list[PaymentAllocation]  # each with its payment, oldest first
+
+
+def client_invoice_detail(*, client, pk: int) -> InvoiceDetail:
+    """An invoice as its client may see it, with its lines, its credit notes (never drafts) and
+    what payments, refunds and chargebacks did to it, each with its payment: one query, the
+    related rows read as arrays of JSON objects beside the invoice's columns (a prefetch
+    would cost a query per relation). DoesNotExist as client_invoice_get."""
+    invoice = (Invoice.objects.select_related("client", "brand").exclude(status=Invoice.Status.DRAFT)
+               .annotate(**detail_annotations(Invoice))
+               .annotate(
+                   line_rows=ArraySubquery(InvoiceLine.objects.filter(invoice=OuterRef("pk"))
+                                           .order_by("position").values(row=_json_row(InvoiceLine))),
+                   credit_note_rows=ArraySubquery(
+                       CreditNote.objects.filter(invoice=OuterRef("pk")).exclude(status=CreditNote.Status.DRAFT)
+                       .order_by("-issue_date", "-id").values(row=_json_row(CreditNote))),
+                   allocation_rows=ArraySubquery(
+                       PaymentAllocation.objects.filter(invoice=OuterRef("pk")).order_by("created_at", "id")
+                       .values(row=_json_row(PaymentAllocation, payment=_json_row(Payment, "payment__")))))
+               .get(client=client, pk=pk))
+    db = invoice._state.db
+    allocations = []
+    for row in invoice.allocation_rows:
+        allocation = _from_json_row(PaymentAllocation, row, db)
+        allocation.payment = _from_json_row(Payment, row["payment"], db)
+        allocation.invoice = invoice
+        allocations.append(allocation)
+    lines = [_from_json_row(InvoiceLine, row, db) for row in invoice.line_rows]
+    credit_notes = [_from_json_row(CreditNote, row, db) for row in invoice.credit_note_rows]
+    for item in lines + credit_notes:
+        item.invoice = invoice
+    return InvoiceDetail(invoice=invoice, lines=lines, credit_notes=credit_notes, allocations=allocations)
+
+
+def _json_row(model, prefix: str = "", **nested) -> JSONObject:
+    """A row of `model` (its columns, by attribute name) as one JSON object; decimals as text,
+    which JSON numbers would round."""
+    columns = {}
+    for field in model._meta.concrete_fields:
+        column = F(prefix + field.name)
+        columns[field.attname] = Cast(column, TextField()) if isinstance(field, models.DecimalField) else column
+    return JSONObject(**columns, **nested)
+
+
+def _from_json_row(model, row: dict, db: str):
+    """The model instance a `_json_row` object describes, as if read from the database."""
+    fields = model._meta.concrete_fields
+    return model.from_db(db, [field.attname for field in fields],
+                         [None if row[field.attname] is None else field.to_python(row[field.attname])
+                          for field in fields])
+
+
+def client_credit_note_get(*, client, pk: int, with_stored_pdf: bool = False, for_page: bool = False) -> CreditNote:
+    """A credit note as its client may see it; DoesNotExist otherwise. `for_page`: with what the
+    apps above the ledger show on its page (`detail_annotations`), in the same query."""
+    credit_notes = CreditNote.objects.select_related("client", "brand", "invoice").exclude(status=CreditNote.Status.DRAFT)
+    if for_page:
+        credit_notes = credit_notes.annotate(**detail_annotations(CreditNote))
+    return (with_stored_pdf_of(credit_notes, "credit_note") if with_stored_pdf else credit_notes).get(client=client, pk=pk)
+
+
+def detail_annotations(model) -> dict:
+    """What the apps above the ledger add to a client's invoice or credit note page, as
+    annotations of the page's query (invoices.signals.document_detail_annotations)."""
+    annotations = {}
+    for _receiver, added in document_detail_annotations.send(sender=model):
+        annotations |= added or {}
+    return annotations
 
 
 def client_recent_invoices(*, client, limit: int = 20) -> list[Invoice]:
@@ -95,30 +210,60 @@ class Dashboard:
 
 def client_dashboard(*, client, today=None) -> Dashboard:
     """The overview: what is open, what is overdue and can be paid now (not what is pending at a
-    gateway), the payments still pending, the client's credit and the latest activity."""
+    gateway), the payments still pending, the client's credit and the latest activity. Four
+    queries whatever the number of invoices: the totals per currency (with the credit), the
+    invoices it names (latest, next due, pending), the latest payments, the latest credit notes."""
     today = today or timezone.localdate()
     visible = Invoice.objects.filter(client=client).payable()
-    open_by = list(visible.values("currency").order_by("currency").annotate(total=Sum("open_balance"))
-                   .values_list("currency", "total"))
-    overdue = visible.payable_now().overdue(today)
-    overdue_by = list(overdue.values("currency").order_by("currency")
-                      .annotate(total=Sum(F("open_balance") - F("amount_pending"))).values_list("currency", "total"))
-    overdue_count = overdue.aggregate(n=Count("pk"))["n"]
-    next_due = visible.filter(due_date__gte=today).order_by("due_date", "id").first()
+    overdue = Q(due_date__lt=today, open_balance__gt=F("amount_pending"))
+    money = DecimalField(max_digits=14, decimal_places=2)
+    zero = Value(Decimal("0.00"), output_field=money)
+    totals = visible.order_by().values("currency").annotate(
+        open=Sum("open_balance"), overdue=Sum(F("open_balance") - F("amount_pending"), filter=overdue),
+        overdue_count=Count("pk", filter=overdue), credit=zero, source=Value("invoices"))
+    credits = ClientCredit.objects.filter(client=client).order_by().values("currency").annotate(
+        open=zero, overdue=zero, overdue_count=Value(0), credit=Sum("amount"), source=Value("credit"))
+    rows = sorted(totals.union(credits, all=True), key=lambda row: row["currency"])
+    invoice_rows = [r for r in rows if r["source"] == "invoices"]
+    open_by = [(r["currency"], r["open"]) for r in invoice_rows]
+    overdue_by = [(r["currency"], r["overdue"]) for r in invoice_rows if r["overdue_count"]]
+    overdue_count = sum(r["overdue_count"] for r in invoice_rows)
+    credit_by = [(r["currency"], r["credit"]) for r in rows if r["source"] == "credit" and r["credit"]]
+
+    def tagged(queryset, role: str):
+        return queryset.annotate(dashboard_role=Value(role, output_field=CharField()))
+
+    named = list(tagged(Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT)
+                        .order_by("-issue_date", "-id")[:6], "latest")
+                 .union(tagged(visible.filter(due_date__gte=today).order_by("due_date", "id")[:1], "next"),
+                        tagged(visible.pending().order_by("pending_since", "id")[:10], "pending"), all=True))
+    latest = [i for i in named if i.dashboard_role == "latest"]
+    next_due = next((i for i in named if i.dashboard_role == "next"), None)
+    pending = sorted((i for i in named if i.dashboard_role == "pending"), key=lambda i: (i.pending_since, i.id))
+    latest.sort(key=lambda i: (i.issue_date, i.id), reverse=True)
     activity = [Activity(i.issue_date, "invoice", {"number": i.number, "amount": i.total, "currency": i.currency},
-                         reverse("invoices:detail", args=[i.pk]))
-                for i in Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT)
-                .order_by("-issue_date", "-id")[:6]]
-    activity += [Activity(timezone.localdate(p.received_at), "payment",
-                          {"amount": p.amount, "currency": p.currency, "reference": p.number or p.reference},
-                          reverse("payments:receipt", args=[p.pk]))
-                 for p in Payment.objects.filter(client=client).order_by("-received_at")[:6]]
-    activity += [Activity(c.issue_date, "credit_note", {"number": c.number, "amount": c.total, "currency": c.currency,
-                                                        "invoice": c.invoice.number},
-                          reverse("invoices:credit_note_detail", args=[c.pk]))
-                 for c in CreditNote.objects.filter(client=client).exclude(status=CreditNote.Status.DRAFT)
-                 .select_related("invoice").order_by("-issue_date")[:6]]
+                         reverse("invoices:detail", args=[i.pk])) for i in latest]
+    # The latest payments and credit notes, in one query: the same columns from both.
+    no_day, no_moment, no_text = Value(None, output_field=DateField()), Value(None, output_field=DateTimeField()), Value("")
+    payments = Payment.objects.filter(client=client).order_by("-received_at", "-id").values(
+        kind=Value("payment"), key=F("pk"), moment=F("received_at"), day=no_day, ref=F("number"), sum=F("amount"),
+        money=F("currency"), said=F("reference"), invoice_number=no_text)[:6]
+    credit_notes = CreditNote.objects.filter(client=client).exclude(status=CreditNote.Status.DRAFT).order_by(
+        "-issue_date", "-id").values(
+        kind=Value("credit_note"), key=F("pk"), moment=no_moment, day=F("issue_date"), ref=F("number"),
+        sum=F("total"), money=F("currency"), said=no_text, invoice_number=F("invoice__number"))[:6]
+    for row in payments.union(credit_notes, all=True):
+        if row["kind"] == "payment":
+            activity.append(Activity(timezone.localdate(row["moment"]), "payment",
+                                     {"amount": row["sum"], "currency": row["money"],
+                                      "reference": row["ref"] or row["said"]},
+                                     reverse("payments:receipt", args=[row["key"]])))
+        else:
+            activity.append(Activity(row["day"], "credit_note",
+                                     {"number": row["ref"], "amount": row["sum"], "currency": row["money"],
+                                      "invoice": row["invoice_number"]},
+                                     reverse("invoices:credit_note_detail", args=[row["key"]])))
     activity.sort(key=lambda a: a.when, reverse=True)
-    pending = list(visible.pending().order_by("pending_since", "id")[:10])
     return Dashboard(open_by, overdue_by, overdue_count, next_due, activity[:8], pending=pending,
-                     credit_by_currency=client_credit_balances(client=client))
+                     credit_by_currency=credit_by)
+

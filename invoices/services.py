@@ -57,8 +57,9 @@ def _write_lines(model, parent_field: str, parent, client, lines: list[dict]) ->
         rows.append(model(**{parent_field: parent}, client=client, position=position,
                           description=line["description"], quantity=line["quantity"], unit=line.get("unit", ""),
                           unit_price=line["unit_price"], discount_percent=line.get("discount_percent", ZERO),
-                          tax_rate=line["tax_rate"], net_amount=amounts.net, tax_amount=amounts.tax,
-                          line_total=amounts.total))
+                          tax_rate=line["tax_rate"], tax_category=line.get("tax_category", ""),
+                          tax_exemption_reason=line.get("tax_exemption_reason", ""), net_amount=amounts.net,
+                          tax_amount=amounts.tax, line_total=amounts.total))
     model.objects.bulk_create(rows)
 
 
@@ -98,6 +99,7 @@ def invoice_transition(*, invoice: Invoice, to: str, actor=None, reason: str = "
     _document_changed("invoice", invoice.pk)
     if current == Status.DRAFT and to == Status.OPEN:
         _notify_invoice_issued(invoice)  # the moment the client can see it
+        signals.invoice_issued.send(sender=Invoice, invoice=invoice)
     audit_record(action=AuditEvent.Action.INVOICE_STATUS, actor=actor, client=invoice.client, obj=invoice,
                  details={"from": current, "to": to, "reason": reason, "open_balance": str(invoice.open_balance),
                           **(details or {})})
@@ -170,6 +172,8 @@ def invoice_update(*, invoice: Invoice, lines: list[dict], actor=None, source_up
     for name, value in fields.items():
         setattr(invoice, name, value)
     invoice.subtotal, invoice.tax_total, invoice.total = totals.subtotal, totals.tax_total, totals.total
+    # The balance moves with the total in the same save (the row's check: balance = total - paid - credited).
+    invoice.open_balance = invoice.total - invoice.amount_paid - invoice.amount_credited
     invoice.source_updated_at = source_updated_at or invoice.source_updated_at
     invoice.save()
     invoice.lines.all().delete()
@@ -237,7 +241,7 @@ def credit_note_transition(*, credit_note: CreditNote, to: str, actor=None, deta
 @transaction.atomic
 def credit_note_create(*, invoice: Invoice, number: str, issue_date: datetime.date, lines: list[dict],
                        reason: str = "", connection=None, external_id: str = "", actor=None,
-                       issue_now: bool = True) -> CreditNote:
+                       issue_now: bool = True, **extra) -> CreditNote:
     """A credit note against an invoice; issued at once unless asked not to (then it stays a draft)."""
     invoice = _lock(invoice)
     if invoice.status in (Status.DRAFT, Status.VOID):
@@ -248,7 +252,7 @@ def credit_note_create(*, invoice: Invoice, number: str, issue_date: datetime.da
     credit_note = CreditNote.objects.create(
         client=invoice.client, brand=invoice.brand, invoice=invoice, number=number, issue_date=issue_date,
         currency=invoice.currency, reason=reason, subtotal=totals.subtotal, tax_total=totals.tax_total,
-        total=totals.total, connection=connection, external_id=external_id)
+        total=totals.total, connection=connection, external_id=external_id, **extra)
     _write_lines(CreditNoteLine, "credit_note", credit_note, invoice.client, lines)
     if issue_now:
         credit_note = credit_note_issue(credit_note=credit_note, actor=actor)
@@ -274,6 +278,7 @@ def credit_note_issue(*, credit_note: CreditNote, actor=None) -> CreditNote:
     credit_note_transition(credit_note=credit_note, to=CreditNote.Status.APPLIED, actor=actor,
                            details={"applied": str(applied), "to_client_credit": str(credit_note.amount_to_credit)})
     _document_changed("credit_note", credit_note.pk)
+    signals.credit_note_issued.send(sender=CreditNote, credit_note=credit_note)
     notify_client(client=credit_note.client, kind=NotificationKind.CREDIT_NOTE_ISSUED,
                   url=reverse("invoices:credit_note_detail", args=[credit_note.pk]),
                   title=gettext_noop("Credit note %(number)s of %(amount)s for invoice %(invoice)s"),
@@ -358,7 +363,7 @@ def payment_record(*, client, amount: Decimal, currency: str, source: str, metho
         _rebalance(invoice, actor=actor, reason=f"payment {reference or payment.pk}",
                    details={"payment": payment.pk, "amount": str(applied)})
         notify_client(client=client, kind=NotificationKind.PAYMENT_RECEIVED,
-                      url=payment_receipt_path(payment),
+                      url=payment_receipt_path(payment), attachment=f"receipt:{payment.pk}",
                       title=gettext_noop("Payment of %(amount)s received for invoice %(number)s"),
                       title_args={"amount": money_arg(applied, currency), "number": invoice.number})
     if unallocated > 0:
@@ -446,7 +451,8 @@ def recurring_generate_due(*, today: datetime.date | None = None) -> int:
                 continue
             lines = [{"description": line.description, "quantity": line.quantity, "unit": line.unit,
                       "unit_price": line.unit_price, "discount_percent": line.discount_percent,
-                      "tax_rate": line.tax_rate} for line in schedule.lines.all()]
+                      "tax_rate": line.tax_rate, "tax_category": line.tax_category,
+                      "tax_exemption_reason": line.tax_exemption_reason} for line in schedule.lines.all()]
             while schedule.next_date <= today:
                 if (schedule.end_date and schedule.next_date > schedule.end_date) or schedule.remaining_count == 0:
                     break

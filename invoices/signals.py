@@ -17,7 +17,26 @@ payment_reversed = Signal()
 # related_invoice=the Invoice it belongs to, or None).
 invoice_issued_by_portal = Signal()
 
+# An invoice was issued: from now on the client sees it (sender=Invoice; invoice=Invoice). Sent
+# once, when it leaves draft, whatever its source (Peppol delivery listens).
+invoice_issued = Signal()
+
+# A credit note was issued and applied to its invoice (sender=CreditNote; credit_note=CreditNote).
+# Sent once per credit note, whatever its source.
+credit_note_issued = Signal()
+
+# Asked, not announced, before a client's invoice or credit note page reads its document
+# (sender=Invoice or CreditNote). Each receiver returns {name: expression}: the page's one query
+# of the document is annotated with them, so what an app above the ledger shows there costs no
+# query of its own (integrations: the Peppol delivery's state), and its *_detail_context
+# receiver reads them from the document.
+document_detail_annotations = Signal()
+
 # Asked, not announced: the client's invoice page is being shown (sender=Invoice;
 # invoice=Invoice, client=Client). Each receiver returns a dict that is added to the template
 # context (payments adds the direct-debit mandate and collection).
 invoice_detail_context = Signal()
+
+# Asked, not announced: the client's credit note page is being shown (sender=CreditNote;
+# credit_note=CreditNote, client=Client). Each receiver returns a dict added to the context.
+credit_note_detail_context = Signal()

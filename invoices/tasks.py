@@ -5,7 +5,7 @@ from celery import shared_task
 from invoices import services
 from invoices.documents.render import document_pdf
 from invoices.models import CreditNote, Invoice
-from portal.jobs import handler
+from portal.jobs import SLOW, handler
 from portal.rls import staff_scope
 
 
@@ -21,7 +21,8 @@ def generate_recurring_invoices() -> int:
         return services.recurring_generate_due()
 
 
-@handler(services.PRERENDER_JOB, max_attempts=3, backoff_seconds=60)
+# Slow queue: a render takes seconds of CPU each, and a batch of invoices writes hundreds at once.
+@handler(services.PRERENDER_JOB, max_attempts=3, backoff_seconds=60, queue=SLOW)
 def prerender_pdf(job) -> str:
     """Key `pdf:<kind>:<id>:<transaction>`, subject the document: render and store its PDF ahead
     of the first download. Rendering again when nothing changed finds it stored (a fingerprint)."""

@@ -8,7 +8,7 @@ from django.db.models.signals import post_migrate
 
 def _secure_scope(sender, using, **kwargs):
     """After every `migrate` (run as the owner): the scope key where only the database's scope
-    check reads it, and every policy in its fast form (portal/rls.py)."""
+    check reads it, every policy in its fast form (portal/rls.py), and the audit log's retention."""
     from portal import rls
 
     connection = connections[using]
@@ -18,6 +18,13 @@ def _secure_scope(sender, using, **kwargs):
             return
     rls.install_scope_key(connection)
     rls.harden_policies(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regprocedure('public.audit_partitions_maintain(integer)') IS NOT NULL")
+        partitioned = cursor.fetchone()[0]
+    if partitioned:  # AUDIT_RETENTION_MONTHS where the audit log's maintenance reads it
+        from portal import audit_partitions
+
+        audit_partitions.install_settings(connection)
 
 
 class PortalConfig(AppConfig):
@@ -28,6 +35,13 @@ class PortalConfig(AppConfig):
         # Imported for their side effects: signal receivers, and the row-level-security
         # scope wrapper that every database connection gets when it opens.
         from portal import live, receivers, rls  # noqa: F401
+
+        # Every back-office list counts its rows once: not also the unfiltered total beside a
+        # filtered count (Django's default), a second COUNT(*) on every list (issue 17, point 2).
+        # Set on the base class so Django's and allauth's own lists count once too.
+        from django.contrib import admin
+
+        admin.ModelAdmin.show_full_result_count = False
 
         post_migrate.connect(_secure_scope, sender=self, dispatch_uid="portal.secure_scope")
 

@@ -6,17 +6,34 @@ the scope that may see it (portal/rls.py)."""
 from __future__ import annotations
 
 from allauth.account.auth_backends import AuthenticationBackend as AllauthBackend
+from allauth.mfa.models import Authenticator
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
+from django.db.models import Exists, OuterRef
 
-from portal.rls import identity_scope, user_scope
+from portal.rls import current_scope, identity_scope, user_scope
 
 
 class _Scoped:
     def get_user(self, user_id):
         # The session says which user it is for (django.contrib.auth has parsed the id already);
-        # only that user's row is made visible.
+        # only that user's row is made visible. A request's scope already names this user (the
+        # portal's middleware scopes it from the session): read it there, with no scope change.
+        if current_scope()[1] == str(user_id) and current_scope()[2] == "":
+            return self._load(user_id)
         with user_scope(user_id):
-            return super().get_user(user_id)
+            return self._load(user_id)
+
+    def _load(self, user_id):
+        # Django's get_user, with whether the user holds a second factor read in the same query
+        # (the back office asks on every request: portal/staff_mfa.py); the user's own
+        # authenticators are visible in the scope that shows the user.
+        from portal.staff_mfa import SECOND_FACTORS
+
+        second_factor = Authenticator.objects.filter(user_id=OuterRef("pk"), type__in=SECOND_FACTORS)
+        user = (get_user_model()._default_manager.annotate(has_second_factor=Exists(second_factor))
+                .filter(pk=user_id).first())
+        return user if user is not None and self.user_can_authenticate(user) else None
 
     def authenticate(self, request, **credentials):
         with identity_scope():

@@ -30,6 +30,7 @@ def readable_on_white(colour: str) -> str:
     return candidate
 
 
+@lru_cache(maxsize=256)  # on every branded page: the same few brands over and over
 def favicon_svg(*, initial: str, colour: str) -> str:
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
            f'fill="{colour}"/><text x="16" y="22" font-family="sans-serif" font-size="18" font-weight="700" '

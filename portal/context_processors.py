@@ -7,7 +7,12 @@ from portal.selectors import default_brand, unread_notification_count
 def tenancy(request):
     client = getattr(request, "client", None)
     membership = getattr(request, "membership", None)
-    brand = client.brand if client is not None else default_brand()
+    match = getattr(request, "resolver_match", None)
+    if client is None and match is not None and match.namespace == "admin":
+        # The back office's pages show no brand (templates/admin/base_site.html): not read.
+        brand = None
+    else:
+        brand = client.brand if client is not None else default_brand()
     context = {
         "current_client": client,
         "current_membership": membership,
@@ -19,5 +24,5 @@ def tenancy(request):
     if brand is not None:
         primary = readable_on_white(brand.primary_colour)
         context.update(brand_primary=primary, brand_accent=brand.accent_colour,
-                       favicon=brand.logo.url if brand.logo else favicon_svg(initial=brand.name[:1], colour=primary))
+                       favicon=brand.logo_url if brand.logo else favicon_svg(initial=brand.name[:1], colour=primary))
     return context

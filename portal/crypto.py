@@ -152,9 +152,11 @@ def encrypted_fields():
 
 # --- File storage ----------------------------------------------------------------
 
-class EncryptedFileStorage(FileSystemStorage):
-    """Files are encrypted on save and decrypted on open; the bytes on disk are tokens.
-    The file name is bound into the tag, so a file moved under another name fails."""
+class EncryptingStorage:
+    """Files are encrypted on save and decrypted on open; the stored bytes are tokens, so the
+    disk or the object store never holds a plain document. The file name is bound into the tag,
+    so a file moved under another name fails. Mixed into a storage (local disk, S3) that keeps
+    the tokens (EncryptedFileStorage here; portal.object_storage.EncryptedS3Storage)."""
 
     def _save(self, name, content):
         if hasattr(content, "seek"):
@@ -162,12 +164,14 @@ class EncryptedFileStorage(FileSystemStorage):
         token = keyring().encrypt(content.read(), associated_data=name.encode())
         return super()._save(name, ContentFile(token))
 
+    def _token(self, name) -> bytes:
+        with super()._open(name, "rb") as handle:
+            return handle.read()
+
     def _open(self, name, mode="rb"):
         if "w" in mode or "a" in mode:
-            raise ValueError("EncryptedFileStorage files are written with save()")
-        with super()._open(name, "rb") as handle:
-            token = handle.read()
-        return ContentFile(keyring().decrypt(token, associated_data=name.encode()), name=name)
+            raise ValueError("Encrypted files are written with save()")
+        return ContentFile(keyring().decrypt(self._token(name), associated_data=name.encode()), name=name)
 
     def size(self, name):
         with self.open(name) as handle:
@@ -175,23 +179,35 @@ class EncryptedFileStorage(FileSystemStorage):
 
     def reencrypt(self, name) -> bool:
         """Re-encrypt one file with the newest key; False when it already is."""
-        path = self.path(name)
-        with open(path, "rb") as handle:
-            token = handle.read()
+        token = self._token(name)
         if keyring().is_current(token):
             return False
         fresh = keyring().encrypt(keyring().decrypt(token, associated_data=name.encode()),
                                   associated_data=name.encode())
-        tmp = path + ".reencrypt"
-        with open(tmp, "wb") as handle:
-            handle.write(fresh)
-        os.replace(tmp, path)
+        self._replace(name, fresh)
         return True
 
-    def all_names(self):
-        root = self.location
-        if not os.path.isdir(root):
+    def _replace(self, name, token: bytes) -> None:
+        super()._save(name, ContentFile(token))  # an object store replaces a key in one write
+
+    def all_names(self, folder: str = ""):
+        try:
+            folders, files = self.listdir(folder)
+        except FileNotFoundError:
             return
-        for folder, _dirs, files in os.walk(root):
-            for file_name in files:
-                yield os.path.relpath(os.path.join(folder, file_name), root).replace(os.sep, "/")
+        for file_name in files:
+            yield f"{folder}/{file_name}" if folder else file_name
+        for sub in folders:
+            yield from self.all_names(f"{folder}/{sub}" if folder else sub)
+
+
+class EncryptedFileStorage(EncryptingStorage, FileSystemStorage):
+    """Encrypted files on the local disk (no S3 configured)."""
+
+    def _replace(self, name, token: bytes) -> None:
+        path = self.path(name)
+        tmp = path + ".reencrypt"
+        with open(tmp, "wb") as handle:
+            handle.write(token)
+        os.replace(tmp, path)  # a reader sees the old token or the new one, never half a file
+

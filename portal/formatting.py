@@ -8,6 +8,7 @@ the one place the portal formats or parses them (Babel's CLDR data, not hand-wri
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -33,13 +34,37 @@ def cldr_locale(language: str | None = None) -> str:
     return CLDR_LOCALES.get(language, CLDR_LOCALES[settings.LANGUAGE_CODE])
 
 
+@functools.cache
+def _parsed_locale(identifier: str) -> Locale:
+    return Locale.parse(identifier)
+
+
+def babel_locale(language: str | None = None) -> Locale:
+    """The Babel locale a language formats with, parsed once per process (parsing it again for
+    every amount and date on a page costs more than formatting them; there are two)."""
+    return _parsed_locale(cldr_locale(language))
+
+
+# A page formats dozens of amounts and dates, and the same ones page after page: each text is
+# made once per process. Keyed by the amount's exact text (str keeps the sign of -0.00, which
+# equal Decimals do not) and the CLDR locale; both caches are bounded.
+@functools.lru_cache(maxsize=4096)
+def _money_text(amount: str, currency: str, identifier: str) -> str:
+    return format_currency(Decimal(amount), currency, locale=_parsed_locale(identifier))
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_text(value: datetime.date, style: str, identifier: str) -> str:
+    return _babel_date(value, format=style, locale=_parsed_locale(identifier))
+
+
 def format_money(amount, currency: str = "EUR", *, language: str | None = None) -> str:
     """`€ 1.306,80` (nl), `€1,306.80` (en); negative amounts with the locale's minus sign."""
     if amount in (None, ""):
         return ""
     if isinstance(amount, float):
         raise TypeError("money is never a float")
-    return format_currency(Decimal(amount), currency, locale=cldr_locale(language))
+    return _money_text(str(Decimal(amount)), currency, cldr_locale(language))
 
 
 def format_number(value, *, places: int | None = None, language: str | None = None) -> str:
@@ -51,7 +76,7 @@ def format_number(value, *, places: int | None = None, language: str | None = No
         value = value.normalize()
         places = max(0, -value.as_tuple().exponent)
     pattern = "#,##0" + ("." + "0" * places if places else "")
-    return format_decimal(value, format=pattern, locale=cldr_locale(language))
+    return format_decimal(value, format=pattern, locale=babel_locale(language))
 
 
 def format_day(value: datetime.date | datetime.datetime | None, style: str = "medium", *,
@@ -62,7 +87,7 @@ def format_day(value: datetime.date | datetime.datetime | None, style: str = "me
         return ""
     if isinstance(value, datetime.datetime):
         value = timezone.localtime(value).date() if timezone.is_aware(value) else value.date()
-    return _babel_date(value, format=style, locale=cldr_locale(language))
+    return _day_text(value, style, cldr_locale(language))
 
 
 def format_moment(value: datetime.datetime | None, *, language: str | None = None) -> str:
@@ -70,7 +95,7 @@ def format_moment(value: datetime.datetime | None, *, language: str | None = Non
     if value in (None, ""):
         return ""
     local = timezone.localtime(value) if timezone.is_aware(value) else value
-    locale = Locale.parse(cldr_locale(language))
+    locale = babel_locale(language)
     return str(locale.datetime_formats["medium"]).format(
         _babel_time(local, format="short", locale=locale), _babel_date(local.date(), format="medium", locale=locale))
 
@@ -85,7 +110,7 @@ def parse_money(text: str, *, language: str | None = None) -> Decimal:
     whichever it is (`10.50` typed on a Dutch page is ten fifty, never one thousand and fifty); a
     separator followed by three digits groups thousands only where the language groups with it.
     Raises MoneyParseError with a message for the client."""
-    locale = Locale.parse(cldr_locale(language))
+    locale = babel_locale(language)
     decimal_symbol = locale.number_symbols["latn"]["decimal"]
     group_symbol = locale.number_symbols["latn"]["group"]
     cleaned = _SPACES.sub("", str(text or ""))

@@ -3,12 +3,16 @@ request that changes something (POST and friends) gets no request-wide transacti
 that calls a payment gateway never holds one open; its services open short ones. A request
 that only reads (GET, HEAD, OPTIONS) runs in one transaction: one snapshot of the data, and the
 scope applied once instead of around every query. Such views make no call outside the
-process (the test suite's transaction guard fails any that would)."""
+process (the test suite's transaction guard fails any that would); a read that must (a file
+from object storage, a PDF rendered and stored) is marked `outside_request_transaction` and
+runs its queries in short transactions of their own, under the same scope."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.db import transaction
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils import translation
 
 from portal.rls import client_scope, identity_scope, staff_scope
@@ -17,6 +21,22 @@ from portal.services import SESSION_CLIENT_KEY
 
 
 READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def outside_request_transaction(view):
+    """A read-only view that reads stored files or renders one: no request-wide transaction, so
+    none is open while it waits on object storage (S3 is a network call) or on a render, and no
+    pooled connection (nor PgBouncer's server connection) is held through them."""
+    view.request_transaction = False
+    return view
+
+
+def _wants_transaction(request) -> bool:
+    try:
+        match = resolve(request.path_info, getattr(request, "urlconf", None))
+    except Resolver404:
+        return True
+    return getattr(match.func, "request_transaction", True)
 
 
 class TenantScopeMiddleware:
@@ -39,24 +59,41 @@ class TenantScopeMiddleware:
 
     def __call__(self, request):
         if request.method in READ_ONLY_METHODS:
-            with transaction.atomic():
-                return self._scoped(request)
+            if _wants_transaction(request):
+                # No savepoint: this is the outermost transaction of a request (BEGIN ... COMMIT), and
+                # nothing inside needs to roll back to its start; inside a test's transaction it would
+                # add statements a real request never sends.
+                with transaction.atomic(savepoint=False):
+                    return self._scoped(request)
+            # A view that waits on files or a render outside a transaction: who is asking (the
+            # session, the user, the memberships) is still read in one short transaction, not one
+            # each with its scope applied again.
+            return self._scoped(request, identity_transaction=True)
         return self._scoped(request)
 
-    def _scoped(self, request):
+    def _scoped(self, request, *, identity_transaction: bool = False):
         request.client = request.membership = None
         request.memberships = []
-        if self._is_back_office(request):
+        # The scope is applied once for the request: the session (read in its own scope, the one
+        # row its key may see) names the user and the client it acts for, and the user, its
+        # memberships and the page are all read in that client's scope. The client is the
+        # session's only once the memberships confirm it; otherwise the scope narrows to the
+        # user before anything of a client is read (a membership revoked, a first request).
+        with transaction.atomic(savepoint=False) if identity_transaction else nullcontext():
+            session_user = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
+            with client_scope(request.session.get(SESSION_CLIENT_KEY) if session_user else None,
+                              user_id=session_user):
+                back_office = self._is_back_office(request)
+                user_id = request.user.pk if request.user.is_authenticated else None
+                if not back_office and user_id is not None:
+                    if settings.LANGUAGE_COOKIE_NAME not in request.COOKIES:
+                        # No switch used in this browser: speak the contact's own language.
+                        translation.activate(request.user.language)
+                        request.LANGUAGE_CODE = request.user.language
+                    self._choose_membership(request)
+        if back_office:
             with staff_scope():
                 return self.get_response(request)
-        user_id = request.user.pk if request.user.is_authenticated else None
-        if user_id is not None and settings.LANGUAGE_COOKIE_NAME not in request.COOKIES:
-            # No switch used in this browser: speak the contact's own language.
-            translation.activate(request.user.language)
-            request.LANGUAGE_CODE = request.user.language
-        if user_id is not None:
-            with client_scope(None, user_id=user_id):
-                self._choose_membership(request)
         with client_scope(request.client.pk if request.client else None, user_id=user_id):
             if self._is_account_page(request):
                 # Logging in, signing up, resetting a password, a second factor: these look

@@ -11,11 +11,13 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from portal.crypto import EncryptedJSONField, EncryptedTextField
 from portal.formatting import format_day, format_money
+from portal.participants import Scheme, clean_participant
 
 def validate_time_zone(value: str) -> None:
     if value not in zoneinfo.available_timezones():
@@ -86,6 +88,11 @@ class Brand(models.Model):
     postal_code = models.CharField(_("postal code"), max_length=16, blank=True)
     city = models.CharField(_("city"), max_length=100, blank=True)
     country = models.CharField(_("country"), max_length=2, default="NL")
+    peppol_scheme = models.CharField(_("Peppol identifier scheme"), max_length=4, choices=Scheme.choices, blank=True,
+                                     db_default="")
+    peppol_id = models.CharField(_("Peppol identifier"), max_length=40, blank=True, db_default="",
+                                 help_text=_("Where the Peppol network delivers to this company and what its "
+                                             "e-invoices name as its legal entity."))
     is_default = models.BooleanField(_("default brand"), default=False)
     allow_document_links = models.BooleanField(
         _("one-invoice links in emails"), default=False,
@@ -102,10 +109,20 @@ class Brand(models.Model):
         verbose_name_plural = _("brands")
         constraints = [
             models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_brand"),
+            models.CheckConstraint(condition=Q(peppol_scheme="", peppol_id="") | (~Q(peppol_scheme="") & ~Q(peppol_id="")),
+                                   name="brand_peppol_scheme_with_id"),
         ]
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        clean_participant(self)
+
+    @property
+    def logo_url(self) -> str:
+        """Where a page shows the logo: through the portal, whatever storage holds it."""
+        return reverse("portal:brand_logo", kwargs={"pk": self.pk, "name": self.logo.name}) if self.logo else ""
 
 
 class Client(models.Model):
@@ -123,6 +140,15 @@ class Client(models.Model):
     postal_code = models.CharField(_("postal code"), max_length=16, blank=True)
     city = models.CharField(_("city"), max_length=100, blank=True)
     country = models.CharField(_("country"), max_length=2, default="NL")
+    peppol_scheme = models.CharField(_("Peppol identifier scheme"), max_length=4, choices=Scheme.choices, blank=True,
+                                     db_default="")
+    peppol_id = models.CharField(_("Peppol identifier"), max_length=40, blank=True, db_default="",
+                                 help_text=_("Where the Peppol network delivers to this company and what its "
+                                             "e-invoices name as its legal entity."))
+    buyer_reference = models.CharField(
+        _("buyer reference"), max_length=100, blank=True, db_default="",
+        help_text=_("The client's own reference for our invoices (its cost centre or contact code), used "
+                    "on e-invoices that carry no purchase order."))
     default_currency = models.CharField(_("default currency"), max_length=3, default="EUR", validators=[iso_currency])
     locale = models.CharField(_("locale"), max_length=8, choices=settings.LANGUAGES, default="nl")
     time_zone = models.CharField(_("time zone"), max_length=50, default="Europe/Amsterdam",
@@ -134,9 +160,16 @@ class Client(models.Model):
         ordering = ["name"]
         verbose_name = _("client")
         verbose_name_plural = _("clients")
+        constraints = [
+            models.CheckConstraint(condition=Q(peppol_scheme="", peppol_id="") | (~Q(peppol_scheme="") & ~Q(peppol_id="")),
+                                   name="client_peppol_scheme_with_id"),
+        ]
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        clean_participant(self)
 
 
 class Membership(models.Model):
@@ -162,7 +195,9 @@ class Membership(models.Model):
 
 class AuditEvent(models.Model):
     """Append-only: the application role may insert and read, never change or delete
-    (grants plus a trigger, see migration 0002). Write through portal.services.audit_record."""
+    (grants plus a trigger, see migration 0002). Write through portal.services.audit_record.
+    Partitioned by month in the database (portal/audit_partitions.py, migration 0025): its
+    primary key there is (id, created_at), and old months are dropped by retention."""
 
     class Action(models.TextChoices):
         LOGIN = "auth.login", _("Logged in")
@@ -193,6 +228,10 @@ class AuditEvent(models.Model):
         CHECKOUT_FLAGGED = "checkout.flagged", _("Checkout flagged for staff")
         MANDATE_CHANGED = "mandate.changed", _("Direct-debit mandate changed")
         REMINDER_SENT = "reminder.sent", _("Payment reminder sent")
+        API_CALL = "api.call", _("API call")
+        API_TOKEN_CREATED = "api.token_created", _("API token created")
+        API_TOKEN_REVOKED = "api.token_revoked", _("API token revoked")
+        PEPPOL_DELIVERY = "peppol.delivery_status", _("Peppol delivery status changed")
 
     # No database-level foreign keys: the log outlives the users and clients it names.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
@@ -353,11 +392,14 @@ class Job(models.Model):
         verbose_name = _("background job")
         verbose_name_plural = _("background jobs")
         indexes = [
-            models.Index(fields=["run_after"], condition=Q(state__in=["pending", "retrying"]), name="job_due"),
-            models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="job_leased"),
+            # What a claim walks, in its order (portal.jobs.READY): due jobs by run_after, of any
+            # kind or of one; then leases that ran out.
+            models.Index(fields=["run_after", "id"], condition=Q(state__in=["pending", "retrying"]), name="job_due"),
+            models.Index(fields=["kind", "run_after", "id"], condition=Q(state__in=["pending", "retrying"]),
+                         name="job_due_kind"),
+            models.Index(fields=["lease_expires_at", "id"], condition=Q(state="running"), name="job_leased"),
             models.Index(fields=["subject", "id"], condition=Q(state__in=["pending", "running", "retrying"]) & ~Q(subject=""),
                          name="job_open_subject"),
-            models.Index(fields=["kind", "state"], name="job_kind_state"),
         ]
 
     def __str__(self):

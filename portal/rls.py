@@ -243,12 +243,18 @@ def _apply(connection, values) -> None:
     # Straight through psycopg, not Django's cursor: a server-side bound parameter, so the token
     # is not part of the statement text that pg_stat_activity shows.
     token = _applying.set(True)
+    started = time.monotonic()
     try:
         with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(APPLY_SQL, [scope_token(values) if values != NO_SCOPE else ""])
     finally:
         _applying.reset(token)
     connection.rls_applied = values
+    if connection.queries_logged:
+        # It is a statement like any other: where Django counts queries (DEBUG, the test suite's
+        # query budgets), it counts too; logged without the token.
+        connection.queries_log.append({"sql": APPLY_SQL % "'<scope>'",
+                                       "time": "%.3f" % (time.monotonic() - started)})
 
 
 def _scoped_execute(execute, sql, params, many, context):

@@ -1,12 +1,27 @@
 """Reads of the portal app that views and middleware share."""
 from __future__ import annotations
 
-from portal.models import Brand, Client, Membership, Notification
+from django.db.models import Count, Min, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+
+from portal import jobs
+from portal.models import Brand, Client, Job, Membership, Notification
+from portal.rls import current_scope
 
 
 def memberships_for(*, user) -> list[Membership]:
-    """The user's memberships, with their clients and brands (RLS lets a user see its own)."""
-    return list(Membership.objects.filter(user=user).select_related("client", "client__brand"))
+    """The user's memberships, with their clients and brands (RLS lets a user see its own), in
+    one query. Each also counts the user's unread notifications of its client, as far as the
+    scope it is read in shows them: `unread_scope` says which client's count is whole (the
+    scope's client; notifications are visible for that client only), None for none."""
+    unread = (Notification.objects.filter(client=OuterRef("client"), user=OuterRef("user"), read_at__isnull=True)
+              .order_by().values("client").annotate(n=Count("pk")).values("n"))
+    scoped = current_scope()[0]
+    memberships = list(Membership.objects.filter(user=user).select_related("client", "client__brand")
+                       .annotate(unread=Coalesce(Subquery(unread), 0)))
+    for membership in memberships:
+        membership.unread_scope = membership.client_id if str(membership.client_id) == scoped else None
+    return memberships
 
 
 def client_get(*, client_id: int, current_client: Client | None) -> Client:
@@ -22,10 +37,29 @@ def default_brand() -> Brand | None:
 
 
 def unread_notification_count(*, request) -> int:
+    """The unread count the page header shows; from the memberships the request read already
+    when they were read in this client's scope (portal.middleware), else one count."""
     if not request.user.is_authenticated or request.client is None:
         return 0
+    membership = getattr(request, "membership", None)
+    if membership is not None and getattr(membership, "unread_scope", None) == request.client.pk:
+        return membership.unread
     return Notification.objects.filter(user=request.user, client=request.client, read_at__isnull=True).count()
 
 
 def notifications_for(*, user, client, limit: int = 50):
     return list(Notification.objects.filter(user=user, client=client)[:limit])
+
+
+def queue_backlog(*, now) -> dict[str, dict]:
+    """Per Celery queue (portal.jobs.QUEUES): how many jobs are due and not taken, and since
+    when the oldest has waited ({"queue", "waiting", "oldest"}); one query, over the due jobs."""
+    backlog = {queue: {"queue": queue, "waiting": 0, "oldest": None} for queue in jobs.QUEUES}
+    due = (Job.objects.filter(state__in=[Job.State.PENDING, Job.State.RETRYING], run_after__lte=now)
+           .order_by().values("kind").annotate(waiting=Count("id"), oldest=Min("run_after")))
+    for row in due:
+        entry = backlog[jobs.queue_of(row["kind"])]
+        entry["waiting"] += row["waiting"]
+        if entry["oldest"] is None or row["oldest"] < entry["oldest"]:
+            entry["oldest"] = row["oldest"]
+    return backlog

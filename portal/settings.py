@@ -79,6 +79,9 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 EXACT_BASE_URL = env.str("EXACT_BASE_URL", default="")
 # Wolters Kluwer's login for Twinfield (OAuth/OpenID Connect); the cluster is discovered from the token.
 TWINFIELD_LOGIN_URL = env.str("TWINFIELD_LOGIN_URL", default="https://login.twinfield.com")
+# The official Peppol BIS Billing rules (peppol-bis-billing-<version>/PEPPOL-EN16931-UBL.sch), read by
+# invoices.documents.rules; by default the shared/ folder beside the checkout.
+EINVOICE_RULES_DIR = Path(env.str("EINVOICE_RULES_DIR", default=str(BASE_DIR.parent / "shared" / "einvoice-rules")))
 # Every Stripe request names its API version (Stripe-Version), so an account's default never
 # changes what we send or read; embedded_page needs 2026-03-25.dahlia or later.
 STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-10-28.endive")
@@ -252,15 +255,29 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Two queues (portal.jobs.QUEUES), each with workers of its own (`make run`, docker-compose: `-Q`):
+# a job's bell goes to its kind's queue. Everything else sent (beat's tasks, which only write jobs)
+# goes to "fast". A worker started without -Q (the tests') takes both.
+CELERY_TASK_DEFAULT_QUEUE = "fast"
+CELERY_TASK_QUEUES = {"fast": {}, "slow": {}}
 # A bell that cannot be rung is not worth waiting for: the job row is written, and the sweep
 # rings again. One quick retry, not Celery's default three with growing waits (0.6 s added to
 # every request that writes a job while Redis is down).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1,
                                     "interval_max": 0.1}
+# A process rings for the jobs it committed together, each at most this long after its commit
+# (portal.jobs._BellBatch: one drain of a kind for many jobs); 0: one bell per job, at its commit.
+JOB_BELL_BATCH_MS = env.int("JOB_BELL_BATCH_MS", default=50)
 CELERY_TIMEZONE = "Europe/Amsterdam"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "portal.tasks.beat_heartbeat", "schedule": env.float("HEARTBEAT_INTERVAL", default=60.0)},
+    # One heartbeat per queue (portal.jobs.QUEUES), taken by a worker of that queue: the health
+    # page shows a queue that no worker consumes.
+    **{f"worker-heartbeat-{queue}": {"task": "portal.tasks.worker_heartbeat", "args": (queue,),
+                                     "options": {"queue": queue, "expires": 300},
+                                     "schedule": env.float("HEARTBEAT_INTERVAL", default=60.0)}
+       for queue in ("fast", "slow")},
     "mark-overdue": {"task": "invoices.tasks.mark_overdue", "schedule": 3600.0},
     "generate-recurring-invoices": {"task": "invoices.tasks.generate_recurring_invoices", "schedule": 3600.0},
     "sweep-jobs": {"task": "portal.tasks.sweep_jobs", "schedule": env.float("JOB_SWEEP_INTERVAL", default=30.0)},
@@ -268,10 +285,16 @@ CELERY_BEAT_SCHEDULE = {
     "scan-reminders": {"task": "reminders.tasks.scan_reminders",
                        "schedule": env.float("REMINDER_SCAN_INTERVAL", default=3600.0)},
     "prune-webhook-samples": {"task": "portal.tasks.prune_webhook_samples", "schedule": 86400.0},
+    # The audit log's coming monthly partitions, and retention (portal/audit_partitions.py).
+    "audit-partitions": {"task": "portal.tasks.maintain_audit_partitions", "schedule": 86400.0},
     # Exact Online: the safety sync behind the webhook hints, which also keeps each refresh token in use.
     "exact-safety-sync": {"task": "integrations.exact.tasks.sync_exact_connections", "schedule": 3600.0},
     # Each Twinfield connection at its own interval (poll_minutes): this only writes the polls due.
     "twinfield-polls": {"task": "integrations.twinfield.tasks.poll_twinfield_connections", "schedule": 60.0},
+    # Each custom ERP that is pulled, at its own interval (poll_minutes): this only writes the pulls due.
+    "erp-pulls": {"task": "integrations.erp.tasks.pull_erp_connections", "schedule": 60.0},
+    # Peppol deliveries the network has had for over an hour without a status webhook: asked by GET.
+    "peppol-polls": {"task": "integrations.peppol.tasks.poll_peppol_deliveries", "schedule": 3600.0},
 }
 
 # --- Authentication (django-allauth) --------------------------------------
@@ -314,7 +337,9 @@ LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "portal:home"
 LOGOUT_REDIRECT_URL = "account_login"
 
+# Argon2id at OWASP's parameters (portal/passwords.py); the others check passwords stored before.
 PASSWORD_HASHERS = [
+    "portal.passwords.Argon2idPasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
@@ -345,21 +370,59 @@ USE_TZ = True
 # --- Static and media -----------------------------------------------------
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default="") or VAR_DIR / "staticfiles")  # collectstatic's
 # Outside production WhiteNoise serves straight from static/ (no collectstatic needed).
 WHITENOISE_USE_FINDERS = not PRODUCTION
 if not PRODUCTION:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Files (brand logos; stored PDFs, encrypted before they leave the process) go to S3-compatible
+# object storage when S3_BUCKET is set, so web and workers on several machines share them
+# (docker-compose.yml: MinIO); otherwise to MEDIA_ROOT on the local disk. Logos are served
+# through the portal (portal.views.brand_logo), so the bucket stays private.
+S3_BUCKET = env.str("S3_BUCKET", default="")
+if S3_BUCKET:
+    _s3 = {
+        "bucket_name": S3_BUCKET,
+        "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,  # unset: AWS itself
+        "region_name": env.str("S3_REGION", default="") or None,
+        "access_key": _required("S3_ACCESS_KEY_ID") if PRODUCTION else env.str("S3_ACCESS_KEY_ID", default=None),
+        "secret_key": _required("S3_SECRET_ACCESS_KEY") if PRODUCTION
+        else env.str("S3_SECRET_ACCESS_KEY", default=None),
+        "addressing_style": env.str("S3_ADDRESSING_STYLE", default="path"),  # MinIO's; "virtual" for AWS
+        "default_acl": None,  # the bucket's own (private)
+        "querystring_auth": True,
+    }
+    _file_storages = {
+        # A logo uploaded under a name already taken gets a free name, never replaces the other.
+        "default": {"BACKEND": "storages.backends.s3.S3Storage",
+                    "OPTIONS": {**_s3, "location": "media", "file_overwrite": False}},
+        "encrypted": {"BACKEND": "portal.object_storage.EncryptedS3Storage",
+                      "OPTIONS": {**_s3, "location": "encrypted"}},
+    }
+else:
+    _file_storages = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "encrypted": {"BACKEND": "portal.crypto.EncryptedFileStorage",
+                      "OPTIONS": {"location": str(MEDIA_ROOT / "encrypted")}},
+    }
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "encrypted": {"BACKEND": "portal.crypto.EncryptedFileStorage",
-                  "OPTIONS": {"location": str(MEDIA_ROOT / "encrypted")}},
+    **_file_storages,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if PRODUCTION else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+
+# --- Audit log --------------------------------------------------------------
+# Months of audit events kept (portal/audit_partitions.py): a monthly partition is dropped once
+# all of it is older. 84 (7 years), the Dutch fiscal retention (Algemene wet inzake
+# rijksbelastingen, art. 52: books and records 7 years), which covers what the log proves about
+# invoices and payments. 0 keeps every month. Applied by `migrate` (the application role cannot
+# shorten it); the daily task drops what is past it.
+AUDIT_RETENTION_MONTHS = env.int("AUDIT_RETENTION_MONTHS", default=84)
+if AUDIT_RETENTION_MONTHS < 0:
+    raise ImproperlyConfigured("AUDIT_RETENTION_MONTHS is a number of months, 0 or more (0 keeps every month)")
 
 # --- Proxy ----------------------------------------------------------------
 # The addresses (or CIDR networks) of the reverse proxies in front of gunicorn. Only a request
@@ -386,6 +449,20 @@ WEBHOOK_RATE_PER_IP = _webhook_rate("WEBHOOK_RATE_PER_IP", "600/m")
 WEBHOOK_RATE_PER_ACCOUNT = _webhook_rate("WEBHOOK_RATE_PER_ACCOUNT", "1200/m")
 # How long the samples of rejected and ignored requests are kept (a daily beat task prunes them).
 WEBHOOK_SAMPLES_KEPT_DAYS = env.int("WEBHOOK_SAMPLES_KEPT_DAYS", default=30)
+
+# --- The GraphQL API for back-office systems (integrations.erp) ---------------------------
+# Bounds checked before a request runs; page sizes above GRAPHQL_MAX_PAGE are refused. Each API
+# token has its own rate (calls a minute, set in admin). Introspection is on in development and
+# off in production unless GRAPHQL_INTROSPECTION says otherwise. The payments feed holds back
+# rows younger than GRAPHQL_FEED_SETTLE_SECONDS, so that no row committed late is skipped.
+GRAPHQL_MAX_DEPTH = env.int("GRAPHQL_MAX_DEPTH", default=10)
+GRAPHQL_MAX_ALIASES = env.int("GRAPHQL_MAX_ALIASES", default=15)
+GRAPHQL_MAX_TOKENS = env.int("GRAPHQL_MAX_TOKENS", default=3000)
+GRAPHQL_MAX_COMPLEXITY = env.int("GRAPHQL_MAX_COMPLEXITY", default=150_000)
+GRAPHQL_MAX_PAGE = env.int("GRAPHQL_MAX_PAGE", default=100)
+GRAPHQL_MAX_BODY_BYTES = env.int("GRAPHQL_MAX_BODY_BYTES", default=1024 * 1024)
+GRAPHQL_INTROSPECTION = env.bool("GRAPHQL_INTROSPECTION", default=not PRODUCTION)
+GRAPHQL_FEED_SETTLE_SECONDS = env.float("GRAPHQL_FEED_SETTLE_SECONDS", default=5.0)
 
 # --- Security -----------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -38,6 +38,9 @@ else:
     CACHE_URL = base + f"/{_cache_db}"
     CELERY_BROKER_URL = base + f"/{_cache_db + 1}"
 CACHES = {"default": {**CACHES["default"], "LOCATION": CACHE_URL, "KEY_PREFIX": "test"}}  # noqa: F405
+# Each job's bell at its commit, where a test's stand-in for the worker sees it (the batching
+# itself: tests/portal/test_jobs.py).
+JOB_BELL_BATCH_MS = 0
 
 # What a user sees, not debug pages (the web server of the browser tests uses these settings too).
 DEBUG = False

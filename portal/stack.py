@@ -1,6 +1,6 @@
 """`make run` and `make test`: start what is missing, prepare the database, run.
 
-    python -m portal.stack run     web + Celery worker + beat, until Ctrl-C
+    python -m portal.stack run     web + a Celery worker per queue + beat, until Ctrl-C
     python -m portal.stack test    the whole test suite (extra arguments go to pytest)
 
 With no DATABASE_URL / REDIS_URL the embedded PostgreSQL and Redis are started
@@ -24,6 +24,8 @@ DEMO_LOGINS = """\
   Back office (Django admin):  admin@example.com      / portal-demo-2026
   Client, one company:         alice@northwind.test   / portal-demo-2026
   Client, two companies:       bob@globex.test        / portal-demo-2026
+  GraphQL API (/api/graphql/):  Authorization: Bearer ptk_demo-acme-erp-graphql-api-development-only
+                                (Acme's demo ERP; docs/integrations/custom-erp.md)
   (emails, such as login codes, are printed by the web process;
    the back office asks staff to set up an authenticator app on the first visit)"""
 
@@ -69,13 +71,18 @@ def runtime_environ() -> dict:
     return env
 
 
-def web_command(port: str, threads: int) -> list[str]:
+def web_command(port: str, threads: int, workers: int = 2) -> list[str]:
     """gunicorn, as in production, not runserver: runserver starts a thread per request, so 200
     requests at once are 200 threads waiting on the connection pool (and timing out there);
     gunicorn's fixed threads, each with one pooled connection, queue the rest in its socket
-    backlog. --reload restarts it when the code changes, as runserver did."""
+    backlog. --reload restarts it when the code changes, as runserver did.
+
+    2 processes x 4 threads, docker-compose.yml's shape for 2 cores (bench/README.md, "200
+    concurrent clients"): a page is mostly Python (gunicorn's CPU 14-16 ms a request against the
+    database's 3-4 ms), which one process runs on one core at a time, so a process per core;
+    4 threads each keep it busy while others wait on PostgreSQL or a sign-in's password hash."""
     return [PYTHON, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
-            "--workers", "1", "--threads", str(threads), "--reload", "--access-logfile", "-"]
+            "--workers", str(workers), "--threads", str(threads), "--reload", "--access-logfile", "-"]
 
 
 def site_url(port: str) -> str:
@@ -84,11 +91,23 @@ def site_url(port: str) -> str:
     return os.environ.get("SITE_URL") or f"http://127.0.0.1:{port}"
 
 
+def worker_command(queue: str, concurrency: int) -> list[str]:
+    """A Celery worker taking one queue only, named after it (fast@host, slow@host)."""
+    return [PYTHON, "-m", "celery", "-A", "portal", "worker", "-Q", queue, "-n", f"{queue}@%h", "-l", "info",
+            "--concurrency", str(concurrency)]
+
+
 def run_commands(port: str) -> dict[str, tuple[list[str], dict]]:
-    """What `make run` starts: each process with the environment it runs in. All three connect
-    as the application role (the set-up before them alone used the owner), each with a pool
-    (portal/settings.py) and a name of its own in pg_stat_activity."""
+    """What `make run` starts: each process with the environment it runs in. All connect as the
+    application role (the set-up before them alone used the owner), each with a pool
+    (portal/settings.py) and a name of its own in pg_stat_activity.
+
+    One worker per queue (portal.jobs.QUEUES): "worker" takes the fast queue (webhooks, outbox,
+    emails, collections; and beat's tasks), "worker-slow" the slow one (PDF renders, syncs). Not
+    one worker taking both: its processes are shared, so renders enough to fill them all would
+    hold back every webhook until one finished (Celery has no concurrency per queue)."""
     threads = int(os.environ.get("WEB_THREADS", "4"))
+    workers = int(os.environ.get("WEB_WORKERS", "2"))
     pool = os.environ.get("DATABASE_POOL_MAX_SIZE", "")
 
     def env(name: str, pool_size: int) -> dict:
@@ -96,9 +115,9 @@ def run_commands(port: str) -> dict[str, tuple[list[str], dict]]:
                 "DATABASE_POOL_MAX_SIZE": pool or str(pool_size), "SITE_URL": site_url(port)}
 
     return {
-        "web": (web_command(port, threads), env("web", threads)),
-        "worker": ([PYTHON, "-m", "celery", "-A", "portal", "worker", "-l", "info", "--concurrency", "2"],
-                   env("worker", 2)),
+        "web": (web_command(port, threads, workers), env("web", threads)),
+        "worker": (worker_command("fast", 2), env("worker", 2)),
+        "worker-slow": (worker_command("slow", 1), env("worker-slow", 1)),
         "beat": ([PYTHON, "-m", "celery", "-A", "portal", "beat", "-l", "info"], env("beat", 1)),
     }
 

@@ -53,7 +53,11 @@ class StaffMFAMiddleware:
                 and request.path.startswith(self._admin_prefix) and request.path != self._logout_path)
 
     def _missing_second_factor(self, request) -> HttpResponseRedirect | None:
-        if not is_mfa_enabled(request.user, SECOND_FACTORS):
+        # Read with the user by the authentication backend (portal/backends.py), fresh each request.
+        enrolled = getattr(request.user, "has_second_factor", None)
+        if enrolled is None:
+            enrolled = is_mfa_enabled(request.user, SECOND_FACTORS)
+        if not enrolled:
             messages.info(request, _("The back office needs two-factor authentication. "
                                      "Set up an authenticator app to continue."))
             return HttpResponseRedirect(reverse("mfa_activate_totp"))

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.core.cache import cache
 from django.utils import timezone
 
-from portal import jobs, notifications, webhooks
+from portal import audit_partitions, jobs, notifications, webhooks
 from portal.models import ScheduledRun
 from portal.rls import staff_scope
 
@@ -26,6 +26,20 @@ def beat_heartbeat() -> str:
     return now
 
 
+def worker_run_name(queue: str) -> str:
+    return f"{queue} queue worker"
+
+
+@shared_task(bind=True)
+def worker_heartbeat(self, queue: str) -> str:
+    """Sent by beat to each queue (settings: CELERY_BEAT_SCHEDULE): a worker that consumes the
+    queue runs it, and the health page shows when one last did."""
+    if self.request.is_eager:  # run in-process (manage.py run_schedules): no worker took it
+        return "not run by a worker"
+    record_run(worker_run_name(queue), self.request.hostname or "")
+    return queue
+
+
 def _email_dead(job, reason: str) -> None:
     notifications.notification_email_dead(notification_id=job.payload["notification"], reason=reason)
 
@@ -38,15 +52,16 @@ def email_notification(job) -> str:
                                       final=job.attempts >= job.max_attempts)
 
 
-# The one mechanism for background work (portal.jobs): these tasks only ring the bell.
+# The one mechanism for background work (portal.jobs): these tasks only ring the bell. They are
+# sent to the queue of the job's kind (portal.jobs.ring), not routed by name.
 @shared_task(acks_late=True)
 def run_job(job_id: int):
     return jobs.job_run(job_id)
 
 
 @shared_task(acks_late=True)
-def drain_jobs(kind: str | None = None) -> int:
-    return jobs.jobs_drain(kind=kind)
+def drain_jobs(kind: str | None = None, queue: str | None = None) -> int:
+    return jobs.jobs_drain(kind=kind, queue=queue)
 
 
 @shared_task
@@ -62,3 +77,14 @@ def prune_webhook_samples() -> int:
     removed = webhooks.webhook_samples_prune()
     record_run("webhook samples pruned", f"{removed} removed")
     return removed
+
+
+@shared_task
+def maintain_audit_partitions() -> list[str]:
+    """The audit log's partitions for the coming months, and the months past retention dropped
+    (portal/audit_partitions.py). Staff scope: it looks for events already in the default
+    partition, which policies would otherwise hide."""
+    with staff_scope():
+        done = audit_partitions.audit_partitions_maintain()
+    record_run("audit partitions", "; ".join(done) or "all in place")
+    return done

@@ -15,6 +15,7 @@ portal_patterns = [
     path("notifications/settings/", views.notification_preferences, name="notification_preferences"),
     path("language/", views.set_language, name="set_language"),
     path("live/", live_views.live_poll, name="live"),
+    path("brand/<int:pk>/logo/<path:name>", views.brand_logo, name="brand_logo"),
 ]
 
 urlpatterns = [

@@ -1,18 +1,21 @@
 """The portal shell: home, choosing the client to act for, the company profile."""
+import mimetypes
+
 from django.conf import settings
 from django.contrib import messages
 from django.utils.translation import gettext as _
 from django.views.i18n import set_language as django_set_language
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from invoices.selectors import client_dashboard, client_recent_invoices
-from portal.models import Client, Membership, Notification, NotificationKind, NotificationPreference, User
+from invoices.selectors import client_dashboard
+from portal.middleware import outside_request_transaction
+from portal.models import Brand, Client, Membership, Notification, NotificationKind, NotificationPreference, User
 from portal.notifications import notification_open as notification_open_service
 from portal.notifications import notifications_mark_all_read, preferences_save
 from portal.permissions import client_required
@@ -25,7 +28,6 @@ from portal.services import client_switch
 def home(request):
     return render(request, "portal/home.html", {
         "dashboard": client_dashboard(client=request.client),
-        "invoices": client_recent_invoices(client=request.client, limit=5),
     })
 
 
@@ -114,3 +116,22 @@ def client_detail(request, pk: int):
         raise Http404("No such client")
     members = client.memberships.select_related("user")
     return render(request, "portal/client_detail.html", {"client": client, "members": members})
+
+
+@outside_request_transaction
+@require_GET
+def brand_logo(request, pk: int, name: str):
+    """A brand's logo, read through the storage (the local disk or the private bucket), for the
+    login page and every portal page; public like the brand itself (rls.NO_RLS_NEEDED). An upload
+    never reuses a name, so the address of a logo never shows another one: cached for a year."""
+    brand = Brand.objects.filter(pk=pk).only("logo").first()
+    if brand is None or not brand.logo or brand.logo.name != name:
+        raise Http404("No such logo")
+    try:
+        with brand.logo.storage.open(name) as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        raise Http404("No such logo") from None
+    response = HttpResponse(content, content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response

@@ -16,8 +16,11 @@ over the rate of its address or its account gets 429 and costs two Redis counter
 read up to its source's limit and no further (413). Rejected and ignored requests are counted
 per source, account, answer and hour, and only the first REJECTED_KEPT_PER_HOUR of each count
 are kept as a sample: headers and the first REJECTED_EXCERPT_BYTES of the body, encrypted, with
-a reason that never quotes what was sent. An accepted request costs four SQL statements: the
-scope, the account lookup, the stored request and its job.
+a reason that never quotes what was sent. An accepted request costs three SQL statements: the
+scope, the account lookup, and the stored request with its job (one statement); two where the
+source lets the process remember its accounts (Source.recheck): that statement then also checks
+that the account is still as remembered, and a request it finds changed is taken again from a
+fresh lookup.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from portal.http import client_ip
-from portal.jobs import job_enqueue
+from portal.jobs import INSERT_FROM_SQL, job_params, job_written
 from portal.models import WebhookRejections, WebhookRequest  # noqa: F401 - WebhookRejections: see COUNT_SQL
 from portal.rls import staff_scope
 
@@ -97,7 +100,14 @@ class Source:
     the URL names (None: unknown), in one statement (it may use the body to learn more in that
     same statement); `verify(account, headers, body)` returns Accepted or raises Rejected,
     Ignored or Duplicate; accepted requests become jobs of `job_kind`. Bodies over
-    `max_body_bytes` (default: settings.WEBHOOK_MAX_BODY_BYTES) get 413."""
+    `max_body_bytes` (default: settings.WEBHOOK_MAX_BODY_BYTES) get 413.
+
+    `recheck(account)`, when given, lets each process remember the accounts `find` found (by
+    account key) instead of looking one up for every request: it returns an SQL query, with
+    named parameters, that yields a row while the account in the database is still the one
+    remembered (enabled, the same secrets). The statement that stores the request runs it, and
+    stores nothing when it yields none; the request is then taken again from a fresh `find`.
+    Only for a `find` that does not read the body."""
 
     name: str
     job_kind: str
@@ -105,18 +115,52 @@ class Source:
     verify: Callable[[Any, Any, bytes], Accepted]
     kept_headers: tuple[str, ...] = field(default=("content-type", "user-agent"))
     max_body_bytes: int | None = None
+    recheck: Callable[[Any], tuple[str, dict]] | None = None
 
     def body_limit(self) -> int:
         return self.max_body_bytes or settings.WEBHOOK_MAX_BODY_BYTES
 
 
-INSERT_SQL = """
-INSERT INTO portal_webhookrequest (source, account, natural_key, status, headers, body, ip_address, error,
-                                   received_at)
-VALUES (%s, %s, %s, 'accepted', %s, %s, %s, '', %s)
-ON CONFLICT (source, account, natural_key) WHERE status = 'accepted' AND NOT natural_key = '' DO NOTHING
-RETURNING id
+# An accepted request and its job in one statement: (whether the account holds, the stored
+# request's id or NULL when its natural key was accepted before, the job's id). `account` is
+# the source's recheck query, or one that always yields a row.
+STORE_SQL = """
+WITH account AS ({account}),
+stored AS (
+    INSERT INTO portal_webhookrequest (source, account, natural_key, status, headers, body, ip_address, error,
+                                       received_at)
+    SELECT %(source)s, %(account_key)s, %(natural_key)s, 'accepted', %(headers)s, %(body)s, %(ip)s::inet, '',
+           %(job_now)s
+    WHERE EXISTS (SELECT FROM account)
+    ON CONFLICT (source, account, natural_key) WHERE status = 'accepted' AND NOT natural_key = '' DO NOTHING
+    RETURNING id
+),
+job AS (""" + INSERT_FROM_SQL.format(
+    source="stored", key="'webhook:' || stored.id",
+    payload="jsonb_build_object('webhook', stored.id, 'account', %(account_key)s::text)") + """)
+SELECT EXISTS (SELECT FROM account), (SELECT id FROM stored), (SELECT id FROM job)
 """
+ANY_ACCOUNT = "SELECT"
+
+
+def request_store(*, source: str, job_kind: str, account_key: str, natural_key: str, headers: dict, body: str,
+                  ip: str | None, subject: str, recheck: tuple[str, dict] | None = None) -> tuple[bool, int | None]:
+    """Store an accepted request and its job (of `job_kind`, about `subject`), in the caller's
+    transaction and in one statement, and ring for the job once that commits. Returns whether
+    the account held (`recheck`: an SQL query and its parameters that yield a row while it
+    does; nothing is stored when it does not) and the stored request's id, None when its
+    natural key was accepted before (nothing changes)."""
+    account_sql, account_params = recheck or (ANY_ACCOUNT, {})
+    with connection.cursor() as cursor:
+        cursor.execute(STORE_SQL.format(account=account_sql), {
+            **account_params, **job_params(kind=job_kind, subject=subject), "source": source,
+            "account_key": account_key, "natural_key": natural_key[:NATURAL_KEY_MAX],
+            "headers": _db_value(WebhookRequest, "headers", headers), "body": _db_value(WebhookRequest, "body", body),
+            "ip": ip})
+        held, stored, job = cursor.fetchone()
+    if job is not None:
+        job_written(job, job_kind)
+    return held, stored
 
 
 COUNT_SQL = """
@@ -128,6 +172,12 @@ RETURNING count
 
 def _db_value(model, name: str, value):
     return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+# (source, account key) -> the account its find last found, for sources with a recheck; the
+# statement that stores a request checks it is unchanged. Only accounts that exist are kept, so it
+# holds no more entries than there are accounts, whatever keys senders make up.
+_remembered: dict[tuple[str, str], Any] = {}
 
 
 def webhook_receive(request, *, source: Source, account_key: str) -> JsonResponse:
@@ -142,35 +192,60 @@ def webhook_receive(request, *, source: Source, account_key: str) -> JsonRespons
     # One transaction whatever the answer: a refusal is decided before anything is written, so
     # it is counted (and sampled) in the same transaction as the lookup, not in a second one.
     with staff_scope(), transaction.atomic():
-        try:
-            account = source.find(account_key, body or b"")
+        remembered = _remembered.get((source.name, account_key)) if source.recheck else None
+        if remembered is not None:
+            answer = _receive(request, source, account_key, headers, body, ip, remembered=remembered)
+            if answer is not None:
+                return answer
+            # The account has changed since it was remembered (disabled, secrets rotated, gone),
+            # or the request was not accepted with it: decide again on the account as it is now.
+        return _receive(request, source, account_key, headers, body, ip)
+
+
+def _receive(request, source: Source, account_key: str, headers: dict, body: bytes | None, ip: str | None, *,
+             remembered=None) -> JsonResponse | None:
+    """The answer to one request, inside the intake's transaction. With a `remembered` account,
+    only an accepted request (or a duplicate) whose statement found the account unchanged is
+    answered; anything else returns None, having written nothing."""
+    try:
+        account = remembered if remembered is not None else source.find(account_key, body or b"")
+        if remembered is None and source.recheck:  # what the next request of this account starts from
             if account is None:
-                raise Rejected(404, f"no enabled {source.name} account of that name")
-            if body is None:
-                raise Rejected(413, f"the body is larger than {source.body_limit()} bytes")
-            _check_headers(headers)
-            accepted = source.verify(account, request.headers, body)
-            _check_natural_key(accepted.natural_key)
-        except Rejected as exc:
-            if exc.status == 404:  # a name the sender chose must not get a counter row of its own
-                headers, account_key = headers | {":account": account_key}, UNKNOWN_ACCOUNT
-            return _reject(source, account_key, headers, body or b"", ip, exc)
-        except Ignored as exc:
-            _keep_bounded(source, account_key, headers, body, ip, status=WebhookRequest.Status.IGNORED,
-                          reason=exc.reason, answer=200)
-            return JsonResponse({"status": "ignored", "reason": exc.reason}, status=200)
-        except Duplicate:
-            return JsonResponse({"status": "duplicate"}, status=200)
-        with connection.cursor() as cursor:
-            cursor.execute(INSERT_SQL, [
-                source.name, account_key, accepted.natural_key, _db_value(WebhookRequest, "headers", headers),
-                _db_value(WebhookRequest, "body", body.decode("utf-8", "replace")), ip, timezone.now()])
-            row = cursor.fetchone()
-        if row is None:
-            return JsonResponse({"status": "duplicate"}, status=200)
-        job_enqueue(kind=source.job_kind, key=f"webhook:{row[0]}", subject=accepted.subject,
-                    payload={"webhook": row[0], "account": account_key})
-    return JsonResponse({"status": "accepted", "webhook": row[0]}, status=200)
+                _remembered.pop((source.name, account_key), None)
+            else:
+                _remembered[(source.name, account_key)] = account
+        if account is None:
+            raise Rejected(404, f"no enabled {source.name} account of that name")
+        if body is None:
+            raise Rejected(413, f"the body is larger than {source.body_limit()} bytes")
+        _check_headers(headers)
+        accepted = source.verify(account, request.headers, body)
+        _check_natural_key(accepted.natural_key)
+    except Rejected as exc:
+        if remembered is not None:
+            return None
+        if exc.status == 404:  # a name the sender chose must not get a counter row of its own
+            headers, account_key = headers | {":account": account_key}, UNKNOWN_ACCOUNT
+        return _reject(source, account_key, headers, body or b"", ip, exc)
+    except Ignored as exc:
+        if remembered is not None:
+            return None
+        _keep_bounded(source, account_key, headers, body, ip, status=WebhookRequest.Status.IGNORED,
+                      reason=exc.reason, answer=200)
+        return JsonResponse({"status": "ignored", "reason": exc.reason}, status=200)
+    except Duplicate:
+        if remembered is not None:
+            return None
+        return JsonResponse({"status": "duplicate"}, status=200)
+    held, stored = request_store(
+        source=source.name, job_kind=source.job_kind, account_key=account_key, natural_key=accepted.natural_key,
+        headers=headers, body=body.decode("utf-8", "replace"), ip=ip, subject=accepted.subject,
+        recheck=source.recheck(account) if source.recheck and remembered is not None else None)
+    if not held:
+        return None
+    if stored is None:
+        return JsonResponse({"status": "duplicate"}, status=200)
+    return JsonResponse({"status": "accepted", "webhook": stored}, status=200)
 
 
 def _kept_headers(request, source: Source) -> dict:
@@ -274,12 +349,13 @@ def rate_limited(*, source: str, account_key: str, ip: str | None) -> JsonRespon
     database for a request turned away here. While Redis is down the cache counts per process
     (portal.cache); should the cache itself fail, the request is let through (logged): limits
     degrade, webhooks do not fail."""
+    scopes = []
     for scope, identity, setting in (("ip", ip or "unknown", "WEBHOOK_RATE_PER_IP"),
                                      ("account", f"{source}:{account_key}", "WEBHOOK_RATE_PER_ACCOUNT")):
         rate = parse_rate(getattr(settings, setting, ""))
-        if rate is None:
-            continue
-        retry_after = _over(rate, f"webhook-rate:{scope}:{identity}")
+        if rate is not None:
+            scopes.append((scope, rate, f"webhook-rate:{scope}:{identity}"))
+    for (scope, _, _), retry_after in zip(scopes, rates_over([(rate, key) for _, rate, key in scopes])):
         if retry_after is not None:
             answer = JsonResponse({"status": "rejected",
                                    "error": f"too many requests for this {'address' if scope == 'ip' else 'account'}; "
@@ -289,29 +365,53 @@ def rate_limited(*, source: str, account_key: str, ip: str | None) -> JsonRespon
     return None
 
 
-def _over(rate: Rate, key: str) -> int | None:
+def rate_over(rate: Rate, key: str) -> int | None:
     """Seconds until the window ends if this request is over the rate, else None."""
+    return rates_over([(rate, key)])[0]
+
+
+def rates_over(limits: list[tuple[Rate, str]]) -> list[int | None]:
+    """rate_over for each (rate, key) in turn, up to the first the request is over: that one's
+    wait, and None for the others (a request turned away by its address's rate is not counted
+    against its account's). One round trip to Redis (portal.cache's count_in_turn)."""
     global _cache_down_until
     now = time.time()
-    if now < _cache_down_until:
-        return None
-    window = int(now // rate.seconds)
-    key = f"{key}:{rate.seconds}:{window}"
+    waits: list[int | None] = [None] * len(limits)
+    if now < _cache_down_until or not limits:
+        return waits
+    windows = [int(now // rate.seconds) for rate, _ in limits]
+    keys = [f"{key}:{rate.seconds}:{window}" for (rate, key), window in zip(limits, windows)]
     try:
-        count = 1 if cache.add(key, 1, timeout=rate.seconds + 1) else cache.incr(key)
-    except ValueError:  # the key expired between add and incr: a new window
-        count = 1
+        if hasattr(cache, "count_in_turn"):  # portal.cache's Redis cache: one round trip
+            counts = cache.count_in_turn([(key, rate.seconds + 1, rate.count) for (rate, _), key in zip(limits, keys)])
+        else:
+            counts = []
+            for (rate, _), key in zip(limits, keys):
+                counts.append(_count(key, rate.seconds + 1))
+                if counts[-1] > rate.count:
+                    break
     except Exception:  # noqa: BLE001 - any cache failure: let the request through, say so once in a while
         if now >= _cache_down_until + 60:
-            log.warning("webhook rate limits are off: the cache cannot be reached", exc_info=True)
+            log.warning("rate limits are off: the cache cannot be reached", exc_info=True)
         _cache_down_until = now + 5  # do not wait for a dead cache on every request
-        return None
-    if count <= rate.count:
-        return None
-    if count == rate.count + 1:
-        log.warning("webhook rate limit reached: %s (%s requests per %s s)", key.rsplit(":", 2)[0], rate.count,
-                    rate.seconds)
-    return max(1, math.ceil((window + 1) * rate.seconds - now))
+        return waits
+    for index, count in enumerate(counts):
+        rate, window = limits[index][0], windows[index]
+        if count <= rate.count:
+            continue
+        if count == rate.count + 1:
+            log.warning("rate limit reached: %s (%s requests per %s s)", keys[index].rsplit(":", 2)[0], rate.count,
+                        rate.seconds)
+        waits[index] = max(1, math.ceil((window + 1) * rate.seconds - now))
+    return waits
+
+
+def _count(key: str, timeout: int) -> int:
+    """A window's count in a cache other than portal.cache's."""
+    try:
+        return 1 if cache.add(key, 1, timeout=timeout) else cache.incr(key)
+    except ValueError:  # the key expired between add and incr: a new window
+        return 1
 
 
 # --- JSON --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from portal.admin_base import AuditedModelAdmin, ReadOnlyAdminMixin, first_line, job_link, money_display, with_job
+from portal.admin_base import typed_filter, AuditedModelAdmin, ReadOnlyAdminMixin, first_line, job_link, money_display, with_job
 from portal.formatting import format_day, format_money
 from reminders.models import ReminderDelivery, ReminderDispatch, ReminderHold, ReminderPolicy, ReminderStep
 from reminders.services import _render
@@ -35,7 +35,7 @@ class ReminderStepInline(admin.StackedInline):
 class ReminderPolicyAdmin(AuditedModelAdmin):
     list_display = ["name", "brand", "client", "business_days_only", "business_hours_start", "business_hours_end",
                     "enabled", "steps_summary"]
-    list_filter = ["brand", "enabled"]
+    list_filter = [typed_filter("brand_name", "brand__name__icontains", _("brand")), "enabled"]
     autocomplete_fields = ["client"]
     list_select_related = ["brand", "client"]
     inlines = [ReminderStepInline]

@@ -2,9 +2,11 @@
 import io
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db import transaction
+from django.utils import translation
 
 from portal import txguard
 from portal.rls import staff_scope
@@ -73,13 +75,40 @@ def django_db_setup(django_db_blocker):
     # The owner is borrowed for this alone (the settings have the application role only).
     # The pytest-xdist workers take turns: roles are shared by the whole server, and two
     # workers altering one role at once fail ("tuple concurrently updated").
+    # A database that does not exist yet is copied from the session's template (tests/support/
+    # template.py), made by the first worker (from its own, if it has just made that from nothing).
     import fasteners
     from django.conf import settings
 
+    from tests.support import template
+
     lock = fasteners.InterProcessLock(str(settings.VAR_DIR / "test-db-setup.lock"))
-    with lock, django_db_blocker.unblock(), as_owner() as owner:
-        call_command("db_bootstrap", stdout=io.StringIO())
-        call_command("migrate", database=owner, interactive=False, verbosity=0)
+    with lock, django_db_blocker.unblock():
+        with as_owner() as owner:
+            said = io.StringIO()
+            call_command("db_bootstrap", template=template.current() or "", stdout=said)
+            call_command("migrate", database=owner, interactive=False, verbosity=0)
+        name = settings.DATABASES["default"]["NAME"]
+        template.ensure(source=name, fresh=f"created database {name}\n" in said.getvalue())
+        _commits_without_waiting_for_the_disk(name)
+
+
+def _commits_without_waiting_for_the_disk(name: str) -> None:
+    """synchronous_commit off for the test database alone (its sessions from now on: this
+    process's, and the web servers' and workers' the tests start). A commit is as visible and as
+    atomic as before; it only does not wait for its WAL to reach the disk, which a crash of the
+    server could lose and a test database never needs back. Each commit then costs about 0.2 ms
+    instead of 2 (an fdatasync on these machines), and the suite commits tens of thousands of
+    times (webhook fuzz, committed tests, fault drills, browser tests). The benchmarks' databases
+    keep the server's setting: their figures are meant to be production's."""
+    import psycopg
+    from django.conf import settings
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    admin = make_conninfo(**{**conninfo_to_dict(settings.DATABASE_ADMIN_URL), "dbname": "postgres"})
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit TO off").format(sql.Identifier(name)))
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +116,14 @@ def _own_encrypted_files(settings, tmp_path):
     # The database rolls back after each test; files would not. Each test gets its own folder.
     settings.STORAGES = {**settings.STORAGES, "encrypted": {
         "BACKEND": "portal.crypto.EncryptedFileStorage", "OPTIONS": {"location": str(tmp_path / "encrypted")}}}
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    # A request as a Dutch contact leaves Dutch active in this thread (the portal's middleware
+    # activates the contact's language; nothing deactivates it in a test): no test inherits it.
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +203,33 @@ def twinfield_server(live_port):
     with FakeTwinfield("e2e-twinfield-app", "e2e-twinfield-secret",
                        redirect_uri=f"http://127.0.0.1:{live_port}/admin/integrations/twinfieldconnection/callback/") \
             as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def erp_server():
+    """A local custom ERP (REST and GraphQL flavours, tests/fakes/erp.py), shared by the session:
+    a test that uses it calls `erp_server.reset()` first. The portal reaches it by the endpoint
+    stored on the pull connection (`erp_server.rest_url`, `erp_server.graphql_url`)."""
+    from tests.fakes.erp import FakeErp
+
+    with FakeErp() as fake:
+        yield fake
+
+
+PEPPOL_AP_TEST_KEY = "einv_test_portal_0123456789"
+PEPPOL_AP_TEST_WEBHOOK_SECRET = "whsec_peppol_portal_0123456789"
+
+
+@pytest.fixture(scope="session")
+def peppol_ap_server():
+    """A local Peppol access point shaped like e-invoice.be's REST API (tests/fakes/peppol_ap.py),
+    shared by the session: a test that uses it calls `peppol_ap_server.reset()` first, registers the
+    participants it needs and sets `webhook_url`. Key PEPPOL_AP_TEST_KEY, webhook secret
+    PEPPOL_AP_TEST_WEBHOOK_SECRET."""
+    from tests.fakes.peppol_ap import FakePeppolAccessPoint
+
+    with FakePeppolAccessPoint(PEPPOL_AP_TEST_KEY, PEPPOL_AP_TEST_WEBHOOK_SECRET) as fake:
         yield fake
 
 
@@ -261,23 +325,57 @@ def _wipe(attempts: int = 10) -> None:
                 time.sleep(0.5)
 
 
+# The tests that take longest, by what each took in a whole run on two workers on a shared
+# 2-core machine, rounded (`--durations`); the first pattern a test's id contains counts. Every
+# other test takes seconds at most. Only the order of the run comes from this.
+LONG_TESTS = {
+    "tests/security/test_webhook_fuzz.py::test_ten_thousand": 30,
+    "tests/test_benchmarks.py::test_the_connections_benchmark": 28,
+    "tests/test_benchmarks.py::test_the_pdf_benchmark": 17,
+    "tests/faults/test_bench.py::": 15,
+    "tests/test_benchmarks.py::test_the_live_poll_benchmark": 11,
+    "tests/e2e/test_layout.py::test_every_client_page_fits": 8,
+    "tests/portal/test_admin.py::test_every_back_office_list_and_detail_page_opens": 9,
+    "tests/integrations/erp/test_api.py::test_a_hundred_invoices": 9,
+    "tests/test_benchmarks.py::": 5,
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test`: two workers, worksteal), the three long webhook fuzz runs
-    go first, on both workers: worksteal hands each worker a contiguous half of this list, so two
-    head the first half and one the second, and the rest is balanced around them by stealing.
-    Left where they are, the three ran one after another on one worker at the end."""
+    """Under pytest-xdist (`make test`: two workers, worksteal), the long tests start first, shared
+    out so that each worker starts with about as many of their seconds (the longest first, each to
+    the worker with fewer so far). Worksteal hands each worker a contiguous part of this list at
+    the start (the first worker the first half), and a worker that runs out takes tests from the
+    end of another's: so each part begins with its long tests, and what is left to steal at the
+    end is short. Left in place, long tests met late kept one core busy while the other idled.
+    Every worker orders the same collection the same way, as xdist requires."""
     import os
 
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or workers < 2:
         return
-    heavy = [item for item in items if "test_webhook_fuzz.py::test_ten_thousand" in item.nodeid]
-    if len(heavy) < 2:
+
+    def cost(item) -> int:
+        return next((seconds for pattern, seconds in LONG_TESTS.items() if pattern in item.nodeid), 0)
+
+    long = sorted((item for item in items if cost(item)), key=cost, reverse=True)
+    if not long:
         return
-    heavy_ids = {id(item) for item in heavy}
-    rest = [item for item in items if id(item) not in heavy_ids]
-    first, second = heavy[0::2], heavy[1::2]
-    cut = max(0, len(items) // 2 - len(first))
-    items[:] = first + rest[:cut] + second + rest[cut:]
+    heads: list[list] = [[] for _ in range(workers)]
+    seconds = [0] * workers
+    for item in long:
+        worker = seconds.index(min(seconds))
+        heads[worker].append(item)
+        seconds[worker] += cost(item)
+    long_ids = {id(item) for item in long}
+    rest = [item for item in items if id(item) not in long_ids]
+    ordered, taken = [], 0
+    for worker in range(workers):  # worksteal's first hand-out: what is left, shared by the workers left
+        share = (len(items) - len(ordered)) // (workers - worker)
+        fill = max(0, share - len(heads[worker]))
+        ordered += heads[worker] + rest[taken:taken + fill]
+        taken += fill
+    items[:] = ordered + rest[taken:]
 
 
 @pytest.fixture(scope="session")
@@ -288,6 +386,10 @@ def browser():
 
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop on the main thread; the ORM calls the tests make
+    # next to it are still plain synchronous calls (set here, not only for tests/e2e: the fakes'
+    # script tests use this browser too, and a run of tests/payments alone met Django's check).
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
     if not os.path.exists(chromium):
         pytest.fail(f"Chromium not found at {chromium}: `.ci/run` installs Debian's chromium package")

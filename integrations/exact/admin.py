@@ -29,7 +29,7 @@ class ExactConnectionForm(ConnectionForm):
 
     class Meta:
         model = ExactConnection
-        fields = ["country", "client_id", "client_secret", "webhook_secret"]
+        fields = ["country", "client_id", "client_secret", "webhook_secret", "sends_peppol"]
 
 
 @admin.register(ExactConnection)
@@ -58,6 +58,7 @@ class ExactConnectionAdmin(AuthorisedAppAdmin):
                 "description": _("Register an app in Exact's App Center with the redirect URI below, then copy its "
                                  "client ID, client secret and webhook secret here (stored encrypted).")}),
         ]
+        app.append((_("Peppol"), {"fields": ["sends_peppol"]}))
         if obj is not None:
             app.append((_("Administration"), {"fields": ["division_name", "journal_name"]}))
         return app

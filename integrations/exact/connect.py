@@ -65,7 +65,9 @@ def connect_job(exact: ExactConnection) -> Job | None:
     return Job.objects.filter(kind=CONNECT_JOB, subject=f"{CONNECT_JOB}:{exact.pk}").order_by("-created_at", "-pk").first()
 
 
-@jobs.handler(CONNECT_JOB, max_attempts=6, backoff_seconds=5, lease_seconds=120)
+# Fast queue, not with the syncs: a few calls while the user watches the waiting page, and the
+# consent's code expires if it waits behind a backlog of syncs.
+@jobs.handler(CONNECT_JOB, max_attempts=6, backoff_seconds=5, lease_seconds=120, queue=jobs.FAST)
 def exact_connect(job: Job) -> str:
     """Exchange the code for tokens (tokens.exchange_code commits them), then read the divisions
     the user can reach. A code Exact refused is not kept; one it failed on (5xx, no answer) is

@@ -39,6 +39,10 @@ class ExactConnection(AuthorisedApp):
                                help_text=_("The journal (bank or payment service) portal payments are booked on."))
     journals = models.JSONField(_("bank journals in the division"), default=list, blank=True,
                                 help_text=_("[{\"code\": \"20\", \"name\": \"...\", \"type\": 12}], read when the division was chosen."))
+    sends_peppol = models.BooleanField(
+        _("Exact sends invoices over Peppol"), default=False,
+        help_text=_("Exact Online delivers this brand's invoices and credit notes over Peppol itself "
+                    "(PrintedSalesInvoices with SendInvoiceViaPeppol): the portal does not send them a second time."))
     # What Exact's last answer said of the budgets (X-RateLimit-*), per app and division.
     day_limit = models.PositiveIntegerField(default=5000)
     day_remaining = models.PositiveIntegerField(null=True, blank=True)

@@ -106,13 +106,15 @@ def _sync(exact: ExactConnection, entity: str) -> str:
     return f"{entity}: " + ", ".join(f"{name} {count}" for name, count in counts.items())
 
 
-@jobs.handler(SYNC_JOB, max_attempts=8, backoff_seconds=30, lease_seconds=900)
+# Slow queue: a sync pages through an entity (minutes under Exact's rate limit); so does a hint,
+# which syncs the entity its webhook names.
+@jobs.handler(SYNC_JOB, max_attempts=8, backoff_seconds=30, lease_seconds=900, queue=jobs.SLOW)
 def exact_sync(job) -> str:
     """Payload {"exact": pk, "entity": ...}; subject exact:<pk>:<entity>."""
     return _sync(_exact(job.payload["exact"]), job.payload["entity"])
 
 
-@jobs.handler(HINT_JOB, max_attempts=8, backoff_seconds=30, lease_seconds=900)
+@jobs.handler(HINT_JOB, max_attempts=8, backoff_seconds=30, lease_seconds=900, queue=jobs.SLOW)
 def exact_hint(job) -> str:
     """A webhook from Exact (stored by the intake, key webhook:<id>): sync the entity it names."""
     with transaction.atomic():

@@ -53,7 +53,9 @@ def connect_job(twinfield: TwinfieldConnection) -> Job | None:
         "-created_at", "-pk").first()
 
 
-@jobs.handler(CONNECT_JOB, max_attempts=6, backoff_seconds=5, lease_seconds=120)
+# Fast queue, not with the syncs: a few calls while the user watches the waiting page, and the
+# consent's code expires if it waits behind a backlog of syncs.
+@jobs.handler(CONNECT_JOB, max_attempts=6, backoff_seconds=5, lease_seconds=120, queue=jobs.FAST)
 def twinfield_connect(job: Job) -> str:
     """Exchange the code for tokens (and learn the cluster), then list the offices the user can
     reach. A code Twinfield refused is not kept; one it failed on (5xx, no answer) is tried again;

@@ -73,7 +73,8 @@ def twinfield_resume(*, twinfield: TwinfieldConnection, actor=None) -> int:
     return resumed + (poll_enqueue(twinfield=twinfield) is not None)
 
 
-@jobs.handler(POLL_JOB, max_attempts=8, backoff_seconds=30, lease_seconds=1800)
+# Slow queue: a poll reads every office's changes (minutes, within Twinfield's credits).
+@jobs.handler(POLL_JOB, max_attempts=8, backoff_seconds=30, lease_seconds=1800, queue=jobs.SLOW)
 def twinfield_poll(job) -> str:
     """Payload {"app": pk}; subject twinfield:<pk>:poll."""
     with transaction.atomic():

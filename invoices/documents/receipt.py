@@ -17,7 +17,9 @@ def receipt_context(payment: Payment) -> dict:
     entries = list(payment.allocations.all())
     settled = [a for a in entries if a.kind == PaymentAllocation.Kind.ALLOCATION]
     taken_back = [a for a in entries if a.kind != PaymentAllocation.Kind.ALLOCATION]
-    credited = sum(ClientCredit.objects.filter(payment=payment).values_list("amount", flat=True), Decimal("0.00"))
+    credited = getattr(payment, "credited_total", None)  # read with the payment (client_payment_get)
+    if credited is None:
+        credited = sum(ClientCredit.objects.filter(payment=payment).values_list("amount", flat=True), Decimal("0.00"))
     return {"settled": settled, "taken_back": taken_back, "credited": credited,
             "allocated": sum((a.amount for a in settled), Decimal("0.00"))}
 

@@ -131,6 +131,9 @@
     var checkout = null;
     var abandonUrl = "";
     var busy = false;
+    // Why the portal gave no session, in the client's language (the server's words, or ours for a
+    // network). Stripe.js rejects with its own wording, which is for developers and in English.
+    var refusal = "";
 
     function locked(on) {
       form.querySelectorAll(".amount-input").forEach(function (input) {
@@ -163,6 +166,7 @@
       var body = new FormData(form);
       form.elements.embedded.value = "";
       locked(true);
+      refusal = "";
       instance.createEmbeddedCheckoutPage({
         fetchClientSecret: function () {
           return fetch(form.action, {
@@ -182,10 +186,12 @@
                 fallBack();
                 return new Promise(function () {});
               }
-              throw new Error(data.error || message("network"));
+              refusal = data.error || message("network");
+              throw new Error(refusal);
             });
           }, function () {
-            throw new Error(message("network"));
+            refusal = message("network");
+            throw new Error(refusal);
           });
         }
       }).then(function (instanceCheckout) {
@@ -193,11 +199,11 @@
         checkout.mount(mountPoint);
         busy = false;
         mountPoint.scrollIntoView({block: "start"});
-      }, function (problem) {
+      }, function () {
         busy = false;
         locked(false);
-        newKey();
-        say(problem && problem.message ? problem.message : message("network"));
+        newKey();  // the same amounts and way to pay, tried again with a new key
+        say(refusal || message("network"));
       });
     });
 

@@ -56,6 +56,35 @@ def sideways_overflow(page) -> list[str]:
     }""")
 
 
+def broken_numbers(page) -> list[str]:
+    """Invoice numbers, references and amounts that wrap onto a second line (a number broken in
+    the middle), as their text; empty when every one sits on one line."""
+    return page.evaluate("""() => [...document.querySelectorAll(
+            '.invoice-number, .reference, td.num, dd.num, .big-amount, [data-testid=payment-number]')]
+        .filter(el => el.offsetParent !== null && el.textContent.trim())
+        .filter(el => {
+            // The boxes of its text: two that do not overlap vertically are on different lines.
+            const boxes = [];
+            const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const range = document.createRange();
+                range.selectNodeContents(node);
+                boxes.push(...[...range.getClientRects()].filter(r => r.width > 0 && r.height > 0));
+            }
+            return boxes.some(a => boxes.some(b => b.top >= a.bottom - 1));
+        }).map(el => el.textContent.trim())""")
+
+
+def clipped_content(page) -> list[str]:
+    """Cards, tables and cells whose content is wider than their box (cut off or scrolled inside a
+    card even though the page itself does not scroll sideways)."""
+    return page.evaluate("""() => [...document.querySelectorAll(
+            '.site-main .card, .site-main table, .site-main td, .site-main dd')]
+        .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
+        .slice(0, 5).map(el => el.tagName.toLowerCase() + '.' + [...el.classList].join('.') + ': '
+                         + el.textContent.trim().slice(0, 40))""")
+
+
 def screenshot(page, name: str) -> Path:
     """A full-page screenshot, var/screenshots/<name>-<language>-<width>px.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,14 @@ WORDS = {
     "en": {"typed": "10.50", "pay": "Pay €10.50", "pending": "Payment pending", "credited": "Partly credited",
            "refused": "A payment for the chosen invoices is pending", "receipt": "View your receipt",
            "thanks": "Paid. Thank you!", "amount": "€10.50", "sandbox": "Sandbox payment gateway",
-           "sandbox_pay": "Pay"},
+           "sandbox_pay": "Pay", "overdue": "Pay what is overdue", "pay_overdue": "Pay €484.00",
+           "pending_amount": "€363.00", "no_payments": "No payments yet."},
     "nl": {"typed": "10,50", "pay": "Betaal €\u00a010,50", "pending": "Betaling in behandeling",
            "credited": "Gedeeltelijk gecrediteerd", "refused": "Voor de gekozen facturen is al een betaling",
            "receipt": "Bekijk uw betalingsbewijs", "thanks": "Betaald. Dank u wel!", "amount": "€\u00a010,50",
-           "sandbox": "Testbetaalomgeving", "sandbox_pay": "Betalen"},
+           "sandbox": "Testbetaalomgeving", "sandbox_pay": "Betalen", "overdue": "Betaal wat achterstallig is",
+           "pay_overdue": "Betaal €\u00a0484,00", "pending_amount": "€\u00a0363,00",
+           "no_payments": "Nog geen betalingen."},
 }
 
 
@@ -121,6 +124,10 @@ def test_a_pending_payment_shows_everywhere_and_is_not_paid_twice(committed, liv
     screen.goto(f"{live_url}/invoices/{pending.pk}/")
     expect(screen.get_by_test_id("pending")).to_contain_text(words["pending"])
     expect(screen.locator("a.button--pay")).to_have_count(0)  # nothing left to pay now
+    # Under the payments the pending one is listed, not "No payments yet".
+    expect(screen.get_by_test_id("pending-entry")).to_contain_text(words["pending"])
+    expect(screen.get_by_test_id("pending-entry")).to_contain_text(words["pending_amount"])
+    expect(screen.get_by_text(words["no_payments"])).to_have_count(0)
     check_page(screen, "invoice-pending")
 
     # A second payment for the pending part is refused, back on the list with the reason.
@@ -133,3 +140,52 @@ def test_a_pending_payment_shows_everywhere_and_is_not_paid_twice(committed, liv
     screen.goto(f"{live_url}/invoices/{credited.pk}/")
     expect(screen.get_by_role("heading", level=1)).to_contain_text(words["credited"])
     check_page(screen, "invoice-partly-credited")
+
+
+def test_pay_what_is_overdue_goes_from_the_overview_straight_to_a_checkout_of_every_overdue_invoice(
+        committed, live_url, screen):
+    words = WORDS[screen.language]
+
+    def build():
+        client = _client(screen.language)
+        for number, days, price in (("NW-LATE-1", 60, "100.00"), ("NW-LATE-2", 45, "300.00"), ("NW-NEW", 2, "50.00")):
+            make_invoice(client, number=number, issue_date=TODAY - datetime.timedelta(days=days),
+                         lines=[line("Bookkeeping", unit_price=price)])
+
+    committed.create(build)
+    log_in(screen, f"{live_url}/", EMAIL)
+    screen.get_by_role("link", name=words["overdue"]).click()
+    summary = screen.get_by_test_id("checkout-summary")
+    expect(summary).to_contain_text("NW-LATE-1")
+    expect(summary).to_contain_text("NW-LATE-2")
+    expect(summary).not_to_contain_text("NW-NEW")
+    expect(screen.get_by_test_id("pay-button")).to_have_text(words["pay_overdue"])  # 121.00 + 363.00
+    check_page(screen, "checkout-overdue")
+
+
+def test_an_amount_typed_in_the_clients_language_is_what_mollie_is_asked_for(
+        committed, mollie_server, live_url, screen):
+    from payments.models import GatewayAccount
+    from tests.conftest import MOLLIE_TEST_KEY
+
+    words = WORDS[screen.language]
+    number = f"NW-MOL-{screen.language}-{screen.screen_width}"
+
+    def build():
+        brand = BrandFactory(name="Acme Accounting B.V.", is_default=True)
+        GatewayAccount.objects.create(brand=brand, provider="mollie", api_key=MOLLIE_TEST_KEY, ideal=True,
+                                      card=False, sepa_direct_debit=False, allow_partial=True)
+        client = ClientFactory(brand=brand, name="Northwind Traders B.V.", locale=screen.language)
+        MembershipFactory(client=client, user__email=EMAIL, user__language=screen.language)
+        return make_invoice(client, number=number, lines=[line("Bookkeeping", unit_price="1000.00")])
+
+    invoice = committed.create(build)  # 1,210.00
+    log_in(screen, f"{live_url}/pay/?invoice={invoice.pk}", EMAIL)
+    screen.locator(f"#id_amount_{invoice.pk}").fill(words["typed"])
+    pay = screen.get_by_test_id("pay-button")
+    expect(pay).to_have_text(words["pay"])
+    pay.click()
+    expect(screen.get_by_role("heading", name="Test bank — iDEAL")).to_be_visible()  # at the bank, via Mollie
+    with staff_scope():
+        attempt = CheckoutAttempt.objects.get(items__invoice=invoice)
+    assert mollie_server.payments[attempt.provider_payment_id]["amount"] == {"currency": "EUR", "value": "10.50"}

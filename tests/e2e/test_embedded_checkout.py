@@ -37,12 +37,16 @@ WORDS = {
            "paid": "Paid. Thank you!", "pending": "Payment pending", "declined": "Your card was declined",
            "holder": "Account holder", "consent": "I authorise this direct debit",
            "all": "Also collect my future invoices with this mandate on their due date",
-           "status_paid": "Paid", "mandate_text": "creditor identifier"},
+           "status_paid": "Paid", "mandate_text": "creditor identifier",
+           "unreachable": "The payment provider could not be reached. Please try again in a moment.",
+           "expired": "This checkout session has expired", "change": "Change the amounts or the way to pay"},
     "nl": {"card": "Kaart", "ideal": "iDEAL", "sepa": "SEPA-incasso", "pay": "Betaal €\u00a0121,00",
            "paid": "Betaald. Dank u wel!", "pending": "Betaling in behandeling", "declined": "Uw kaart is geweigerd",
            "holder": "Rekeninghouder", "consent": "Ik geef toestemming voor deze incasso",
            "all": "Incasseer ook mijn toekomstige facturen met deze machtiging op hun vervaldatum",
-           "status_paid": "Betaald", "mandate_text": "incassant-ID"},
+           "status_paid": "Betaald", "mandate_text": "incassant-ID",
+           "unreachable": "De betaalprovider is niet bereikbaar. Probeer het over een moment opnieuw.",
+           "expired": "Deze betaalsessie is verlopen", "change": "Bedragen of betaalwijze wijzigen"},
 }
 # The round trips through a bank or an issuer run on two of the four screens: a phone in Dutch and a
 # desktop in English (both widths, both languages); the card and SEPA forms, drawn in the portal's
@@ -148,6 +152,8 @@ def test_mollie_card_declined_inline_then_paid_without_leaving_the_portal(
     invoice = committed.create(_shop(screen.language, accounting, "mollie"))
     watch = _checkout(screen, live_url, invoice, words["card"])
     expect(screen.frame_locator("iframe[name=mollie-component-cardNumber]").locator("input")).to_be_visible()
+    expect(screen.get_by_text("NW-EMB-1").first).to_be_visible()  # what is paid, beside how
+    expect(screen.get_by_test_id("pay-button")).to_have_text(words["pay"])  # the total, as the client writes money
     check_page(screen, "checkout-mollie-card")
 
     _mollie_card(screen, MOLLIE_CARDS["declined"])
@@ -206,6 +212,7 @@ def test_mollie_sepa_mandate_signed_in_the_portal_pays_this_invoice_and_later_on
     asked_before = len(mollie_server.requests)
     expect(screen.get_by_test_id("mandate-text")).to_contain_text(CREDITOR_ID)
     expect(screen.get_by_test_id("mandate-text")).to_contain_text("Acme Accounting B.V.")
+    expect(screen.get_by_test_id("mandate-text")).to_contain_text(words["mandate_text"])  # in the client's language
     screen.get_by_label(words["holder"]).fill("Northwind Traders B.V.")
     screen.get_by_label("IBAN").fill("NL91 ABNA 0417 1643 01")  # one digit off: the check digits say so
     screen.get_by_label(words["consent"]).check()
@@ -283,6 +290,69 @@ def test_stripe_card_declined_then_3d_secure_then_paid_in_the_embedded_checkout(
     assert watch.refused == []
     _booked_once(accounting, "121.00")
     assert set(stripe_server.versions) == {"2026-10-28.endive"}  # pinned on every request
+
+
+@TWO_SCREENS
+def test_stripe_unreachable_is_said_in_the_page_in_the_clients_words_and_pay_again_goes_on(
+        committed, celery_worker_process, stripe_server, stripe_webhooks, accounting, live_url, screen):
+    """No session could be made (Stripe answers 503 to every try the SDK makes): the portal's own
+    sentence, in the client's language, shows in the page, not Stripe.js's English; the amounts and
+    the way to pay stay, and the same Pay button opens the form once Stripe answers again."""
+    words = WORDS[screen.language]
+    invoice = committed.create(_shop(screen.language, accounting, "stripe"))
+    stripe_webhooks(invoice)
+    watch = _checkout(screen, live_url, invoice, words["card"])
+    stripe_server.fail_next(3, 503)
+    screen.get_by_test_id("pay-button").click()
+    expect(screen.get_by_test_id("checkout-live-error")).to_have_text(words["unreachable"])
+    with stripe_server.lock:
+        stripe_server.failures.clear()  # whatever the SDK's retries left unused: Stripe is back
+    expect(screen.locator("iframe[name^=embedded-checkout]")).to_have_count(0)
+    expect(screen.get_by_label(words["card"], exact=True)).to_be_checked()
+    expect(screen.get_by_test_id("pay-button")).to_have_text(words["pay"])
+    expect(screen.locator(".checkout-change")).to_be_hidden()  # nothing to go back from
+    check_page(screen, "checkout-stripe-unreachable")
+
+    screen.get_by_test_id("pay-button").click()
+    frame = _stripe_frame(screen)
+    expect(frame.locator("#number")).to_be_visible()
+    expect(screen.get_by_test_id("checkout-live-error")).to_be_hidden()  # the old error goes with the retry
+    _stripe_card(frame, STRIPE_CARDS["paid"])
+    _invoice_paid(screen, invoice, words)
+    assert watch.stayed_in_the_portal(), watch.top
+    _booked_once(accounting, "121.00")
+
+
+@TWO_SCREENS
+def test_an_expired_stripe_session_is_said_in_its_form_and_paying_again_keeps_the_amounts(
+        committed, celery_worker_process, stripe_server, stripe_webhooks, accounting, live_url, screen):
+    """The client left Stripe's form open until Stripe expired the session: Stripe's form says so
+    in the client's language; going back to the amounts and pressing Pay opens a new session for
+    the same invoice, which pays it once."""
+    words = WORDS[screen.language]
+    invoice = committed.create(_shop(screen.language, accounting, "stripe"))
+    stripe_webhooks(invoice)
+    watch = _checkout(screen, live_url, invoice, words["card"])
+    screen.get_by_test_id("pay-button").click()
+    frame = _stripe_frame(screen)
+    expect(frame.locator("#number")).to_be_visible()
+    with staff_scope():
+        first = CheckoutAttempt.objects.get()
+    stripe_server.expire(first.provider_payment_id)  # its expires_at passed while the client was away
+
+    _stripe_card(frame, STRIPE_CARDS["paid"])
+    expect(frame.get_by_role("alert")).to_have_text(words["expired"])
+    screen.get_by_role("button", name=words["change"]).click()
+    expect(screen.locator("iframe[name^=embedded-checkout]")).to_have_count(0)
+    expect(screen.get_by_test_id("pay-button")).to_have_text(words["pay"])
+    screen.get_by_test_id("pay-button").click()
+    _stripe_card(_stripe_frame(screen), STRIPE_CARDS["paid"])
+
+    _invoice_paid(screen, invoice, words)
+    assert watch.stayed_in_the_portal(), watch.top
+    _booked_once(accounting, "121.00")
+    with staff_scope():
+        assert [a.status for a in CheckoutAttempt.objects.order_by("created_at")] == ["expired", "paid"]
 
 
 @TWO_SCREENS

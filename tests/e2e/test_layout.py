@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from playwright.sync_api import expect
 
+from integrations.peppol.models import PeppolDelivery
 from invoices import services
 from payments.models import GatewayAccount, Mandate
-from tests.e2e.support import check_page, log_in
+from tests.e2e.support import broken_numbers, check_page, clipped_content, log_in
 from tests.invoices.factories import TODAY, line, make_invoice, pay
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
 
@@ -37,6 +39,8 @@ def _client_with_history(language: str) -> dict:
     late = make_invoice(client, number="NW-2026-000077", issue_date=TODAY - 60 * DAY,
                         lines=[line("Audit", unit_price="300.00")])
     paid = make_invoice(client, number="NW-2026-000050", issue_date=TODAY - 40 * DAY, lines=[line(unit_price="50.00")])
+    void = services.invoice_void(invoice=make_invoice(client, number="NW-2026-000060", issue_date=TODAY - 30 * DAY),
+                                 reason="voided in accounting")
     payment = pay(client, [(paid, "60.50")])
     note = services.credit_note_create(invoice=late, number="NW-CN-2026-0001", issue_date=TODAY, reason=LONG,
                                        lines=[line("Audit hours not used", unit_price="10.00")])
@@ -45,8 +49,11 @@ def _client_with_history(language: str) -> dict:
     Mandate.objects.create(client=client, gateway=gateway, provider_customer_id="cst_1", provider_mandate_id="mdt_1",
                            status=Mandate.Status.VALID, consumer_name="Northwind Traders Internationaal B.V.",
                            consumer_account="NL55INGB0000000000", signed_on=TODAY - 10 * DAY)
+    # The big invoice went to the client's accounting system over Peppol: its page says so.
+    PeppolDelivery.objects.create(client=client, brand=brand, document="invoice", invoice=big,
+                                  state=PeppolDelivery.State.DELIVERED, delivered_at=timezone.now())
     return {"email": membership.user.email, "client": client.pk, "big": big.pk, "late": late.pk, "paid": paid.pk,
-            "payment": payment.pk, "note": note.pk}
+            "void": void.pk, "payment": payment.pk, "note": note.pk}
 
 
 def _optional(name: str, *args) -> str | None:
@@ -77,6 +84,7 @@ def test_every_client_page_fits_the_screen_and_passes_axe(committed, live_url, s
         ("invoices-filtered-sorted", reverse("invoices:list") + "?status=partially_paid&sort=-total"),
         ("invoice", reverse("invoices:detail", args=[data["big"]])),
         ("invoice-credited", reverse("invoices:detail", args=[data["late"]])),
+        ("invoice-void", reverse("invoices:detail", args=[data["void"]])),
         ("credit-note", reverse("invoices:credit_note_detail", args=[data["note"]])),
         ("statement", reverse("invoices:statement")),
         ("notifications", reverse("portal:notifications")),
@@ -95,6 +103,22 @@ def test_every_client_page_fits_the_screen_and_passes_axe(committed, live_url, s
         assert response.status == 200, (name, response.status)
         _header_is_one_row(screen)
         check_page(screen, name)
+        # Nothing is cut off inside a card, and no number or amount breaks over two lines.
+        assert clipped_content(screen) == [], (name, clipped_content(screen))
+        assert broken_numbers(screen) == [], (name, broken_numbers(screen))
+        if name == "invoice":
+            expect(screen.get_by_test_id("peppol-delivery")).to_be_visible()
+        if name == "invoice" and screen.screen_width < 640:
+            # The lines table reflows: each line is a stack of labelled values, not a row of columns.
+            cells = screen.locator(".lines-table").first.locator("tbody tr").first.locator("td[data-label]")
+            tops = [cells.nth(i).bounding_box()["y"] for i in range(cells.count())]
+            assert len(tops) >= 3 and tops == sorted(tops) and len(set(tops)) == len(tops), tops
+        if name == "invoice-void":
+            # A void invoice says when and why, in the client's words.
+            said = {"en": ("Voided on", "Voided in our accounting system."),
+                    "nl": ("Geannuleerd op", "Geannuleerd in ons boekhoudsysteem.")}[screen.language]
+            for words in said:
+                expect(screen.get_by_test_id("void-note")).to_contain_text(words)
         if screen.screen_width < 640 and name.startswith("invoices"):
             # The invoices come before the filters, folded behind one button.
             expect(screen.locator(".filters-panel form")).to_be_hidden()

@@ -19,10 +19,16 @@ class FaultsConfig(AppConfig):
         from integrations.exact import client as exact_client, tokens as exact_tokens
 
         outbox.TIMEOUT = (seconds, seconds)  # the accounting endpoint (connect, read)
+        from integrations.erp import client as erp_client, push as erp_push
+
+        erp_push.TIMEOUT = erp_client.TIMEOUT = (seconds, seconds)  # a custom ERP: told of payments, its tokens
         exact_client.TIMEOUT = exact_tokens.TIMEOUT = (seconds, seconds)  # Exact Online's API and token endpoint
         from integrations.twinfield import client as twinfield_client, tokens as twinfield_tokens
 
         twinfield_client.TIMEOUT = twinfield_tokens.TIMEOUT = (seconds, seconds)  # Twinfield's cluster and login
+        from integrations.peppol import services as peppol_services
+
+        peppol_services.TIMEOUT = seconds  # a brand's Peppol access point
         made = Client.__init__
 
         @functools.wraps(made)

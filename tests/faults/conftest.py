@@ -9,9 +9,9 @@ from tests.faults.kinds import RemoteCallScenario
 @pytest.fixture(scope="module")
 def fault_stack(process_env, tmp_path_factory):
     """Redis of its own, this process's bell pointed at it, for a module's tests (a worker's start
-    costs seconds). The workers get the tests' environment: test settings, the fakes' addresses,
-    the transaction guard's log."""
-    with FaultStack(tmp_path_factory.mktemp("faults"), base_env=process_env) as stack:
+    costs seconds), with a standby worker that takes a killed one's place at once. The workers get
+    the tests' environment: test settings, the fakes' addresses, the transaction guard's log."""
+    with FaultStack(tmp_path_factory.mktemp("faults"), base_env=process_env, standby=True) as stack:
         yield stack
 
 

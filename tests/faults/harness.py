@@ -132,19 +132,30 @@ def broker_at(url: str) -> Iterator[None]:
 
 # --- Workers ---------------------------------------------------------------------------------
 
-class Worker:
-    """One real Celery worker process (solo pool: a SIGKILL kills the one process that runs the job)."""
+def _app_queues() -> tuple[str, ...]:
+    from portal.jobs import QUEUES
 
-    def __init__(self, env: dict, name: str, log_path: Path):
-        self.env, self.name, self.log_path = env, name, log_path
+    return QUEUES
+
+
+class Worker:
+    """One real Celery worker process (solo pool: a SIGKILL kills the one process that runs the job).
+    It consumes every queue of the app (portal.jobs.QUEUES), so one worker runs jobs of every
+    kind; one started with `queue` consumes that queue only (one queue's worker, or a standby:
+    see FaultStack)."""
+
+    def __init__(self, env: dict, name: str, log_path: Path, *, queue: str | None = None):
+        self.env, self.name, self.log_path, self.queue = env, name, log_path, queue
         self.process: subprocess.Popen | None = None
+        self.node = ""  # name@host, as it answers a ping
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "-l", "warning",
-                 "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"{self.name}@%h"],
+                 "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"{self.name}@%h",
+                 "-Q", self.queue or ",".join(_app_queues())],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
@@ -184,10 +195,16 @@ class FaultStack:
 
     `base_env` is the workers' environment before ours is laid over it (the tests pass theirs,
     with the transaction guard's log directory; the bench its own). `workers` solo workers run
-    side by side."""
+    side by side.
+
+    With `standby`, one more worker is started beside them on a queue nothing is sent to: a
+    worker in waiting, already through the seconds a Celery start takes. When a worker must
+    be started (one was killed), the standby is told to consume the app's queues instead
+    (Celery's add_consumer), and a new standby starts in the background. It runs the same
+    command with the same environment as a worker started then; it only started earlier."""
 
     def __init__(self, directory: Path, *, workers: int = 1, base_env: dict | None = None,
-                 say: Callable[[str], None] = quiet):
+                 say: Callable[[str], None] = quiet, standby: bool = False):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(self.directory / "redis")
@@ -197,6 +214,8 @@ class FaultStack:
         self.say = say
         self._extra_env: dict = {}
         self._started = 0
+        self.standby_wanted = standby
+        self._standby: Worker | None = None
         self._exit = contextlib.ExitStack()
 
     def __enter__(self) -> "FaultStack":
@@ -226,27 +245,77 @@ class FaultStack:
 
     def start_workers(self, extra_env: dict | None = None) -> None:
         """Start the workers that are not running (with `extra_env` over their environment) and
-        wait until each answers a ping on our broker."""
+        wait until each answers a ping on our broker: the standby, if one waits with that
+        environment, takes the place of the first."""
         self._extra_env = extra_env or {}
-        new = []
+        env = self.worker_env(self._extra_env)
+        new, taken = [], []
         for _ in range(self.worker_count - len([w for w in self.workers if w.alive])):
-            self._started += 1
-            worker = Worker(self.worker_env(self._extra_env), f"faults-{os.getpid()}-{self._started}",
-                            self.directory / f"worker-{self._started}.log")
+            standby = self._take_standby(env)
+            if standby is not None:
+                taken.append(standby)
+                continue
+            worker = self._worker(env)
             worker.start()
             new.append(worker)
-        self.workers = [w for w in self.workers if w.alive] + new
+        self.workers = [w for w in self.workers if w.alive] + taken + new
         self._wait_ready(new)
+        if self.standby_wanted and self._standby is None:
+            self._standby = self._worker(env, queue=f"standby-{os.getpid()}")
+            self._standby.start()  # not waited for: it has until the next kill
+
+    def _worker(self, env: dict, *, queue: str | None = None) -> Worker:
+        self._started += 1
+        return Worker(env, f"faults-{os.getpid()}-{self._started}", self.directory / f"worker-{self._started}.log",
+                      queue=queue)
+
+    def _take_standby(self, env: dict) -> Worker | None:
+        """The standby, now consuming the app's queues; None (and the standby stopped) when there
+        is none with this environment or it does not take them within a few seconds."""
+        from portal.celery import app
+
+        standby, self._standby = self._standby, None
+        if standby is None:
+            return None
+        if standby.alive and standby.env == env:
+            try:
+                self._wait_ready([standby])
+                taken = all(any(standby.node in reply for reply in app.control.add_consumer(
+                    queue, destination=[standby.node], reply=True, timeout=3) or [])
+                    for queue in _app_queues())
+            except RuntimeError:
+                taken = False
+            if taken:
+                return standby
+        standby.kill()
+        return None
+
+    def start_queue_worker(self, queue: str, extra_env: dict | None = None) -> Worker:
+        """One more worker, consuming `queue` only (as `make run` and docker-compose run one per
+        queue), started and answering a ping; stopped with the others."""
+        worker = self._worker(self.worker_env(extra_env), queue=queue)
+        worker.start()
+        self.workers.append(worker)
+        self._wait_ready([worker])
+        return worker
 
     def restart_workers(self) -> None:
         """Start workers again in place of killed ones, with the same environment."""
         self.start_workers(self._extra_env)
 
     def _wait_ready(self, workers: list[Worker]) -> None:
+        """Until each worker answers a ping. The ping is addressed to them by node name, so it
+        returns as soon as they have answered instead of listening out its timeout for others;
+        every fifth goes to all, in case a node is named otherwise than Celery's %h says."""
+        from celery.utils.nodenames import host_format
+
         from portal.celery import app
 
         deadline = time.monotonic() + WORKER_START_TIMEOUT
         waiting = {w.name for w in workers}
+        for worker in workers:
+            worker.node = worker.node or host_format(f"{worker.name}@%h")
+        tries = 0
         while waiting:
             for worker in workers:
                 if not worker.alive:
@@ -254,7 +323,11 @@ class FaultStack:
                                        f"{worker.log_tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers {sorted(waiting)} did not answer a ping within {WORKER_START_TIMEOUT} s")
-            replies = app.control.inspect(timeout=0.5).ping() or {}
+            tries += 1
+            nodes = None if tries % 5 == 0 else [w.node for w in workers if w.name in waiting]
+            replies = app.control.inspect(timeout=0.5, destination=nodes).ping() or {}
+            for worker in workers:
+                worker.node = next((node for node in replies if node.split("@", 1)[0] == worker.name), worker.node)
             waiting -= {name.split("@", 1)[0] for name in replies}
 
     def kill_workers(self) -> None:
@@ -262,11 +335,12 @@ class FaultStack:
             worker.kill()
 
     def stop_workers(self) -> None:
-        for worker in self.workers:  # all asked at once, then waited for: a warm shutdown takes a second
+        stopping = self.workers + ([self._standby] if self._standby else [])
+        for worker in stopping:  # all asked at once, then waited for: a warm shutdown takes a second
             worker.terminate()
-        for worker in self.workers:
+        for worker in stopping:
             worker.wait_stopped()
-        self.workers = []
+        self.workers, self._standby = [], None
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.name} ---\n{w.log_tail()}" for w in self.workers)

@@ -14,6 +14,7 @@ from tests.faults.kinds import SCENARIOS
 from tests.faults.kinds.common import worker_env
 from tests.faults.kinds.documents import PdfPrerenderScenario, Renders
 from tests.faults.kinds.email import EmailScenario
+from tests.faults.kinds.erp_pull import ErpPullScenario
 from tests.faults.kinds.exact import ExactConnectScenario, ExactSyncScenario
 from tests.faults.kinds.twinfield import TwinfieldConnectScenario, TwinfieldPollScenario
 from tests.faults.kinds.payments import Mollie, MollieScenario
@@ -26,13 +27,15 @@ FAILING_JOBS = 2  # every attempt of every job times out or fails in turn: fewer
 
 
 @pytest.fixture(scope="module")
-def shared_remotes(exact_server, twinfield_server):
+def shared_remotes(exact_server, twinfield_server, erp_server):
     """The remote ends whose address the worker is started with, shared by the module's tests
-    (the session's local Exact and Twinfield, whose addresses every worker the tests start has)."""
+    (the session's local Exact and Twinfield, whose addresses every worker the tests start has, and
+    the local ERP, whose address is on each pull connection's row)."""
     with FakeSmtp() as smtp, Mollie() as mollie, Renders() as renders:
         yield {EmailScenario: smtp, MollieScenario: mollie, PdfPrerenderScenario: renders,
                ExactSyncScenario: exact_server, ExactConnectScenario: exact_server,
-               TwinfieldConnectScenario: twinfield_server, TwinfieldPollScenario: twinfield_server}
+               TwinfieldConnectScenario: twinfield_server, TwinfieldPollScenario: twinfield_server,
+               ErpPullScenario: erp_server}
 
 
 @pytest.fixture

@@ -90,16 +90,53 @@ def test_the_raw_request_is_stored_encrypted_with_its_standard_webhooks_headers(
     assert stored.headers["webhook-signature"].startswith("v1,") and stored.headers["webhook-timestamp"]
 
 
-def test_accepting_an_accounting_webhook_takes_at_most_four_sql_statements(client, connection, secret, worker):
+def test_accepting_an_accounting_webhook_takes_three_sql_statements_and_two_once_the_process_knows_it(
+        client, connection, secret, worker):
     body = event("invoice.created", invoice_data())
+    with CaptureQueriesContext(db) as first:
+        response = post(client, "erp", secret, event("client.upserted", CLIENT))
+    _accepted(response)
     with CaptureQueriesContext(db) as accepted:
         response = post(client, "erp", secret, body, msg_id="msg_budget")
     _accepted(response)
     with CaptureQueriesContext(db) as duplicate:
         assert post(client, "erp", secret, body, msg_id="msg_budget").json() == {"status": "duplicate"}
-    # The scope, the connection, the stored request, its job: one transaction.
-    assert len(statements(accepted)) <= 4, statements(accepted)
-    assert len(statements(duplicate)) <= 3, statements(duplicate)
+    # The scope, the connection, and the stored request with its job (one statement): one transaction.
+    assert len(statements(first)) <= 3, statements(first)
+    # Then the process remembers the connection, and that statement checks it is unchanged.
+    assert len(statements(accepted)) <= 2, statements(accepted)
+    assert len(statements(duplicate)) <= 2, statements(duplicate)
+
+
+def test_a_connection_remembered_by_the_process_is_read_again_once_it_changes(client, connection, secret, worker):
+    from integrations.models import Connection
+
+    first = post(client, "erp", secret, event("client.upserted", CLIENT))
+    _accepted(first)
+    with CaptureQueriesContext(db) as looked_up:
+        _accepted(post(client, "erp", secret, event("client.upserted", CLIENT)))
+    assert not any("FROM integrations_connection c" in sql for sql in statements(looked_up))
+    # Secrets rotated elsewhere (another process, the admin): the new one signs, the old one no longer.
+    rotated = generate_secret()
+    with staff_scope():
+        Connection.objects.filter(pk=connection.pk).update(signing_secrets=rotated)
+    assert post(client, "erp", secret, event("client.upserted", CLIENT)).status_code == 401
+    _accepted(post(client, "erp", rotated, event("client.upserted", CLIENT)))
+    # A forged request does not make the process forget the connection.
+    assert post(client, "erp", generate_secret(), event("client.upserted", CLIENT)).status_code == 401
+    with CaptureQueriesContext(db) as after_forged:
+        _accepted(post(client, "erp", rotated, event("client.upserted", CLIENT)))
+    assert not any("FROM integrations_connection c" in sql for sql in statements(after_forged))
+    # Disabled: refused at once, nothing stored.
+    with staff_scope():
+        Connection.objects.filter(pk=connection.pk).update(enabled=False)
+    assert post(client, "erp", rotated, event("client.upserted", CLIENT)).status_code == 404
+    # Enabled again under another URL name: the old name is unknown.
+    with staff_scope():
+        Connection.objects.filter(pk=connection.pk).update(enabled=True, slug="erp-renamed")
+    assert post(client, "erp", rotated, event("client.upserted", CLIENT)).status_code == 404
+    _accepted(post(client, "erp-renamed", rotated, event("client.upserted", CLIENT)))
+    assert len([w for w in _webhooks() if w.status == "accepted"]) == 5
 
 
 def test_a_duplicate_changes_nothing(client, connection, secret, worker):
@@ -197,6 +234,28 @@ def test_an_update_older_than_the_stored_one_is_done_as_ignored_with_the_reason(
     worker.run()
     with staff_scope():
         assert Invoice.objects.get().purchase_order == "NEW"
+
+
+def test_a_corrected_total_moves_the_open_balance_with_it(client, connection, secret, worker):
+    post(client, "erp", secret, event("client.upserted", CLIENT))
+    post(client, "erp", secret, event("invoice.created", invoice_data()))
+    post(client, "erp", secret, event("payment.recorded", PAYMENT | {"amount": "200.00", "allocations": [
+        {"invoice_external_id": "INV-EXT-1", "amount": "200.00"}]}))
+    worker.run()
+    one_line = {"lines": [{"description": "Consulting", "quantity": "10", "unit": "hour", "unit_price": "95.00",
+                           "tax_rate": "21"}],
+                "tax_breakdown": [{"rate": "21", "base": "950.00", "tax": "199.50"}],
+                "subtotal": "950.00", "tax_total": "199.50", "total": "1149.50"}
+    corrected = _accepted(post(client, "erp", secret, event("invoice.updated", invoice_data(
+        updated_at="2026-11-02T10:00:00Z", **one_line))))
+    worker.run()
+    assert _job(corrected).state == State.DONE, _job(corrected).last_error
+    with staff_scope():
+        invoice = Invoice.objects.get()
+        lines = [line.description for line in invoice.lines.all()]
+    assert (invoice.total, invoice.amount_paid, invoice.open_balance, invoice.status) == (
+        D("1149.50"), D("200.00"), D("949.50"), Invoice.Status.PARTIALLY_PAID)
+    assert lines == ["Consulting"]
 
 
 def test_events_about_one_invoice_apply_in_the_order_sent_even_when_the_first_must_wait(

@@ -28,6 +28,16 @@ def test_invoice_list_filters_by_status_overdue_client_and_searches(client_a, cl
     assert _rows(overdue) == 1 and "A-LATE" in overdue.text and late.pk
     assert "B-OPEN" in client.get(url, {"q": "PO-XYZ"}).text
     assert _rows(client.get(url, {"client__id__exact": client_b.pk})) == 1
+    # The client and connection filters are typed, not lists of every client (a query per view):
+    # the typed name keeps the other filters and the search.
+    page = client.get(url)
+    assert 'name="client_name"' in page.text and 'name="connection_name"' in page.text
+    assert _rows(client.get(url, {"client_name": client_b.name[2:].lower()})) == 1
+    assert _rows(client.get(url, {"client_name": client_a.name, "status__exact": "paid"})) == 1
+    kept = client.get(url, {"client_name": client_a.name, "status__exact": "paid"}).text
+    assert '<input type="hidden" name="status__exact" value="paid">' in kept
+    assert f'name="client_name" value="{client_a.name}"' in kept
+    assert _rows(client.get(url, {"connection_name": "no such connection"})) == 0
 
 
 def test_invoice_detail_shows_lines_and_payments_read_only(client_a, client, staff):

@@ -62,3 +62,19 @@ def test_totals_that_do_not_add_up_are_rejected_naming_the_field(field, kwargs, 
 def test_totals_that_add_up_pass():
     totals_validate(lines=[line()], subtotal=D("100.00"), tax_total=D("21.00"), total=D("121.00"),
                     tax_breakdown=[{"rate": "21.00", "base": "100.00", "tax": "21.00"}])
+
+
+def test_formatted_amounts_and_dates_follow_each_readers_language_when_made_again():
+    # Each text is made once per process (portal.formatting): the second time reads the same.
+    import datetime
+
+    from portal.formatting import format_day, format_money
+    for _ in range(2):
+        assert format_money(D("1306.80"), "EUR", language="nl") == "€\xa01.306,80"
+        assert format_money(D("1306.80"), "EUR", language="en") == "€1,306.80"
+        assert format_money(D("1306.8"), "USD", language="en") == "US$1,306.80"
+        assert format_money(D("-0.00"), "EUR", language="nl") == "€\xa0-0,00"
+        assert format_money(D("0.00"), "EUR", language="nl") == "€\xa00,00"
+        assert format_day(datetime.date(2026, 12, 17), language="nl") == "17 dec 2026"
+        assert format_day(datetime.date(2026, 12, 17), "long", language="nl") == "17 december 2026"
+        assert format_day(datetime.date(2026, 12, 17), language="en") == "17 Dec 2026"

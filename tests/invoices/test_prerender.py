@@ -16,7 +16,7 @@ from tests.portal.factories import BrandFactory, ClientFactory
 @pytest.fixture
 def bells(monkeypatch):
     """The test runs the jobs itself: no bell reaches a worker (one may be running already)."""
-    monkeypatch.setattr(jobs.current_app, "send_task", lambda name, args=None, kwargs=None: None)
+    monkeypatch.setattr(jobs.current_app, "send_task", lambda name, args=None, kwargs=None, **options: None)
 
 
 def _prerenders(subject: str) -> list[Job]:

@@ -44,6 +44,23 @@ def test_an_invoice_lowered_only_by_a_credit_note_is_partly_credited_not_partial
         assert Invoice.objects.get(pk=invoice.pk).display_status == "partially_paid"
 
 
+def test_the_status_filter_names_them_as_the_list_does(alpha, client):
+    alpha, owner = alpha
+    credited = make_invoice(alpha, number="A-CRED", lines=[line(unit_price="100.00")])
+    paid_part = make_invoice(alpha, number="A-PART", lines=[line(unit_price="100.00")])
+    with staff_scope():
+        services.credit_note_create(invoice=credited, number="A-CN", issue_date=TODAY, lines=[line(unit_price="10.00")])
+    pay(alpha, [(paid_part, "20.00")])
+    client.force_login(owner)
+
+    def listed(status):
+        page = client.get(reverse("invoices:list"), {"status": status}).content.decode()
+        return [number for number in ("A-CRED", "A-PART") if number in page]
+
+    assert listed("partially_paid") == ["A-PART"]
+    assert listed("partly_credited") == ["A-CRED"]
+
+
 def test_a_void_invoice_says_when_and_why(alpha, client):
     alpha, owner = alpha
     invoice = make_invoice(alpha, number="A-VOID")

@@ -215,7 +215,9 @@ def test_a_mandate_form_with_a_mistake_is_a_field_error_and_mollie_is_not_called
     page = _sign(client, shop, **changes)
     assert page.status_code == 200
     assert page.context["form"].errors[field] == [error]
-    assert f'<p class="field-error">{error}</p>' in page.text.replace("&#x27;", "'")
+    # The error is the paragraph the field names as its description (read out with the field).
+    described = re.search(rf'<[^>]*name="{field}"[^>]*aria-describedby="([^"]+)"', page.text).group(1)
+    assert f'<p class="field-error" id="{described}">{error}</p>' in page.text.replace("&#x27;", "'")
     assert mollie.requests == []
     with staff_scope():
         assert not CheckoutAttempt.objects.exists() and not Mandate.objects.exists()

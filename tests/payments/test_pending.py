@@ -85,6 +85,21 @@ def test_a_pending_payment_shows_everywhere_and_leaves_only_the_rest_payable(alp
     assert (_invoice(alpha).amount_pending, _invoice(alpha).payable_balance) == (D("0.00"), D("121.00"))
 
 
+def test_the_invoices_payments_section_shows_the_pending_payment_not_no_payments_yet(alpha, client):
+    client.force_login(alpha["owner"])
+    detail = reverse("invoices:detail", args=[alpha["invoice"].pk])
+    assert "No payments yet." in client.get(detail).text
+    attempt = _started(alpha, "121.00")
+    _report(attempt, PENDING)
+    page = client.get(detail).text
+    received = page[page.index("Payments received"):]
+    assert "No payments yet." not in received
+    assert 'data-testid="pending-entry"' in received and "Payment pending" in received
+    assert "€121.00 by SEPA direct debit on" in received
+    _report(attempt, CheckoutAttempt.Status.FAILED)  # it failed: nothing is on its way any more
+    assert "No payments yet." in client.get(detail).text
+
+
 def test_the_invoice_list_reads_pending_payments_without_a_query_per_row(alpha, client):
     client.force_login(alpha["owner"])
 

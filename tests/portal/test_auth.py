@@ -5,6 +5,7 @@ import pytest
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value, \
     yield_hotp_counters_from_time
 from django.core import mail
+from django.test import Client
 from django.urls import reverse
 
 from portal.models import AuditEvent
@@ -114,3 +115,23 @@ def test_login_and_logout_are_audited(tenants, client):
 def test_login_page_speaks_dutch_and_english(db, client, language, text):
     response = client.get(reverse("account_login"), HTTP_ACCEPT_LANGUAGE=language)
     assert text in response.text
+
+
+def test_a_password_stored_by_an_earlier_hasher_signs_in_and_is_stored_again_as_argon2id(tenants, client, settings):
+    # The production hashers (the test settings use a fast one; tests/portal/test_settings.py
+    # checks production's): Argon2id at OWASP's parameters first (portal/passwords.py), then scrypt, which stored the portal's passwords before.
+    from django.contrib.auth.hashers import make_password
+
+    from portal.models import User
+
+    settings.PASSWORD_HASHERS = ["portal.passwords.Argon2idPasswordHasher",
+                                 "django.contrib.auth.hashers.ScryptPasswordHasher",
+                                 "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    with staff_scope():
+        User.objects.filter(email="owner@alpha.test").update(password=make_password(PASSWORD, hasher="scrypt"))
+    response = _login(client, "owner@alpha.test")
+    assert response.status_code == 302 and response.url == reverse("portal:home")
+    with staff_scope():
+        stored = User.objects.get(email="owner@alpha.test").password
+    assert stored.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+    assert _login(Client(), "owner@alpha.test", "not the password").status_code == 200

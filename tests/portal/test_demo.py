@@ -5,6 +5,7 @@ import io
 from django.core.management import call_command
 
 from invoices.models import CreditNote, Invoice, InvoiceLine, RecurringSchedule
+from integrations.peppol.models import PeppolDelivery
 from payments.models import Mandate
 from portal.models import Client, Job, Membership, User, WebhookRequest
 from portal.rls import staff_scope
@@ -50,7 +51,28 @@ def test_demo_clients_differ_and_every_state_is_there_and_it_is_idempotent(commi
                                "bob@globex.test": {"Globex Nederland B.V.", "Initech Logistics B.V."}}
         assert User.objects.get(email="admin@example.com").is_staff
         assert set(User.objects.filter(is_staff=False).values_list("language", flat=True)) == {"nl", "en"}
+        # The Belgian client's invoices show as delivered over Peppol, to its Dutch-speaking contact.
+        brugge = clients["Brugse Bouwwerken NV"]
+        delivered = PeppolDelivery.objects.filter(client=brugge, state=PeppolDelivery.State.DELIVERED)
+        assert delivered.count() == Invoice.objects.filter(client=brugge).exclude(status="draft").count() > 0
+        shown = delivered.first().invoice
+        contact = User.objects.get(email="lotte@brugse-bouw.test")
         before = Invoice.objects.count()
+    from django.test import Client as Browser
+
+    lotte = Browser()
+    lotte.force_login(contact)
+    page = lotte.get(f"/invoices/{shown.pk}/")
+    assert page.status_code == 200 and "Via Peppol afgeleverd in uw boekhoudsysteem op" in page.text, page.status_code
+    # The API token make run prints works for Acme's demo ERP, which sees its clients' invoices.
+    from django.test import Client as Http
+
+    from portal.management.commands.load_demo import DEMO_API_TOKEN
+    from portal.stack import DEMO_LOGINS
+    assert DEMO_API_TOKEN in DEMO_LOGINS
+    answer = Http().post("/api/graphql/", {"query": "{ invoices(first: 5) { edges { node { number } } } }"},
+                         content_type="application/json", headers={"Authorization": f"Bearer {DEMO_API_TOKEN}"})
+    assert answer.status_code == 200 and len(answer.json()["data"]["invoices"]["edges"]) == 5, answer.content
     out = io.StringIO()
     call_command("load_demo", stdout=out)
     assert "0 new ledger events, 0 recurring invoices" in out.getvalue()

@@ -208,10 +208,66 @@ def test_a_bell_lost_with_the_broker_down_is_rung_again_by_the_sweep(committed, 
     monkeypatch.setattr(jobs.current_app, "send_task", broker_down)
     pk = _enqueue(kind="test.record", key="unrung")  # commits; the bell fails, quietly
     assert _job(pk).state == Job.State.PENDING
-    monkeypatch.setattr(jobs.current_app, "send_task", lambda name, args=None, kwargs=None: rung.append((name, args)))
+    monkeypatch.setattr(jobs.current_app, "send_task",
+                        lambda name, args=None, kwargs=None, **options: rung.append((name, args)))
     assert jobs.jobs_sweep() >= 1
     assert ("portal.tasks.run_job", [pk]) in rung
     assert jobs.job_run(pk) == Job.State.DONE
+
+
+class _Broker:
+    """Records each bell with the moment it was sent, and whether the job was committed then."""
+
+    def __init__(self):
+        self.bells: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def send_task(self, name, args=None, kwargs=None, **options):
+        with self.lock:
+            self.bells.append((name, args, kwargs, time.monotonic()))
+
+    def wait_for(self, count: int, seconds: float = 5.0) -> list[tuple]:
+        deadline = time.monotonic() + seconds
+        while len(self.bells) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return [bell[:3] for bell in self.bells]
+
+
+def test_batched_bells_ring_once_after_the_commits_and_not_while_a_drain_waits(committed, monkeypatch, settings):
+    from django.core.cache import cache
+
+    settings.JOB_BELL_BATCH_MS = 60
+    cache.delete(jobs.DRAIN_WAITING_KEY.format(kind="test.record"))
+    broker = _Broker()
+    monkeypatch.setattr(jobs.current_app, "send_task", broker.send_task)
+    drain = ("portal.tasks.drain_jobs", None, {"kind": "test.record"})
+    committed_at = time.monotonic()
+    first = [_enqueue(kind="test.record", key=f"batched-{n}") for n in range(3)]
+    assert broker.bells == []  # not at the commits: within the window
+    assert broker.wait_for(1) == [drain]  # then one drain for the batch
+    assert broker.bells[0][3] >= committed_at + 0.06
+    # More jobs while that drain still waits for a worker: it will see them, no other bell.
+    second = _enqueue(kind="test.record", key="batched-while-waiting")
+    time.sleep(0.2)
+    assert len(broker.bells) == 1
+    # A worker begins the drain: it claims everything committed so far, and a job committed
+    # after that rings again (no wake-up is lost).
+    assert jobs.jobs_drain(kind="test.record") == 4
+    assert {_job(pk).state for pk in [*first, second]} == {Job.State.DONE}
+    late = _enqueue(kind="test.record", key="batched-late")
+    assert broker.wait_for(2) == [drain, drain]
+    assert jobs.jobs_drain(kind="test.record") == 1 and _job(late).state == Job.State.DONE
+
+
+def test_a_batched_bell_is_rung_for_a_commit_only(committed, monkeypatch, settings):
+    settings.JOB_BELL_BATCH_MS = 20
+    broker = _Broker()
+    monkeypatch.setattr(jobs.current_app, "send_task", broker.send_task)
+    with pytest.raises(ValueError), staff_scope(), transaction.atomic():
+        jobs.job_enqueue(kind="test.record", key="batched-rolled-back")
+        raise ValueError("the change failed")
+    time.sleep(0.1)
+    assert broker.bells == []
 
 
 def test_a_job_is_written_with_the_change_or_not_at_all(committed):
@@ -220,3 +276,34 @@ def test_a_job_is_written_with_the_change_or_not_at_all(committed):
         raise ValueError("the change failed")
     with staff_scope():
         assert not Job.objects.filter(key="rolled-back").exists()
+
+
+@pytest.mark.parametrize("kind", [None, "test.record"])
+def test_a_claim_walks_an_index_to_the_first_ready_job_not_the_whole_backlog(committed, monkeypatch, kind):
+    """A claim under a webhook storm: with thousands waiting, each of the claim's statements reads
+    its partial index in order and stops at the first job it may take (no scan, no sort of them all)."""
+    monkeypatch.setattr(jobs, "ring_kind", lambda kind: None)
+    with transaction.atomic(), staff_scope():
+        jobs.jobs_enqueue_bulk(kind="test.record", jobs=[(f"storm:{n}", {}, f"storm:{n % 500}") for n in range(5000)])
+    with staff_scope(), transaction.atomic(), connection.cursor() as cursor:
+        _analyze()
+        for ready, order in jobs.READY:
+            only = " AND j.kind = %(kind)s" if kind else ""
+            cursor.execute("EXPLAIN " + jobs.CLAIM_SQL.format(ready=ready, only=only, order=order),
+                           {"now": timezone.now(), "lease": datetime.timedelta(minutes=5), "id": None, "kind": kind})
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            # An index in the claim's order; at most an incremental sort on what it already orders.
+            assert "Seq Scan on portal_job j" not in plan and "->  Sort" not in plan, plan
+    with staff_scope():
+        first = jobs._claim(kind=kind)
+    assert first.key == "storm:0" and first.state == Job.State.RUNNING
+
+
+def _analyze() -> None:
+    """Statistics of the backlog as autovacuum would gather them (only the table's owner may)."""
+    from django.db import connections
+
+    from tests.support.owner import as_owner
+
+    with as_owner() as alias, connections[alias].cursor() as owner:
+        owner.execute("ANALYZE portal_job")

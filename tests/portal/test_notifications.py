@@ -125,7 +125,7 @@ def test_email_can_be_turned_off_per_kind_but_in_app_stays(contacts, client):
 @pytest.fixture
 def bells(monkeypatch):
     """The test runs the jobs itself: no bell reaches a worker (one may be running already)."""
-    monkeypatch.setattr(jobs.current_app, "send_task", lambda name, args=None, kwargs=None: None)
+    monkeypatch.setattr(jobs.current_app, "send_task", lambda name, args=None, kwargs=None, **options: None)
 
 
 def test_an_email_retried_after_a_failure_is_sent_once(committed, bells):
@@ -280,12 +280,33 @@ def test_a_brand_can_keep_pdfs_out_of_emails(contacts):
     assert [m.attachments for m in mail.outbox] == [[], []]
 
 
-def test_a_payment_email_has_the_amount_and_no_pay_button(contacts):
+def test_a_payment_email_has_the_amount_the_receipt_and_no_pay_button(contacts):
     invoice = make_invoice(contacts["alpha"], number="INV-94")
-    pay(contacts["alpha"], [(invoice, "21.00")])
+    payment = pay(contacts["alpha"], [(invoice, "21.00")])
     with staff_scope():
-        payment = Notification.objects.get(user=contacts["erik"], kind=NotificationKind.PAYMENT_RECEIVED)
-        notification_email_deliver(notification_id=payment.pk)
-    [email] = mail.outbox
-    assert email.subject.startswith("Payment of €21.00 received for invoice INV-94")
-    assert "Amount: €21.00" in email.body and "/pay/" not in email.body and email.attachments == []
+        for notification in Notification.objects.filter(kind=NotificationKind.PAYMENT_RECEIVED):
+            notification_email_deliver(notification_id=notification.pk)
+    receipt_link = f"{settings.SITE_URL}{reverse('payments:receipt', args=[payment.pk])}"
+    said = {"erik@alpha.test": ("Payment of €21.00 received for invoice INV-94", "Amount: €21.00",
+                                ">View your receipt</a>", "View your receipt:"),
+            "anna@alpha.test": ("Betaling van €\u00a021,00 ontvangen voor factuur INV-94", "Bedrag: €\u00a021,00",
+                                ">Bekijk uw betalingsbewijs</a>", "Bekijk uw betalingsbewijs:")}
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(said)
+    for email in mail.outbox:
+        subject, amount, button, text_link = said[email.to[0]]
+        html, _ = email.alternatives[0]
+        assert email.subject.startswith(subject) and amount in email.body and "/pay/" not in email.body
+        assert f"{text_link}\n{receipt_link}" in email.body and f'href="{receipt_link}"' in html and button in html
+        # The receipt itself, the PDF the client can also download from the portal.
+        [(name, content, mime)] = email.attachments
+        assert (name, mime) == (f"receipt-{payment.number}.pdf", "application/pdf") and content.startswith(b"%PDF")
+
+
+def test_a_brand_that_keeps_pdfs_out_of_emails_sends_no_receipt_pdf(contacts):
+    with staff_scope():
+        Brand.objects.filter(pk=contacts["alpha"].brand_id).update(email_attach_pdf=False)
+    pay(contacts["alpha"], [(make_invoice(contacts["alpha"], number="INV-95"), "21.00")])
+    with staff_scope():
+        for notification in Notification.objects.filter(kind=NotificationKind.PAYMENT_RECEIVED):
+            notification_email_deliver(notification_id=notification.pk)
+    assert [m.attachments for m in mail.outbox] == [[], []]

@@ -22,7 +22,7 @@ def test_every_table_with_a_client_column_has_forced_rls_and_a_policy(db):
         FROM information_schema.columns col
         JOIN pg_class c ON c.relname = col.table_name
         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = col.table_schema
-        WHERE col.table_schema = 'public' AND col.column_name = 'client_id' AND c.relkind = 'r'
+        WHERE col.table_schema = 'public' AND col.column_name = 'client_id' AND c.relkind IN ('r', 'p')
     """)
     tables = {name for name, *_ in rows}
     assert {"portal_membership", "portal_auditevent", "support_secretnote"} <= tables

@@ -22,7 +22,12 @@ MAY_WRITE = {"portal_auditevent", "django_session", "invoices_rendereddocument"}
 
 def _writes() -> dict[str, int]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables")
+        # A partition's rows count as its table's (the audit log is partitioned by month).
+        cursor.execute("""
+            SELECT coalesce(parent.relname, s.relname), sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del)
+            FROM pg_stat_xact_user_tables s
+            LEFT JOIN pg_inherits i ON i.inhrelid = s.relid LEFT JOIN pg_class parent ON parent.oid = i.inhparent
+            GROUP BY 1""")
         return {name: count for name, count in cursor.fetchall() if count}
 
 

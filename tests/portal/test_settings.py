@@ -45,6 +45,33 @@ def test_production_refuses_to_start_without_its_secrets():
 
 def test_production_settings_are_hardened():
     code = ("from django.conf import settings as s; print(s.DEBUG, s.SESSION_COOKIE_SECURE, "
-            "s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT)")
+            "s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT, s.PASSWORD_HASHERS[0])")
     result = _manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
-    assert result.stdout.split() == ["False", "True", "True", "31536000", "True"], result.stderr
+    assert result.stdout.split() == ["False", "True", "True", "31536000", "True",
+                                     "portal.passwords.Argon2idPasswordHasher"], result.stderr
+
+
+def test_production_computes_once_what_every_request_would_repeat():
+    # Issue 17, point 6: templates compiled once per process (the cached loader), static files
+    # under hashed names and compressed (served with "immutable"), database connections pooled.
+    code = ("from django.template import engines; from django.conf import settings as s; "
+            "loader = engines['django'].engine.template_loaders[0]; "
+            "print(type(loader).__module__ + '.' + type(loader).__name__, s.STORAGES['staticfiles']['BACKEND'], "
+            "'pool' in s.DATABASES['default']['OPTIONS'])")
+    result = _manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
+    assert result.stdout.split() == ["django.template.loaders.cached.Loader",
+                                     "whitenoise.storage.CompressedManifestStaticFilesStorage", "True"], result.stderr
+
+
+def test_a_web_process_is_warm_before_its_first_request_and_touches_no_server_doing_so():
+    # portal/wsgi.py compiles the templates and loads the URLconf and translations at start-up,
+    # without a database or Redis (none answers at these addresses), so gunicorn's --preload is safe.
+    code = ("import portal.wsgi; from django.template import engines; from django.urls import get_resolver; "
+            "from django.utils import translation; "
+            "cache = engines['django'].engine.template_loaders[0].get_template_cache; "
+            "print('base.html' in cache, len(cache) > 20, "
+            "get_resolver()._populated, 'nl' in translation.trans_real._translations)")
+    base = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and not k.startswith("DJANGO_")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**base, **PRODUCTION_ENV, "DJANGO_SETTINGS_MODULE": "portal.settings"})
+    assert result.stdout.split() == ["True", "True", "True", "True"], result.stderr[-3000:]

@@ -268,6 +268,17 @@ def test_more_requests_than_the_rate_per_account_get_429_from_any_address(client
     assert _post(client, b'{"id": "evt_x"}', account=other, REMOTE_ADDR=_address()).status_code == 200
 
 
+def test_a_flood_from_one_address_does_not_use_up_its_accounts_rate(client, db, settings):
+    settings.WEBHOOK_RATE_PER_IP, settings.WEBHOOK_RATE_PER_ACCOUNT = "1/h", "2/m"
+    account, flooding = f"known-{uuid.uuid4().hex}", _address()
+    statuses = [_post(client, json.dumps({"id": f"evt_{n}"}).encode(), account=account,
+                      REMOTE_ADDR=flooding).status_code for n in range(4)]
+    assert statuses == [200, 429, 429, 429]
+    # Turned away by the address's rate, those three were not counted against the account's.
+    assert _post(client, b'{"id": "evt_x"}', account=account, REMOTE_ADDR=_address()).status_code == 200
+    assert _post(client, b'{"id": "evt_y"}', account=account, REMOTE_ADDR=_address()).status_code == 429
+
+
 def test_behind_a_trusted_proxy_each_client_address_has_its_own_rate(client, db, settings):
     settings.WEBHOOK_RATE_PER_IP = "1/h"
     settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
@@ -286,12 +297,50 @@ def test_with_the_cache_down_webhooks_are_taken_without_limits_and_it_is_logged(
         raise ConnectionError("Redis is down")
 
     monkeypatch.setattr(cache, "add", down)
+    monkeypatch.setattr(cache, "count_in_turn", down)  # the one round trip the intake counts with (portal.cache)
     monkeypatch.setattr(webhooks, "_cache_down_until", 0.0)
     address = _address()
     statuses = [_post(client, json.dumps({"id": f"evt_{n}"}).encode(), REMOTE_ADDR=address).status_code
                 for n in range(3)]
     assert statuses == [200, 200, 200]
-    assert "webhook rate limits are off" in caplog.text
+    assert "rate limits are off" in caplog.text
+
+
+def test_a_window_is_counted_in_one_round_trip_and_per_process_while_redis_is_down(db, settings):
+    # What rate_over counts with (portal.cache): Redis's counter, with its expiry, in one pipeline;
+    # while Redis cannot be reached, the process's stand-in counts on.
+    import portal.cache
+    from django.core.cache import caches
+
+    key = f"webhook-rate:test:{uuid.uuid4()}"
+    assert [cache.count(key, 30) for _ in range(3)] == [1, 2, 3]
+    made = cache.make_and_validate_key(key)
+    assert cache.get(key) == 3 and 0 < cache._cache.get_client(made).ttl(made) <= 30
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
+    down = caches["default"]
+    try:
+        assert [down.count(key, 30) for _ in range(2)] == [1, 2]  # the stand-in's own count
+    finally:
+        portal.cache._outage_for(down._location).down_until = 0.0
+
+
+def test_the_address_and_the_account_are_counted_in_turn_in_one_round_trip(db, settings):
+    # What rates_over counts with (portal.cache): one Lua script, counting each key up to the
+    # first over its limit; while Redis cannot be reached, the process's stand-in counts alike.
+    import portal.cache
+    from django.core.cache import caches
+
+    first, second = f"webhook-rate:test:{uuid.uuid4()}", f"webhook-rate:test:{uuid.uuid4()}"
+    counters = [(first, 30, 2), (second, 30, 10)]
+    assert [cache.count_in_turn(counters) for _ in range(3)] == [[1, 1], [2, 2], [3]]
+    made = cache.make_and_validate_key(first)
+    assert (cache.get(first), cache.get(second)) == (3, 2) and 0 < cache._cache.get_client(made).ttl(made) <= 30
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
+    down = caches["default"]
+    try:
+        assert [down.count_in_turn(counters) for _ in range(3)] == [[1, 1], [2, 2], [3]]
+    finally:
+        portal.cache._outage_for(down._location).down_until = 0.0
 
 
 def test_a_rate_is_read_as_documented():

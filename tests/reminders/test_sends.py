@@ -25,7 +25,8 @@ def bells(monkeypatch):
     """The test runs the jobs itself: no bell reaches a worker (one may be running for the
     end-to-end tests, and would take them)."""
     rung = []
-    monkeypatch.setattr(jobs.current_app, "send_task", lambda name, args=None, kwargs=None: rung.append(name))
+    monkeypatch.setattr(jobs.current_app, "send_task",
+                        lambda name, args=None, kwargs=None, **options: rung.append(name))
     return rung
 
 

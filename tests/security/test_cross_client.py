@@ -47,7 +47,11 @@ SKIPPED_PREFIXES = {
     "accounts/": "allauth's login, signup, password and MFA pages: no client data (tests/portal/test_auth.py)",
     "i18n/": "Django's language switch: no client data",
     "static/": "static files: no client data",
+    "brand/": "a brand's logo: public like the brand itself (portal_brand is in rls.NO_RLS_NEEDED, shown on the "
+              "login page); tests/portal/test_object_storage.py",
     "webhooks/": "machine to machine, signed by the sender: tests/security/test_webhook_fuzz.py",
+    "api/": "machine to machine, by a connection's API token (no session, no client scope); one connection "
+            "not seeing another's records: tests/integrations/erp/test_api.py",
 }
 
 Role = Membership.Role

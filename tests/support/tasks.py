@@ -6,6 +6,8 @@ installed by the test settings.
 call to a remote end that acts on a request once per idempotency key, the key being the job's
 key, as every real kind sends it. The remote's address and the client's timeout are in the
 payload, because each test starts its own remote on a port of its own."""
+import time
+
 import requests
 
 from portal import jobs
@@ -23,3 +25,20 @@ def remote_call(job):
         raise jobs.Permanent(f"the remote end refused the call: {response.status_code} {response.text[:200]}")
     response.raise_for_status()  # 5xx: an attempt that failed, retried
     return response.json().get("effect", "")
+
+
+# The queues' drill (tests/faults/test_queues.py): a slow kind that only takes its time, and a
+# fast kind that only says it ran.
+SLEEP = "test.sleep"
+QUICK = "test.quick"
+
+
+@jobs.handler(SLEEP, max_attempts=1, lease_seconds=120, queue=jobs.SLOW)
+def sleep(job):
+    time.sleep(job.payload.get("seconds", 1.0))
+    return "slept"
+
+
+@jobs.handler(QUICK, max_attempts=1, lease_seconds=60, queue=jobs.FAST)
+def quick(job):
+    return "ran"

@@ -1,4 +1,6 @@
 """Create the database roles and the database: idempotent, on the embedded or an external server."""
+import os
+
 import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -10,12 +12,20 @@ class Command(BaseCommand):
     help = (
         "Create the owner role (owns the tables, runs migrations), the application role "
         "(no superuser, no BYPASSRLS, owns nothing) and the database. Uses DATABASE_URL's "
-        "credentials, which must be allowed to create roles and databases."
+        "credentials, which must be allowed to create roles and databases. A database that does not "
+        "exist yet is a copy of DATABASE_TEMPLATE when that names one (tests and benchmarks: an "
+        "empty, migrated database, tests/support/template.py), else an empty one."
     )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--name", default="",
+                            help="the database to create and prepare (default: the settings' database)")
+        parser.add_argument("--template", default=os.environ.get("DATABASE_TEMPLATE", ""),
+                            help="a template database to copy when creating it (default: DATABASE_TEMPLATE)")
 
     def handle(self, *args, **options):
         app_role, owner_role = settings.DATABASE_APP_ROLE, settings.DATABASE_OWNER_ROLE
-        name = settings.DATABASES["default"]["NAME"]
+        name = options["name"] or settings.DATABASES["default"]["NAME"]
         admin = conninfo_to_dict(settings.DATABASE_ADMIN_URL)
         # Run by manage.py, the settings are the owner's and know both passwords; run from a test's
         # plumbing (the application's settings), only the application role's, and a role whose
@@ -41,9 +51,10 @@ class Command(BaseCommand):
             # The admin must be a member of the owner role to hand it a database (PG 16+).
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(owner_role)))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
-                    sql.Identifier(name), sql.Identifier(owner_role)))
-                self.stdout.write(f"created database {name}")
+                template = self._template(conn, options["template"])
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(owner_role), sql.Identifier(template)))
+                self.stdout.write(f"created database {name}" + (f" from {template}" if template != "template0" else ""))
 
         with psycopg.connect(make_conninfo(**{**admin, "dbname": name}), autocommit=True) as conn:
             owner, app = sql.Identifier(owner_role), sql.Identifier(app_role)
@@ -63,6 +74,15 @@ class Command(BaseCommand):
             self._hide_other_sessions_statements(conn, owner)
         self.stdout.write(self.style.SUCCESS(
             f"database {name}: owner {owner_role}, application role {app_role}"))
+
+    def _template(self, conn, template: str) -> str:
+        """The template asked for if it is a database that may be copied, else template0 (empty)."""
+        if template and conn.execute("SELECT 1 FROM pg_database WHERE datname = %s AND datistemplate",
+                                     [template]).fetchone():
+            return template
+        if template:
+            self.stderr.write(self.style.WARNING(f"no template database {template}: creating an empty database"))
+        return "template0"
 
     def _hide_other_sessions_statements(self, conn, owner) -> None:
         """pg_stat_activity shows every session's current statement to sessions of the same role:

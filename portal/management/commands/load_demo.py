@@ -14,25 +14,30 @@ from django.utils import timezone
 
 from integrations import demo
 from integrations.models import ClientLink, Connection
+from integrations.peppol.models import DocumentKind, PeppolDelivery
 from integrations.signing import generate_secret
 from invoices import services as ledger
-from invoices.models import RecurringSchedule
+from invoices.models import Invoice, RecurringSchedule
 from payments.models import Mandate
 from payments.services import gateway_for_brand
-from portal.models import Brand, Membership, User
+from portal.models import Brand, Client, Membership, User
+from portal.participants import participant
 from portal.rls import staff_scope
 from reminders.models import ReminderPolicy, ReminderStep
 
 DEMO_PASSWORD = "portal-demo-2026"
 
+DEMO_API_TOKEN = "ptk_demo-acme-erp-graphql-api-development-only"
 BRANDS = [
     dict(slug="acme", name="Acme Accounting B.V.", is_default=True, support_email="support@acme.test",
          primary_colour="#1f4e79", accent_colour="#f2a900", kvk_number="12345678", vat_number="NL001234567B01",
+         peppol_scheme="0106", peppol_id="12345678",
          address_line="Keizersgracht 1", postal_code="1015 CC", city="Amsterdam", bank_account_name="Acme Accounting B.V.",
          iban="NL91ABNA0417164300", bic="ABNANL2A",
          legal_footer="Acme Accounting B.V. · KvK 12345678 · BTW NL001234567B01 · IBAN NL91 ABNA 0417 1643 00"),
     dict(slug="harbor", name="Blue Harbor Services", is_default=False, support_email="billing@harbor.test",
          primary_colour="#0b6e4f", accent_colour="#e76f51", kvk_number="87654321", vat_number="NL009876543B01",
+         peppol_scheme="0106", peppol_id="87654321",
          address_line="Wilhelminakade 10", postal_code="3072 AP", city="Rotterdam", bank_account_name="Blue Harbor Services B.V.",
          iban="NL20INGB0001234567", bic="INGBNL2A",
          legal_footer="Blue Harbor Services B.V. · KvK 87654321 · BTW NL009876543B01"),
@@ -53,10 +58,26 @@ CLIENTS = {
                                      billing_email="invoices@initech.test", locale="nl", address=dict(
                                          line="Coolsingel 40", postal_code="3011 AD", city="Rotterdam", country="NL")),
                 dict(language="nl", currency="EUR", few=True, mandate=True)),
-    "umbrella": ("harbor", "UM", dict(name="Umbrella Trading Ltd", billing_email="accounts@umbrella.test", locale="en",
+    "umbrella": ("harbor", "UM", dict(name="Umbrella Trading Ltd", vat_number="GB980780684",
+                                      billing_email="accounts@umbrella.test", locale="en",
                                       default_currency="GBP", address=dict(
                                           line="221 Baker Street", postal_code="NW1 6XE", city="London", country="GB")),
                  dict(language="en", currency="GBP")),
+    # A Belgian company, which since 2026 receives its invoices over Peppol.
+    "brugge": ("acme", "BB", dict(name="Brugse Bouwwerken NV", vat_number="BE0712345630",
+                                  billing_email="facturen@brugse-bouw.test", locale="nl", address=dict(
+                                      line="Markt 7", postal_code="8000", city="Brugge", country="BE")),
+               dict(language="nl", currency="EUR", few=True)),
+}
+# What staff enter in admin for each client's e-invoices: its Peppol identifier where it has one
+# (a Dutch company's KvK number, a Belgian one's enterprise number) and its own reference for
+# invoices without a purchase order.
+E_INVOICING = {
+    "northwind": dict(peppol_scheme="0106", peppol_id="34567890", buyer_reference="NW-FIN-4410"),
+    "globex": dict(peppol_scheme="0106", peppol_id="45678901", buyer_reference="GX-AP-0042"),
+    "initech": dict(peppol_scheme="0106", peppol_id="56789012", buyer_reference="IT-KOSTEN-7"),
+    "umbrella": dict(buyer_reference="UMB-ACCOUNTS"),  # reached by its UK VAT number
+    "brugge": dict(peppol_scheme="0208", peppol_id="0712345630", buyer_reference="BB-AANKOOP-3"),
 }
 USERS = [
     dict(email="admin@example.com", first_name="Sam", last_name="Staff", is_staff=True, is_superuser=True,
@@ -73,6 +94,8 @@ USERS = [
          memberships=[("initech", Membership.Role.OWNER)]),
     dict(email="carol@umbrella.test", first_name="Carol", last_name="Hughes", language="en",
          memberships=[("umbrella", Membership.Role.OWNER)]),
+    dict(email="lotte@brugse-bouw.test", first_name="Lotte", last_name="Peeters", language="nl",
+         memberships=[("brugge", Membership.Role.OWNER)]),
 ]
 # The monthly subscription each client has, in its language.
 SUBSCRIPTION = {"en": ("Monthly bookkeeping subscription", "Bookkeeping subscription", "month"),
@@ -98,6 +121,8 @@ class Command(BaseCommand):
         with transaction.atomic(), staff_scope():
             clients = {key: ClientLink.objects.select_related("client").get(
                 connection=connections[brand], external_id=key).client for key, (brand, *_) in CLIENTS.items()}
+            for key, client in clients.items():
+                Client.objects.filter(pk=client.pk).update(**E_INVOICING[key])
             for spec in USERS:
                 spec = dict(spec)
                 memberships = spec.pop("memberships")
@@ -130,8 +155,10 @@ class Command(BaseCommand):
                         lines=[{"description": description, "quantity": Decimal("1"), "unit": unit,
                                 "unit_price": Decimal("299.00"), "discount_percent": Decimal("0"),
                                 "tax_rate": Decimal("21")}])
+            _demo_api_token(connections["acme"])
             generated = ledger.recurring_generate_due(today=today)
             ledger.invoice_mark_overdue()
+            _demo_peppol_deliveries(clients["brugge"])
             for brand in brands.values():
                 _default_reminder_policy(brand)
         self.stdout.write(self.style.SUCCESS(
@@ -159,6 +186,18 @@ REMINDER_STEPS = [
 ]
 
 
+def _demo_api_token(connection):
+    """The GraphQL API's demo token (read and write) for Acme's demo ERP, printed by `make run`:
+    a developer can call /api/graphql/ at once. Demo data only (load_demo refuses production)."""
+    from integrations.erp.models import ApiToken, token_digest
+
+    if not ApiToken.objects.filter(digest=token_digest(DEMO_API_TOKEN)).exists():
+        token = ApiToken(connection=connection, name="Demo ERP", can_read=True, can_write=True,
+                         expires_at=timezone.now() + datetime.timedelta(days=365))
+        token.set_secret(DEMO_API_TOKEN)
+        token.save()
+
+
 def _default_reminder_policy(brand):
     policy, created = ReminderPolicy.objects.get_or_create(brand=brand, client=None,
                                                            defaults={"name": f"{brand.name}: standard"})
@@ -178,3 +217,15 @@ def _demo_mandate(client, today):
         defaults={"client": client, "provider_customer_id": f"cst_demo_{client.pk}", "status": Mandate.Status.VALID,
                   "consumer_name": client.name, "consumer_account": "NL55INGB0001234567",
                   "signed_on": today - datetime.timedelta(days=40)})
+
+
+def _demo_peppol_deliveries(client) -> None:
+    """The Belgian client's issued invoices as delivered over Peppol, so the demo shows what the
+    client reads and what staff see (Peppol deliveries in admin). The demo has no access point:
+    a real brand connects one (docs/integrations/peppol.md) and its deliveries get there by jobs."""
+
+    for invoice in Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT):
+        PeppolDelivery.objects.get_or_create(invoice=invoice, defaults=dict(
+            client=client, brand=invoice.brand, document=DocumentKind.INVOICE, state=PeppolDelivery.State.DELIVERED,
+            receiver=participant(client), submission_id=f"demo-{invoice.number}",
+            submitted_at=timezone.now(), delivered_at=timezone.now()))

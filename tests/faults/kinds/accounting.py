@@ -1,6 +1,8 @@
 """The integrations' kinds: `accounting.event` (a signed webhook from an accounting system, applied
 to the ledger in the transaction that records the job done) and `outbox.deliver` (a message
-posted back to the accounting system, which books each webhook-id once)."""
+posted back to the accounting system, which books each webhook-id once; and, as
+"outbox.deliver:erp_rest", told to a custom ERP by its REST call, which records each
+Idempotency-Key once)."""
 from __future__ import annotations
 
 import threading
@@ -11,6 +13,7 @@ from django.db.models import Count
 from django.test import Client as Browser
 from django.utils import timezone
 
+from integrations.erp.models import ErpPull
 from integrations.models import ClientLink, Connection
 from integrations.outbox import JOB_KIND as OUTBOX_KIND, outbox_write
 from integrations.services import JOB_KIND as EVENT_KIND
@@ -19,6 +22,7 @@ from invoices.models import Invoice
 from portal.models import Job
 from portal.rls import staff_scope
 from tests.fakes.accounting import FakeAccounting
+from tests.fakes.erp import FakeErp
 from tests.faults.drills import KindScenario
 from tests.faults.harness import check, wait_until
 from tests.faults.kinds.common import CLIENT_TIMEOUT, Prepared, job_ids, worker_env
@@ -303,3 +307,65 @@ class OutboxDeliverScenario(KindScenario):
         return (f"{again} delivery(ies) of a message already booked, under the same webhook-id (a retry after "
                 f"an answer that never arrived); a receiver books a message id once (docs/webhooks.md)")
 
+
+
+class LocalErp(FakeErp):
+    """The local custom ERP (tests/fakes/erp.py) of the bench's own, counting every call to its API
+    by Idempotency-Key, also the ones a fault answered before the ERP looked at them."""
+
+    def __init__(self):
+        self.keys: list[str | None] = []
+        super().__init__()
+
+    def _handler(self):
+        fake = self
+
+        class Handler(super()._handler()):
+            def _api(self, method, url, body):
+                with fake.lock:
+                    fake.keys.append(self.headers.get("Idempotency-Key"))
+                return super()._api(method, url, body)
+
+        return Handler
+
+
+class OutboxDeliverErpRestScenario(OutboxDeliverScenario):
+    """`outbox.deliver` for a custom ERP the portal pulls from and tells of payments by a REST call
+    (integrations/erp/push.py): the message mapped by JMESPath and posted to POST /rest/portal-payments
+    of the local ERP with the message id as Idempotency-Key. Done once: the ERP recorded the key once
+    (it answers a key it knows with its first answer and records nothing)."""
+
+    PUSH_REQUEST = {"method": "POST", "path": "portal-payments", "body": {
+        "message": "id", "kind": "kind", "customer": "data.client_external_id", "amount": "data.amount",
+        "currency": "data.currency", "invoices": "data.allocations[].invoice_number"}}
+
+    def start_remote(self):
+        return LocalErp()
+
+    def prepare(self, remote: LocalErp, count: int) -> None:
+        if self.connection is None:
+            self.connection = _connection(signing_secrets=generate_secret(), kind=Connection.Kind.ERP_PULL)
+            with staff_scope(), transaction.atomic():
+                ErpPull.objects.create(connection=self.connection, base_url=remote.rest_url,
+                                       auth=ErpPull.Auth.BEARER, credentials={"token": remote.rest_token},
+                                       push=ErpPull.Push.REST, push_request=self.PUSH_REQUEST)
+
+    def effects(self, remote: LocalErp, job) -> int:
+        return remote.booked(self.event_of[job.pk][0])
+
+    def requests(self, remote: LocalErp, job) -> int:
+        message_id = self.event_of[job.pk][0]
+        with remote.lock:
+            return sum(1 for key in remote.keys if key == message_id)
+
+    def requests_total(self, remote: LocalErp) -> int:
+        with remote.lock:
+            return len(remote.keys)
+
+    def remark(self, remote: LocalErp, outcome, rows: list) -> str:
+        with remote.lock:
+            again = sum(1 for d in remote.deliveries if d["replayed"])
+        if not again:
+            return ""
+        return (f"{again} call(s) under an Idempotency-Key the ERP had recorded (a retry after an answer that "
+                f"never arrived), answered with the first answer and recorded once")
