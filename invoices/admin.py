@@ -72,7 +72,7 @@ class EInvoiceRulesMixin:
         for syntax, title, make, validate, passes in (
                 ("UBL", gettext("UBL for Peppol"), ubl_xml, einvoice_rules.validate_ubl,
                  gettext("Passes EN 16931 and Peppol BIS %(version)s.") % {
-                     "version": einvoice_rules.PEPPOL_BIS_VERSION}),
+                     "version": einvoice_rules.peppol_release()}),
                 ("CII", gettext("Factur-X (CII) in the PDF"), factur_x_xml, einvoice_rules.validate_cii,
                  gettext("Passes EN 16931."))):
             check = {"syntax": syntax, "title": title, "passes": passes}

