@@ -207,13 +207,27 @@ def invoice_void(*, invoice: Invoice, reason: str = "", actor=None) -> Invoice:
     return invoice
 
 
+def _in_batches(pks, size: int = 500):
+    """The ids of a queryset ordered by id, read `size` at a time after the last one seen: each
+    read a short statement of its own, no server-side cursor held across the loop's transactions
+    (which PgBouncer's transaction mode would not keep: docs/scaling.md)."""
+    last = None
+    while True:
+        batch = list((pks if last is None else pks.filter(pk__gt=last))[:size])
+        yield from batch
+        if len(batch) < size:
+            return
+        last = batch[-1]
+
+
 def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:
     """Record, once, the moment each payable invoice went past its due date."""
     now = now or timezone.now()
     today = timezone.localdate(now)
     marked = 0
-    candidates = Invoice.objects.overdue(today).filter(overdue_since__isnull=True).values_list("pk", flat=True)
-    for pk in candidates.iterator():
+    candidates = (Invoice.objects.overdue(today).filter(overdue_since__isnull=True)
+                  .order_by("pk").values_list("pk", flat=True))
+    for pk in _in_batches(candidates):
         with transaction.atomic():
             # A conditional update claims the row: two runs at once mark it once.
             if Invoice.objects.filter(pk=pk, overdue_since__isnull=True).update(overdue_since=now):

@@ -173,6 +173,20 @@ def test_overdue_label_and_the_moment_it_was_recorded_once(client_a):
     assert _fresh(overdue).overdue_since == now
 
 
+def test_overdue_invoices_beyond_one_batch_are_each_marked_once(client_a, monkeypatch):
+    # The candidates are read a batch at a time after the last id seen (no server-side cursor
+    # across the marking transactions): a batch of 2 over 5 overdue invoices marks all five.
+    invoices = [make_invoice(client_a, issue_date=TODAY - datetime.timedelta(days=40), due_days=30)
+                for _ in range(5)]
+    batches = services._in_batches
+    monkeypatch.setattr(services, "_in_batches", lambda pks: batches(pks, size=2))
+    now = datetime.datetime(2026, 11, 25, 3, tzinfo=datetime.timezone.utc)
+    with staff_scope():
+        assert services.invoice_mark_overdue(now=now) == 5
+        assert services.invoice_mark_overdue(now=now) == 0
+    assert [_fresh(i).overdue_since for i in invoices] == [now] * 5
+
+
 def test_a_client_sees_only_its_own_invoices_even_without_a_filter(client_a, client_b):
     make_invoice(client_a, number="A-1")
     make_invoice(client_b, number="B-1")
