@@ -75,7 +75,7 @@ from portal.rls import staff_scope  # noqa: E402
 from tests.invoices.factories import line, make_invoice, pay  # noqa: E402
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory  # noqa: E402
 from tests.support.owner import as_owner  # noqa: E402
-from tests.support.servers import cpu_seconds  # noqa: E402
+from tests.support.servers import cpu_seconds, wait_until_answering  # noqa: E402
 
 PASSWORD = "bench-clients-2026"
 DOMAIN = "bench-clients.test"
@@ -216,18 +216,10 @@ def serve(workers: int, threads: int, log: Path):
          "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"],
         cwd=ROOT, env=production_env(port, threads), stdout=log.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True)  # its own process group: stopped with its workers, whatever they are doing
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/accounts/login/",
-                                             headers={"X-Forwarded-Proto": "https"})
-            urllib.request.urlopen(request, timeout=5)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                stop(server)
-                raise RuntimeError(f"gunicorn did not start; see {log}") from None
-            time.sleep(0.3)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/accounts/login/", headers={"X-Forwarded-Proto": "https"})
+    if not wait_until_answering(request, running=lambda: server.poll() is None, timeout=5, interval=0.3):
+        stop(server)
+        raise RuntimeError(f"gunicorn did not start; see {log}")
     return server, port
 
 

@@ -53,6 +53,7 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
 os.environ.pop("DJANGO_DB_ROLE", None)
 
 from portal import stack  # noqa: E402
+from tests.support.servers import wait_until_answering  # noqa: E402
 
 LOGIN = ("alice@northwind.test", "portal-demo-2026")  # portal/stack.py DEMO_LOGINS: a client, one company
 CLIENT_NAME = "Northwind Traders B.V."
@@ -100,17 +101,15 @@ def start(shape: str, logs: Path) -> tuple[str, dict[str, subprocess.Popen]]:
         processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/accounts/login/", timeout=5)
-            return url, processes
-        except OSError:
-            dead = [name for name, process in processes.items() if process.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                stop(processes)
-                raise RuntimeError(f"{shape}: {dead or 'web'} did not start; see {logs}")
-            time.sleep(0.3)
+
+    def dead() -> list[str]:
+        return [name for name, process in processes.items() if process.poll() is not None]
+
+    if wait_until_answering(f"{url}/accounts/login/", running=lambda: not dead(), seconds=60, timeout=5,
+                            interval=0.3):
+        return url, processes
+    stop(processes)
+    raise RuntimeError(f"{shape}: {dead() or 'web'} did not start; see {logs}")
 
 
 STOP_GRACE = 5.0  # seconds

@@ -57,7 +57,7 @@ from integrations.signing import generate_secret, signed_headers  # noqa: E402
 from portal.rls import staff_scope  # noqa: E402
 from tests.integrations.helpers import event, invoice_data  # noqa: E402
 from tests.support.owner import as_owner  # noqa: E402
-from tests.support.servers import cpu_seconds  # noqa: E402
+from tests.support.servers import cpu_seconds, wait_until_answering  # noqa: E402
 
 SLUG = "bench-webhooks"
 PATH = f"/webhooks/accounting/{SLUG}/"
@@ -191,17 +191,10 @@ def serve(workers: int, threads: int):
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{BARE}", data=b"{}", method="POST")
-            urllib.request.urlopen(request, timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("gunicorn did not start") from None
-            time.sleep(0.2)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{BARE}", data=b"{}", method="POST")
+    if not wait_until_answering(request, running=lambda: server.poll() is None):
+        server.kill()
+        raise RuntimeError("gunicorn did not start")
     return server, port
 
 

@@ -12,6 +12,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def wait_until_answering(request: urllib.request.Request | str, *, running, seconds: float = 90,
+                         timeout: float = 2, interval: float = 0.2) -> bool:
+    """Ask `request` until it answers: True once it has, False when `running()` says the server
+    is gone or `seconds` have passed (a server's first page waits on its warm-up, portal/wsgi.py).
+    The one wait for a started server: tests (gunicorn below) and the benches alike."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(request, timeout=timeout)
+            return True
+        except OSError:
+            if not running() or time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+
+
 @contextmanager
 def gunicorn(*, port: int, env: dict, threads: int):
     """One gunicorn worker with `threads` threads on 127.0.0.1:`port`; yields its URL once the
@@ -23,16 +39,9 @@ def gunicorn(*, port: int, env: dict, threads: int):
         cwd=ROOT, env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/accounts/login/", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("gunicorn did not start")
-            time.sleep(0.2)
+    if not wait_until_answering(f"{url}/accounts/login/", running=lambda: server.poll() is None):
+        server.kill()
+        raise RuntimeError("gunicorn did not start")
     try:
         yield url
     finally:
