@@ -11,6 +11,7 @@ from integrations import validation
 from portal.models import Job, WebhookRequest
 from portal.rls import staff_scope
 from tests.integrations.helpers import CLIENT, event, invoice_data, post
+from tests.security.corpus import with_value
 
 PAYMENT = {"external_id": "BANK-9", "client_external_id": "C-100", "amount": "1208.33", "currency": "EUR",
            "received_at": "2026-11-20T09:30:00Z", "allocations": [{"invoice_external_id": "INV-EXT-1",
@@ -325,27 +326,16 @@ def _mutations(payload):
     while stack:
         path, value = stack.pop()
         if isinstance(value, dict):
-            yield _changed(payload, path, {**value, "unknown": "x"})
+            yield with_value(payload, path, {**value, "unknown": "x"})
             for name, item in value.items():
-                yield _changed(payload, path, {k: v for k, v in value.items() if k != name})
+                yield with_value(payload, path, {k: v for k, v in value.items() if k != name})
                 stack.append(((*path, name), item))
         elif isinstance(value, list):
-            yield _changed(payload, path, [])
-            yield _changed(payload, path, value * 60)
+            yield with_value(payload, path, [])
+            yield with_value(payload, path, value * 60)
             stack.extend(((*path, index), item) for index, item in enumerate(value))
         for other in ("", "x" * 6000, "-1.5", "EUR", "2026-11-01", "a@b", 7, -1, 400, 1.5, True, None, {}, ["x"]):
-            yield _changed(payload, path, other)
-
-
-def _changed(payload, path, value):
-    if not path:
-        return value
-    changed = copy.deepcopy(payload)
-    target = changed
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = value
-    return changed
+            yield with_value(payload, path, other)
 
 
 def test_the_compiled_schema_check_answers_as_the_schema_does():

@@ -118,7 +118,11 @@ def _invoice_event(data: dict, kind: str = "invoice.created") -> dict:
     return {"type": kind, "occurred_at": "2026-11-01T10:00:00Z", "data": data}
 
 
-def _with(data: dict, path: tuple, value) -> dict:
+def with_value(data, path: tuple, value):
+    """A deep copy of `data` with the value at `path` (keys and indexes) replaced; at the empty
+    path, `value` itself."""
+    if not path:
+        return value
     changed = copy.deepcopy(data)
     node = changed
     for key in path[:-1]:
@@ -139,29 +143,29 @@ def malformed_invoice_events(data: dict) -> list[tuple[str, object]]:
     """Canonical invoice events for a good signature to cover: (verdict, event or raw bytes)."""
     line = ("lines", 0)
     refuse = [
-        *(_with(data, ("currency",), value) for value in ("ZZZ", "EUR\n", "eur", "", "EURO", 978, None, "€")),
-        *(_with(data, ("issue_date",), value) for value in ("2026-02-30", "2026-13-01", "99999-01-01", "2026-1-1",
+        *(with_value(data, ("currency",), value) for value in ("ZZZ", "EUR\n", "eur", "", "EURO", 978, None, "€")),
+        *(with_value(data, ("issue_date",), value) for value in ("2026-02-30", "2026-13-01", "99999-01-01", "2026-1-1",
                                                             "", 20261101, "0000-01-01", "2026-11-01T00:00:00Z")),
-        _with(data, ("due_date",), "2026-02-29"), _with(data, ("updated_at",), "2026-11-01T25:00:00Z"),
-        _with(data, ("updated_at",), "yesterday"),
-        *(_with(data, (*line, "quantity"), value) for value in ("1.2345", "NaN", "Infinity", "1" * 5000, 1.5,
+        with_value(data, ("due_date",), "2026-02-29"), with_value(data, ("updated_at",), "2026-11-01T25:00:00Z"),
+        with_value(data, ("updated_at",), "yesterday"),
+        *(with_value(data, (*line, "quantity"), value) for value in ("1.2345", "NaN", "Infinity", "1" * 5000, 1.5,
                                                               "0x10", "10\n", "")),
-        *(_with(data, (*line, "unit_price"), value) for value in ("95.00001", "1e400", "9" * 40, "1,5")),
-        *(_with(data, ("total",), value) for value in ("0.00", "-1208.33", "1208.3300001", "1e400", "NaN")),
-        _with(data, ("subtotal",), "0"), _with(data, ("tax_total",), "-204.36"),
-        _with(data, (*line, "description"), "Consulting\x00"), _with(data, (*line, "description"), "\x1b[2J"),
-        _with(data, ("number",), "2026-0001\r\nX: 1"), _with(data, ("external_id",), "INV\x00"),
+        *(with_value(data, (*line, "unit_price"), value) for value in ("95.00001", "1e400", "9" * 40, "1,5")),
+        *(with_value(data, ("total",), value) for value in ("0.00", "-1208.33", "1208.3300001", "1e400", "NaN")),
+        with_value(data, ("subtotal",), "0"), with_value(data, ("tax_total",), "-204.36"),
+        with_value(data, (*line, "description"), "Consulting\x00"), with_value(data, (*line, "description"), "\x1b[2J"),
+        with_value(data, ("number",), "2026-0001\r\nX: 1"), with_value(data, ("external_id",), "INV\x00"),
     ]
     may = [
-        _with(data, ("currency",), "XTS"),
-        *(_with(data, (*line, "quantity"), value) for value in ("1e3", "-1", " 10")),
-        _with(data, (*line, "unit_price"), "-95.00"), _with(data, ("lines",), []),
-        _with(data, ("lines",), [data["lines"][0]] * 3000),
-        _with(data, (*line, "description"), "x" * 100_000), _with(data, (*line, "description"), "\u202egnitlusnoC"),
-        _with(data, (*line, "tax_rate"), "121"), _with(data, (*line, "discount_percent"), "150"),
-        _with(data, ("external_id",), "x" * 500), _with(data, ("client_external_id",), ""),
-        _with(data, ("purchase_order",), "=HYPERLINK(\"http://evil.test\")"),
-        _with(data, ("payment_terms", "days"), -30), _with(data, ("payment_terms", "days"), 10**30),
+        with_value(data, ("currency",), "XTS"),
+        *(with_value(data, (*line, "quantity"), value) for value in ("1e3", "-1", " 10")),
+        with_value(data, (*line, "unit_price"), "-95.00"), with_value(data, ("lines",), []),
+        with_value(data, ("lines",), [data["lines"][0]] * 3000),
+        with_value(data, (*line, "description"), "x" * 100_000), with_value(data, (*line, "description"), "\u202egnitlusnoC"),
+        with_value(data, (*line, "tax_rate"), "121"), with_value(data, (*line, "discount_percent"), "150"),
+        with_value(data, ("external_id",), "x" * 500), with_value(data, ("client_external_id",), ""),
+        with_value(data, ("purchase_order",), "=HYPERLINK(\"http://evil.test\")"),
+        with_value(data, ("payment_terms", "days"), -30), with_value(data, ("payment_terms", "days"), 10**30),
         {**data, "nested": json.loads(_deep_object(30))},
     ]
     not_events = [  # not a canonical event at all: refused whatever the checks
@@ -180,16 +184,16 @@ def malformed_stripe_events(event: dict) -> list[tuple[str, object]]:
     obj = ("data", "object")
     refuse = [
         {k: v for k, v in event.items() if k != "id"}, {k: v for k, v in event.items() if k != "type"},
-        _with(event, ("id",), "evt_" + "x" * 300), _with(event, ("id",), "evt_\x00"), _with(event, ("id",), ""),
-        _with(event, ("id",), None), _with(event, ("id",), ["evt_a"]), _with(event, ("type",), ""),
+        with_value(event, ("id",), "evt_" + "x" * 300), with_value(event, ("id",), "evt_\x00"), with_value(event, ("id",), ""),
+        with_value(event, ("id",), None), with_value(event, ("id",), ["evt_a"]), with_value(event, ("type",), ""),
         [event], "evt", None,
     ]
     may = [
-        _with(event, ("id",), 12345), _with(event, ("type",), 7), _with(event, ("type",), "x" * 10_000),
-        _with(event, ("data",), None), _with(event, ("data",), "object"), _with(event, obj, []),
-        _with(event, obj, None), _with(event, (*obj, "payment_intent"), "pi_" + "x" * 10_000),
-        _with(event, (*obj, "payment_intent"), {"a": 1}), _with(event, (*obj, "amount_total"), -12100),
-        _with(event, (*obj, "amount_total"), 10**40), _with(event, (*obj, "currency"), "zzz"),
-        _with(event, ("created",), "yesterday"), _with(event, (*obj, "metadata"), json.loads(_deep_object(30))),
+        with_value(event, ("id",), 12345), with_value(event, ("type",), 7), with_value(event, ("type",), "x" * 10_000),
+        with_value(event, ("data",), None), with_value(event, ("data",), "object"), with_value(event, obj, []),
+        with_value(event, obj, None), with_value(event, (*obj, "payment_intent"), "pi_" + "x" * 10_000),
+        with_value(event, (*obj, "payment_intent"), {"a": 1}), with_value(event, (*obj, "amount_total"), -12100),
+        with_value(event, (*obj, "amount_total"), 10**40), with_value(event, (*obj, "currency"), "zzz"),
+        with_value(event, ("created",), "yesterday"), with_value(event, (*obj, "metadata"), json.loads(_deep_object(30))),
     ]
     return [(MUST_REFUSE, e) for e in refuse] + [(MAY_ACCEPT, e) for e in may]
