@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db import models
-from django.db.models import Case, OuterRef, Value, When
-from django.db.models.functions import Cast, Coalesce, Concat
+from django.db.models import OuterRef
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _, ngettext
 
@@ -76,12 +75,8 @@ class PeppolDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The job of the delivery's current round (PeppolDelivery.job_key), in the list's one query.
-        first = Concat(Value("peppol:"), "document", Value(":"), Cast(Coalesce("invoice_id", "credit_note_id"),
-                                                                      models.CharField()))
-        rounds = Case(When(attempt=1, then=first),
-                      default=Concat(first, Value(":r"), Cast("attempt", models.CharField())),
-                      output_field=models.CharField())
-        return with_job(super().get_queryset(request).annotate(sending_key=rounds), OuterRef("sending_key"))
+        return with_job(super().get_queryset(request).annotate(sending_key=PeppolDelivery.job_key_expression()),
+                        OuterRef("sending_key"))
 
     @admin.display(description=_("number"))
     def document_number(self, obj):

@@ -212,6 +212,9 @@ def test_staff_retry_a_failed_delivery_as_a_new_round(world, ap, committed, clie
     run_peppol_jobs()
     delivery = delivery_of(invoice=invoice)
     assert delivery.state == State.FAILED
+    with staff_scope():
+        first = PeppolDelivery.objects.annotate(key=PeppolDelivery.job_key_expression()).get(pk=delivery.pk).key
+    assert first == delivery.job_key == f"peppol:invoice:{invoice.pk}"
     ap.reset()
     ap.register(BUYER)
     staff = committed.create(lambda: UserFactory(is_staff=True, is_superuser=True))
@@ -221,6 +224,11 @@ def test_staff_retry_a_failed_delivery_as_a_new_round(world, ap, committed, clie
     run_peppol_jobs()
     delivery = delivery_of(invoice=invoice)
     assert delivery.state == State.SUBMITTED and delivery.attempt == 2 and len(ap.submissions()) == 1
+    # Each round's job key, as the delivery names it and as the admin's list finds its job in SQL.
+    with staff_scope():
+        keyed = PeppolDelivery.objects.annotate(key=PeppolDelivery.job_key_expression()).get(pk=delivery.pk)
+        assert Job.objects.filter(key=keyed.key, state=Job.State.DONE).exists()
+    assert keyed.key == delivery.job_key == f"peppol:invoice:{invoice.pk}:r2"
 
 
 def test_a_skipped_client_that_joins_peppol_is_sent_to_when_staff_try_again(world, ap, committed, client):
