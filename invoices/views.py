@@ -26,7 +26,7 @@ from invoices.selectors import (client_credit_note_get, client_invoice_detail, c
 from invoices.signals import credit_note_detail_context, invoice_detail_context
 from portal.csv_export import csv_writer
 from portal.http import download_response, streaming_download_response
-from portal.middleware import outside_request_transaction
+from portal.middleware import file_response, outside_request_transaction
 from portal.models import AuditEvent
 from portal.services import audit_record
 from portal.permissions import client_required, role_required
@@ -64,6 +64,7 @@ def _downloaded(request, obj, file_format: str) -> None:
                  details={"format": file_format, "number": obj.number})
 
 
+@file_response
 @outside_request_transaction
 @client_required
 def invoice_pdf(request, pk: int):
@@ -73,6 +74,7 @@ def invoice_pdf(request, pk: int):
     return download_response(pdf.content, file_name=pdf.file_name, content_type="application/pdf")
 
 
+@file_response
 @client_required
 def invoice_ubl(request, pk: int):
     invoice = _invoice(request, pk)
@@ -80,6 +82,7 @@ def invoice_ubl(request, pk: int):
     return download_response(ubl_xml(invoice), file_name=f"{invoice.number}.xml", content_type="application/xml")
 
 
+@file_response
 @outside_request_transaction
 @client_required
 def credit_note_pdf(request, pk: int):
@@ -190,6 +193,7 @@ CSV_FETCH = 500  # rows per round trip of the server-side cursor: at most two su
 CSV_ROWS_PER_CHUNK = 500  # rows per piece of the response
 
 
+@file_response
 @client_required
 def export_csv(request):
     """The filtered invoices as CSV, streamed: read through a server-side cursor 500 rows at a

@@ -31,7 +31,7 @@ from payments.services import (AmountRefused, checkout_abandon, checkout_client_
 from payments.webhooks import SOURCES
 from portal.headers import form_action_to_payment_gateways
 from portal.http import download_response
-from portal.middleware import outside_request_transaction
+from portal.middleware import file_response, outside_request_transaction
 from portal.models import AuditEvent
 from portal.permissions import client_required, role_required
 from portal.rls import staff_scope
@@ -228,6 +228,7 @@ def receipt(request, pk: int):
     return render(request, "payments/receipt.html", {"payment": payment, **receipt_context(payment)})
 
 
+@file_response
 @outside_request_transaction
 @client_required
 def receipt_pdf(request, pk: int):

@@ -31,12 +31,18 @@ def outside_request_transaction(view):
     return view
 
 
-def _wants_transaction(request) -> bool:
+def file_response(view):
+    """A view that answers with a file, not a page (a PDF, a UBL): the request reads no more than
+    it needs for who is asking (not the unread count every page's header shows)."""
+    view.page_chrome = False
+    return view
+
+
+def _view(request):
     try:
-        match = resolve(request.path_info, getattr(request, "urlconf", None))
+        return resolve(request.path_info, getattr(request, "urlconf", None)).func
     except Resolver404:
-        return True
-    return getattr(match.func, "request_transaction", True)
+        return None
 
 
 class TenantScopeMiddleware:
@@ -59,7 +65,9 @@ class TenantScopeMiddleware:
 
     def __call__(self, request):
         if request.method in READ_ONLY_METHODS:
-            if _wants_transaction(request):
+            view = _view(request)
+            request.page_chrome = getattr(view, "page_chrome", True)
+            if getattr(view, "request_transaction", True):
                 # No savepoint: this is the outermost transaction of a request (BEGIN ... COMMIT), and
                 # nothing inside needs to roll back to its start; inside a test's transaction it would
                 # add statements a real request never sends.
@@ -104,7 +112,7 @@ class TenantScopeMiddleware:
 
     @staticmethod
     def _choose_membership(request) -> None:
-        request.memberships = memberships_for(user=request.user)
+        request.memberships = memberships_for(user=request.user, with_unread=getattr(request, "page_chrome", True))
         chosen = request.session.get(SESSION_CLIENT_KEY)
         membership = next((m for m in request.memberships if m.client_id == chosen), None)
         if membership is None and len(request.memberships) == 1:

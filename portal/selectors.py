@@ -9,18 +9,22 @@ from portal.models import Brand, Client, Job, Membership, Notification
 from portal.rls import current_scope
 
 
-def memberships_for(*, user) -> list[Membership]:
+def memberships_for(*, user, with_unread: bool = True) -> list[Membership]:
     """The user's memberships, with their clients and brands (RLS lets a user see its own), in
     one query. Each also counts the user's unread notifications of its client, as far as the
     scope it is read in shows them: `unread_scope` says which client's count is whole (the
-    scope's client; notifications are visible for that client only), None for none."""
-    unread = (Notification.objects.filter(client=OuterRef("client"), user=OuterRef("user"), read_at__isnull=True)
-              .order_by().values("client").annotate(n=Count("pk")).values("n"))
+    scope's client; notifications are visible for that client only), None for none.
+    `with_unread=False` (a request answered with a file, no page header): not counted, and
+    unread_notification_count counts on its own should a page be shown after all."""
     scoped = current_scope()[0]
-    memberships = list(Membership.objects.filter(user=user).select_related("client", "client__brand")
-                       .annotate(unread=Coalesce(Subquery(unread), 0)))
+    memberships = Membership.objects.filter(user=user).select_related("client", "client__brand")
+    if with_unread:
+        unread = (Notification.objects.filter(client=OuterRef("client"), user=OuterRef("user"), read_at__isnull=True)
+                  .order_by().values("client").annotate(n=Count("pk")).values("n"))
+        memberships = memberships.annotate(unread=Coalesce(Subquery(unread), 0))
+    memberships = list(memberships)
     for membership in memberships:
-        membership.unread_scope = membership.client_id if str(membership.client_id) == scoped else None
+        membership.unread_scope = membership.client_id if with_unread and str(membership.client_id) == scoped else None
     return memberships
 
 

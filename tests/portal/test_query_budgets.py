@@ -162,3 +162,24 @@ def test_a_documents_peppol_delivery_costs_its_page_no_query(busy_client, owner,
                 reverse("invoices:credit_note_detail", args=[credit_note.pk])):
         page = _get(owner, url, BUDGET, django_assert_max_num_queries)
         assert "Delivered to your accounting system over Peppol on" in page.text, url
+
+
+def test_a_file_download_reads_who_is_asking_without_the_page_headers_unread_count(busy_client, owner):
+    # A PDF has no page header: its request reads the memberships without counting notifications
+    # (portal.middleware.file_response); a page still counts them in the same query.
+    from django.test.utils import CaptureQueriesContext
+
+    def membership_query(url):
+        connection.rls_applied = None
+        with CaptureQueriesContext(connection) as captured:
+            assert owner.get(url).status_code == 200
+        return next(q["sql"] for q in captured.captured_queries if 'FROM "portal_membership"' in q["sql"])
+
+    invoice = busy_client["invoices"][0]
+    assert "portal_notification" not in membership_query(reverse("invoices:invoice_pdf", args=[invoice.pk]))
+    assert "portal_notification" not in membership_query(reverse("invoices:invoice_ubl", args=[invoice.pk]))
+    assert "portal_notification" in membership_query("/")
+    with staff_scope():
+        unread = Notification.objects.filter(user=busy_client["owner"], client=busy_client["client"],
+                                             read_at__isnull=True).count()
+    assert unread >= NOTIFICATIONS and f'aria-label="{unread} unread"' in owner.get("/").text  # the header's count
