@@ -15,6 +15,7 @@ from django.utils import timezone
 from invoices.models import (TAX_EXEMPTIONS, ClientCredit, CreditNote, Invoice, InvoiceLine, Payment, PaymentAllocation,
                              RenderedDocument, TaxCategory)
 from invoices.signals import document_detail_annotations
+from portal.compiled import CompiledQuery
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,22 @@ def client_payment_get(*, client, pk: int) -> Payment:
         .get(client=client, pk=pk))
 
 
+def _client_invoice_query(*, with_stored_pdf: bool):
+    def build(client_id, pk):
+        invoices = Invoice.objects.select_related("client", "brand").exclude(status=Invoice.Status.DRAFT)
+        return (with_stored_pdf_of(invoices, "invoice") if with_stored_pdf else invoices).filter(
+            client_id=client_id, pk=pk)
+    return CompiledQuery(build, single=True, client_id=int, pk=int)
+
+
+# Every invoice page, payment and download reads its invoice this way: compiled once (portal.compiled).
+_CLIENT_INVOICE = {stored: _client_invoice_query(with_stored_pdf=stored) for stored in (False, True)}
+
+
 def client_invoice_get(*, client, pk: int, with_stored_pdf: bool = False) -> Invoice:
     """An invoice as its client may see it (never a draft); DoesNotExist otherwise. With
     `with_stored_pdf`, also which PDF of it is stored (see `with_stored_pdf_of`)."""
-    invoices = Invoice.objects.select_related("client", "brand").exclude(status=Invoice.Status.DRAFT)
-    return (with_stored_pdf_of(invoices, "invoice") if with_stored_pdf else invoices).get(client=client, pk=pk)
+    return _CLIENT_INVOICE[with_stored_pdf].get(client_id=client.pk if client is not None else None, pk=int(pk))
 
 
 def with_stored_pdf_of(documents, owner: str):
@@ -159,11 +171,24 @@ def _from_json_row(model, row: dict, db: str):
                           for field in fields])
 
 
+def _client_credit_notes():
+    return CreditNote.objects.select_related("client", "brand", "invoice").exclude(status=CreditNote.Status.DRAFT)
+
+
+# A credit note's download reads it this way: compiled once (portal.compiled).
+_CLIENT_CREDIT_NOTE_WITH_PDF = CompiledQuery(
+    lambda client_id, pk: with_stored_pdf_of(_client_credit_notes(), "credit_note").filter(client_id=client_id, pk=pk),
+    single=True, client_id=int, pk=int)
+
+
 def client_credit_note_get(*, client, pk: int, with_stored_pdf: bool = False, for_page: bool = False) -> CreditNote:
     """A credit note as its client may see it; DoesNotExist otherwise. `for_page`: with what the
     apps above the ledger show on its page (`detail_annotations`), in the same query."""
-    credit_notes = CreditNote.objects.select_related("client", "brand", "invoice").exclude(status=CreditNote.Status.DRAFT)
+    if with_stored_pdf and not for_page:
+        return _CLIENT_CREDIT_NOTE_WITH_PDF.get(client_id=client.pk if client is not None else None, pk=int(pk))
+    credit_notes = _client_credit_notes()
     if for_page:
+        # Not compiled: what the other apps annotate is theirs to change.
         credit_notes = credit_notes.annotate(**detail_annotations(CreditNote))
     return (with_stored_pdf_of(credit_notes, "credit_note") if with_stored_pdf else credit_notes).get(client=client, pk=pk)
 

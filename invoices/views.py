@@ -68,9 +68,12 @@ def _downloaded(request, obj, file_format: str) -> None:
 @outside_request_transaction
 @client_required
 def invoice_pdf(request, pk: int):
-    invoice = _invoice(request, pk, with_stored_pdf=True)
+    # The invoice and the download's audit event in one short transaction, before the file is
+    # read (or rendered): no PDF leaves without its event, and the read that allows it writes it.
+    with transaction.atomic():
+        invoice = _invoice(request, pk, with_stored_pdf=True)
+        _downloaded(request, invoice, "pdf")
     pdf = document_pdf(invoice)
-    _downloaded(request, invoice, "pdf")
     return download_response(pdf.content, file_name=pdf.file_name, content_type="application/pdf")
 
 
@@ -86,12 +89,13 @@ def invoice_ubl(request, pk: int):
 @outside_request_transaction
 @client_required
 def credit_note_pdf(request, pk: int):
-    try:
-        credit_note = client_credit_note_get(client=request.client, pk=pk, with_stored_pdf=True)
-    except CreditNote.DoesNotExist:
-        raise Http404("No such credit note")
+    with transaction.atomic():  # as invoice_pdf: the credit note and the audit event together
+        try:
+            credit_note = client_credit_note_get(client=request.client, pk=pk, with_stored_pdf=True)
+        except CreditNote.DoesNotExist:
+            raise Http404("No such credit note")
+        _downloaded(request, credit_note, "pdf")
     pdf = document_pdf(credit_note)
-    _downloaded(request, credit_note, "pdf")
     return download_response(pdf.content, file_name=pdf.file_name, content_type="application/pdf")
 
 

@@ -11,7 +11,18 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
 from django.db.models import Exists, OuterRef
 
+from portal.compiled import CompiledQuery
 from portal.rls import current_scope, identity_scope, user_scope
+
+
+def _user_with_second_factor(user_id):
+    from portal.staff_mfa import SECOND_FACTORS
+
+    second_factor = Authenticator.objects.filter(user_id=OuterRef("pk"), type__in=SECOND_FACTORS)
+    return get_user_model()._default_manager.annotate(has_second_factor=Exists(second_factor)).filter(pk=user_id)
+
+
+_USER = CompiledQuery(_user_with_second_factor, single=True, user_id=int)
 
 
 class _Scoped:
@@ -28,11 +39,8 @@ class _Scoped:
         # Django's get_user, with whether the user holds a second factor read in the same query
         # (the back office asks on every request: portal/staff_mfa.py); the user's own
         # authenticators are visible in the scope that shows the user.
-        from portal.staff_mfa import SECOND_FACTORS
-
-        second_factor = Authenticator.objects.filter(user_id=OuterRef("pk"), type__in=SECOND_FACTORS)
-        user = (get_user_model()._default_manager.annotate(has_second_factor=Exists(second_factor))
-                .filter(pk=user_id).first())
+        # Every request reads it: compiled once (portal.compiled).
+        user = _USER.get_or_none(user_id=int(user_id))
         return user if user is not None and self.user_can_authenticate(user) else None
 
     def authenticate(self, request, **credentials):

@@ -5,8 +5,24 @@ from django.db.models import Count, Min, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 from portal import jobs
+from portal.compiled import CompiledQuery
 from portal.models import Brand, Client, Job, Membership, Notification
 from portal.rls import current_scope
+
+
+def _memberships_query(*, with_unread: bool) -> CompiledQuery:
+    def build(user_id):
+        memberships = Membership.objects.filter(user_id=user_id).select_related("client", "client__brand")
+        if with_unread:
+            unread = (Notification.objects.filter(client=OuterRef("client"), user=OuterRef("user"), read_at__isnull=True)
+                      .order_by().values("client").annotate(n=Count("pk")).values("n"))
+            memberships = memberships.annotate(unread=Coalesce(Subquery(unread), 0))
+        return memberships
+    return CompiledQuery(build, user_id=int)
+
+
+# Every request reads them (portal.middleware): compiled once (portal.compiled).
+_MEMBERSHIPS = {unread: _memberships_query(with_unread=unread) for unread in (False, True)}
 
 
 def memberships_for(*, user, with_unread: bool = True) -> list[Membership]:
@@ -17,12 +33,7 @@ def memberships_for(*, user, with_unread: bool = True) -> list[Membership]:
     `with_unread=False` (a request answered with a file, no page header): not counted, and
     unread_notification_count counts on its own should a page be shown after all."""
     scoped = current_scope()[0]
-    memberships = Membership.objects.filter(user=user).select_related("client", "client__brand")
-    if with_unread:
-        unread = (Notification.objects.filter(client=OuterRef("client"), user=OuterRef("user"), read_at__isnull=True)
-                  .order_by().values("client").annotate(n=Count("pk")).values("n"))
-        memberships = memberships.annotate(unread=Coalesce(Subquery(unread), 0))
-    memberships = list(memberships)
+    memberships = _MEMBERSHIPS[with_unread].list(user_id=user.pk)
     for membership in memberships:
         membership.unread_scope = membership.client_id if with_unread and str(membership.client_id) == scoped else None
     return memberships

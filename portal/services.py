@@ -1,8 +1,11 @@
 """Writes of the portal app: the audit log and the client a user acts for."""
 from __future__ import annotations
 
+import functools
+
 from django.db import connections, models, router
 
+from portal.compiled import server_bound_cursor
 from portal.http import client_ip
 from portal.models import AuditEvent, Client, Membership
 from portal.rls import client_scope
@@ -53,16 +56,22 @@ def _insert_without_returning(event: AuditEvent) -> None:
     # The audit log's read policy hides events of other clients and of anonymous
     # visitors (a failed login), and PostgreSQL applies read policies to
     # INSERT ... RETURNING. The log is write-only for the writer, so insert without it.
+    # Every view and download writes one: the statement's text is made once and bound on the
+    # server, so the connection prepares it (portal.compiled.server_bound_cursor).
     connection = connections[router.db_for_write(AuditEvent)]
-    fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {connection.ops.quote_name(AuditEvent._meta.db_table)} ({columns}) "
-            f"VALUES ({', '.join(['%s'] * len(fields))})",
-            values,
-        )
+    values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in _AUDIT_FIELDS]
+    with server_bound_cursor(connection) as cursor:
+        cursor.execute(_audit_insert_sql(connection.alias), values)
+
+
+_AUDIT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+
+
+@functools.cache
+def _audit_insert_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    return (f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(f.column) for f in _AUDIT_FIELDS)}) "
+            f"VALUES ({', '.join(['%s'] * len(_AUDIT_FIELDS))})")
 
 
 def client_switch(*, request, client_id: int) -> Membership:

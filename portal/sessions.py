@@ -7,15 +7,30 @@ scope, e.g. `clearsessions`) sees all.
 """
 from __future__ import annotations
 
-from django.contrib.sessions.backends import db
+import datetime
 
+from django.contrib.sessions.backends import db
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+from portal.compiled import CompiledQuery
 from portal.rls import session_scope, staff_scope
+
+
+# Every request with a session cookie reads its row: compiled once (portal.compiled).
+_SESSION = CompiledQuery(
+    lambda session_key, now: Session.objects.filter(session_key=session_key, expire_date__gt=now),
+    single=True, session_key=str, now=datetime.datetime)
 
 
 class SessionStore(db.SessionStore):
     def _get_session_from_db(self):
+        # Django's, with the query compiled once.
         with session_scope(self.session_key):
-            return super()._get_session_from_db()
+            session = _SESSION.get_or_none(session_key=self.session_key, now=timezone.now())
+        if session is None:
+            self._session_key = None
+        return session
 
     def exists(self, session_key):
         with session_scope(session_key):

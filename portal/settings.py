@@ -191,6 +191,15 @@ DATABASE_POOL = {
 }
 if not 1 <= DATABASE_POOL["min_size"] <= DATABASE_POOL["max_size"]:
     raise ImproperlyConfigured("DATABASE_POOL_MIN_SIZE must be at least 1 and at most DATABASE_POOL_MAX_SIZE")
+# psycopg prepares a statement bound on the server (the scope's set_config, portal.compiled's
+# reads) once a connection has run it this many times, so PostgreSQL plans it once per
+# connection. "none" turns preparing off: for PgBouncer in transaction mode older than 1.21 or
+# without max_prepared_statements (docs/scaling.md). Django's own queries are bound on the
+# client and never prepared.
+_prepare_threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
+if _prepare_threshold != "none" and not _prepare_threshold.isdigit():
+    raise ImproperlyConfigured("DATABASE_PREPARE_THRESHOLD must be a whole number or 'none'")
+DATABASE_PREPARE_THRESHOLD = None if _prepare_threshold == "none" else int(_prepare_threshold)
 
 
 def _password(name: str) -> str:
@@ -203,6 +212,7 @@ def _as_role(role: str, password: str, *, pooled: bool) -> dict:
     options["application_name"] = env.str("DATABASE_APPLICATION_NAME", default="portal")
     if pooled:
         options["pool"] = dict(DATABASE_POOL)
+        options["prepare_threshold"] = DATABASE_PREPARE_THRESHOLD
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": _admin.get("dbname", "portal"),

@@ -1,0 +1,161 @@
+"""Querysets whose SQL is made once per process: the reads every request repeats.
+
+Django builds and compiles a queryset's SQL afresh each time it runs: about 1 ms of CPU for a
+read with joins here, more than PostgreSQL takes to answer it. The reads every request makes
+(its session, its user, the user's memberships) and a download's document read run millions
+of times with only their values changing. `CompiledQuery` builds the queryset once (per process
+and database alias) with sample values, keeps the SQL Django made, and at each call binds the
+caller's values in the sample values' places, runs that SQL through Django's cursor (so
+row-level security's scope, the transaction guard and query counts all see it as any other
+query) and builds the same model instances, select_related objects and annotations the
+queryset would have.
+
+The values bound are database values: ids, strings and aware datetimes, not model instances.
+Evaluated and not taken: django-prepared-queries and django-prepared-query (the same idea, but
+unmaintained since Django 2). What this relies on of Django's internals (the compiler's
+`select`, `klass_info` and `annotation_col_map`, and `get_related_populators`) is held to the
+plain queryset's answers by tests/portal/test_compiled.py.
+"""
+from __future__ import annotations
+
+import datetime
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Model, QuerySet
+from django.db.models.query import get_related_populators
+
+_sample_numbers = itertools.count(1)
+
+
+def _sample(kind: type) -> Any:
+    """A value of `kind` that no query would hold as a constant of its own."""
+    n = next(_sample_numbers)
+    if kind is int:
+        return -7_919_000_000_000 - n
+    if kind is str:
+        return f"\x1fcompiled-sample-{n}"
+    if kind is datetime.datetime:
+        return datetime.datetime(1901, 2, 3, 4, 5, 6, n, tzinfo=datetime.timezone.utc)
+    raise TypeError(f"CompiledQuery binds int, str and datetime values, not {kind.__name__}")
+
+
+def server_bound_cursor(connection):
+    """A cursor of `connection` whose values are bound on the server, not spelled into the SQL
+    as Django's cursors do: a statement's text is then the same at every call, so psycopg
+    prepares it once the connection has run it DATABASE_PREPARE_THRESHOLD times, and PostgreSQL
+    plans it once per connection instead of at every request. Wrapped as Django wraps its own
+    cursors: row-level security's scope, the transaction guard and the query log see what it
+    runs, and errors arrive as Django's. `%s` placeholders, as everywhere."""
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    bound = psycopg.Cursor(connection.connection)
+    return connection.make_debug_cursor(bound) if connection.queries_logged else connection.make_cursor(bound)
+
+
+@dataclass(frozen=True)
+class _Template:
+    sql: str
+    # For each parameter of the SQL: the name of the value bound there, or None and the constant.
+    params: tuple[tuple[str | None, Any], ...]
+    model: type[Model]
+    init_list: tuple[str, ...]
+    model_columns: slice
+    converters: tuple
+    related_populators: tuple
+    annotation_col_map: dict
+
+
+class CompiledQuery:
+    """`CompiledQuery(lambda user_id: Membership.objects.filter(user_id=user_id), user_id=int)`,
+    then `.list(user_id=7)`. With `single=True` the query is read as QuerySet.get reads it
+    (no ordering, at most two rows): `.get(...)` raises the model's DoesNotExist or
+    MultipleObjectsReturned, `.get_or_none(...)` answers None for no row."""
+
+    def __init__(self, build: Callable[..., QuerySet], *, single: bool = False, **kinds: type):
+        self._build, self._single, self._kinds = build, single, kinds
+        self._templates: dict[str, _Template] = {}
+        self._lock = threading.Lock()
+
+    def list(self, *, using: str = DEFAULT_DB_ALIAS, **values) -> list[Model]:
+        template = self._template(using)
+        if values.keys() != self._kinds.keys():
+            raise TypeError(f"CompiledQuery takes {sorted(self._kinds)}, was given {sorted(values)}")
+        params = [values[name] if name is not None else constant for name, constant in template.params]
+        connection = connections[using]
+        with server_bound_cursor(connection) as cursor:
+            cursor.execute(template.sql, params)
+            rows = cursor.fetchall()
+        return [self._instance(template, row, using, connection) for row in rows]
+
+    def get(self, *, using: str = DEFAULT_DB_ALIAS, **values) -> Model:
+        obj = self.get_or_none(using=using, **values)
+        if obj is None:
+            model = self._template(using).model
+            raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
+        return obj
+
+    def get_or_none(self, *, using: str = DEFAULT_DB_ALIAS, **values) -> Model | None:
+        if not self._single:
+            raise TypeError("get() and get_or_none() are for a CompiledQuery made with single=True")
+        rows = self.list(using=using, **values)
+        if len(rows) > 1:
+            raise rows[0].MultipleObjectsReturned(f"get() returned more than one {rows[0]._meta.object_name}")
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _instance(template: _Template, row, using: str, connection) -> Model:
+        if template.converters:
+            row = list(row)
+            for position, (converters, expression) in template.converters:
+                value = row[position]
+                for converter in converters:
+                    value = converter(value, expression, connection)
+                row[position] = value
+        obj = template.model.from_db(using, template.init_list, row[template.model_columns])
+        for populator in template.related_populators:
+            populator.populate(row, obj)
+        for name, position in template.annotation_col_map.items():
+            setattr(obj, name, row[position])
+        return obj
+
+    def _template(self, using: str) -> _Template:
+        template = self._templates.get(using)
+        if template is None:
+            with self._lock:
+                template = self._templates.get(using) or self._compile(using)
+                self._templates[using] = template
+        return template
+
+    def _compile(self, using: str) -> _Template:
+        samples = {name: _sample(kind) for name, kind in self._kinds.items()}
+        queryset = self._build(**samples)
+        if self._single:
+            queryset = queryset.order_by()[:2]  # as QuerySet.get: no ordering, a second row seen
+        compiler = queryset.query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
+        by_sample = {(type(value), value): name for name, value in samples.items()}
+        bound = tuple((by_sample.get((type(param), param)), param) for param in params)
+        missing = set(samples) - {name for name, _ in bound}
+        if missing:
+            raise ValueError(f"CompiledQuery: {sorted(missing)} not found among the query's parameters: "
+                             "bind database values (ids, not model instances)")
+        if compiler.has_extra_select or queryset._known_related_objects or queryset._prefetch_related_lookups:
+            raise ValueError("CompiledQuery compiles plain model querysets (no extra select, known related "
+                             "objects or prefetches)")
+        klass_info, select = compiler.klass_info, compiler.select
+        first, last = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        return _Template(
+            sql=sql,
+            params=tuple((name, None if name else constant) for name, constant in bound),
+            model=klass_info["model"],
+            init_list=tuple(column[0].target.attname for column in select[first:last]),
+            model_columns=slice(first, last),
+            converters=tuple(compiler.get_converters([column[0] for column in select]).items()),
+            related_populators=tuple(get_related_populators(klass_info, select, using)),
+            annotation_col_map=dict(compiler.annotation_col_map or {}),
+        )

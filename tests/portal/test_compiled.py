@@ -1,0 +1,161 @@
+"""The reads compiled once (portal.compiled) answer as the querysets they were made from:
+the same rows, the same fields, the same related objects and annotations, each call with its
+own values, under row-level security as any other query; and the database prepares them."""
+import datetime
+
+import pytest
+from django.contrib.sessions.models import Session
+from django.db import connection
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from invoices.documents.render import document_pdf
+from invoices.models import Invoice
+from invoices.selectors import client_invoice_get, with_stored_pdf_of
+from portal.backends import ModelBackend
+from portal.compiled import CompiledQuery
+from portal.models import Membership, Notification, NotificationKind, User
+from portal.rls import client_scope, staff_scope, user_scope
+from portal.selectors import memberships_for
+from portal.sessions import SessionStore
+from tests.invoices.factories import line, make_invoice
+from tests.portal.factories import ClientFactory, MembershipFactory
+
+
+def _fields(obj) -> dict:
+    return {field.attname: getattr(obj, field.attname) for field in obj._meta.concrete_fields}
+
+
+@pytest.fixture
+def two_clients(db):
+    alpha, beta = ClientFactory(name="Alpha B.V."), ClientFactory(name="Beta B.V.")
+    owner = MembershipFactory(client=alpha, user__email="owner@alpha.test").user
+    MembershipFactory(client=beta, user=owner)
+    stranger = MembershipFactory(client=beta, user__email="someone@beta.test").user
+    with staff_scope():
+        for n in range(3):
+            Notification.objects.create(client=alpha, user=owner, kind=NotificationKind.INVOICE_ISSUED,
+                                        title=f"Invoice {n}", message="New invoice", url="/", read_at=None)
+    return {"alpha": alpha, "beta": beta, "owner": owner, "stranger": stranger,
+            "alpha_invoice": make_invoice(alpha, number="A-1", lines=[line(), line(unit_price="12.50")]),
+            "beta_invoice": make_invoice(beta, number="B-1")}
+
+
+def test_memberships_answer_as_the_queryset_with_clients_brands_and_unread_counts(two_clients):
+    owner, alpha = two_clients["owner"], two_clients["alpha"]
+    unread = (Notification.objects.filter(client=OuterRef("client"), user=OuterRef("user"), read_at__isnull=True)
+              .order_by().values("client").annotate(n=Count("pk")).values("n"))
+    with client_scope(alpha.pk, user_id=owner.pk):
+        compiled = memberships_for(user=owner)
+        plain = list(Membership.objects.filter(user=owner).select_related("client", "client__brand")
+                     .annotate(unread=Coalesce(Subquery(unread), 0)))
+        without_count = memberships_for(user=owner, with_unread=False)
+    assert sorted(m.client.name for m in compiled) == ["Alpha B.V.", "Beta B.V."]
+    by_pk = {m.pk: m for m in plain}
+    for membership in compiled:
+        expected = by_pk[membership.pk]
+        assert _fields(membership) == _fields(expected)
+        assert _fields(membership.client) == _fields(expected.client)
+        assert _fields(membership.client.brand) == _fields(expected.client.brand)
+        assert membership.unread == expected.unread
+    # Each client's notifications are visible in its own scope only: Alpha's all counted, Beta's
+    # (the owner has some) none.
+    with staff_scope():
+        unread_of = {client.name: Notification.objects.filter(user=owner, client=client, read_at=None).count()
+                     for client in (alpha, two_clients["beta"])}
+    assert unread_of["Alpha B.V."] >= 3 and unread_of["Beta B.V."] >= 1
+    assert {m.client.name: m.unread for m in compiled} == {"Alpha B.V.": unread_of["Alpha B.V."], "Beta B.V.": 0}
+    assert [m.unread_scope for m in compiled if m.client == alpha] == [alpha.pk]
+    assert all(not hasattr(m, "unread") for m in without_count)
+
+
+def test_each_call_binds_its_own_values(two_clients):
+    owner, stranger = two_clients["owner"], two_clients["stranger"]
+    with staff_scope():
+        assert len(memberships_for(user=owner)) == 2
+        assert [m.user_id for m in memberships_for(user=stranger)] == [stranger.pk]
+        assert ModelBackend().get_user(stranger.pk).email == "someone@beta.test"
+        assert ModelBackend().get_user(owner.pk).email == "owner@alpha.test"
+
+
+def test_the_user_is_read_with_whether_it_has_a_second_factor(two_clients):
+    owner = two_clients["owner"]
+    user = ModelBackend().get_user(owner.pk)
+    with user_scope(owner.pk):
+        plain = User.objects.get(pk=owner.pk)
+    assert _fields(user) == _fields(plain)
+    assert user.has_second_factor is False
+    assert ModelBackend().get_user(10 ** 12) is None
+
+
+def test_an_invoice_is_read_with_its_stored_pdf_and_only_in_its_clients_scope(two_clients):
+    alpha, beta, invoice = two_clients["alpha"], two_clients["beta"], two_clients["alpha_invoice"]
+    with client_scope(alpha.pk):
+        before = client_invoice_get(client=alpha, pk=invoice.pk, with_stored_pdf=True)
+        assert before.stored_pdf_fingerprint is None and before.stored_pdf_file is None
+        document_pdf(before)  # rendered and stored
+        compiled = client_invoice_get(client=alpha, pk=invoice.pk, with_stored_pdf=True)
+        plain = with_stored_pdf_of(Invoice.objects.select_related("client", "brand"), "invoice").get(pk=invoice.pk)
+        assert _fields(compiled) == _fields(plain)
+        assert _fields(compiled.client) == _fields(plain.client)
+        assert _fields(compiled.brand) == _fields(plain.brand)
+        assert compiled.stored_pdf_fingerprint == plain.stored_pdf_fingerprint is not None
+        assert compiled.stored_pdf_file == plain.stored_pdf_file is not None
+    # Another client's invoice, asked for by id: row-level security hides it, as the code does.
+    with client_scope(alpha.pk):
+        with pytest.raises(Invoice.DoesNotExist):
+            client_invoice_get(client=beta, pk=two_clients["beta_invoice"].pk)
+        with pytest.raises(Invoice.DoesNotExist):
+            client_invoice_get(client=alpha, pk=two_clients["beta_invoice"].pk)
+    with client_scope(beta.pk):
+        assert client_invoice_get(client=beta, pk=two_clients["beta_invoice"].pk).number == "B-1"
+
+
+def test_a_session_is_read_by_its_key_until_it_expires(two_clients):
+    store = SessionStore()
+    store["portal_client_id"] = two_clients["alpha"].pk
+    store.create()
+    again = SessionStore(store.session_key)
+    assert again["portal_client_id"] == two_clients["alpha"].pk
+    with staff_scope():
+        Session.objects.filter(session_key=store.session_key).update(
+            expire_date=timezone.now() - datetime.timedelta(seconds=1))
+    expired = SessionStore(store.session_key)
+    assert expired.get("portal_client_id") is None
+    assert expired.session_key is None  # as Django's: an unknown or expired key is dropped
+
+
+def test_a_single_row_query_refuses_two_rows_and_names_a_missing_one(two_clients):
+    by_user = CompiledQuery(lambda user_id: Membership.objects.filter(user_id=user_id), single=True, user_id=int)
+    with staff_scope():
+        assert by_user.get(user_id=two_clients["stranger"].pk).client == two_clients["beta"]
+        with pytest.raises(Membership.MultipleObjectsReturned):
+            by_user.get(user_id=two_clients["owner"].pk)
+        with pytest.raises(Membership.DoesNotExist):
+            by_user.get(user_id=10 ** 12)
+        assert by_user.get_or_none(user_id=10 ** 12) is None
+
+
+def test_a_value_that_does_not_reach_the_sql_as_a_parameter_is_refused():
+    # A model instance where an id belongs, or a name the queryset ignores: refused when it is
+    # first compiled, not bound to nothing.
+    ignored = CompiledQuery(lambda user_id, pk: Membership.objects.filter(pk=pk), user_id=int, pk=int)
+    with pytest.raises(ValueError, match="user_id"):
+        ignored.list(user_id=1, pk=1)
+    with pytest.raises(TypeError, match="takes"):
+        CompiledQuery(lambda pk: Membership.objects.filter(pk=pk), pk=int).list(id=1)
+
+
+def test_compiled_reads_are_counted_and_prepared_by_the_connection(two_clients, django_assert_num_queries):
+    owner = two_clients["owner"]
+    with staff_scope():
+        memberships_for(user=owner)
+        with django_assert_num_queries(1):  # the scope is applied already: the read alone
+            memberships_for(user=owner)
+        for _ in range(6):
+            memberships_for(user=owner)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any('FROM "portal_membership"' in statement and "$1" in statement for statement in prepared), prepared
