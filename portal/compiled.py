@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
@@ -54,7 +55,17 @@ def server_bound_cursor(connection):
     connection.ensure_connection()
     connection.validate_thread_sharing()
     bound = psycopg.Cursor(connection.connection)
-    return connection.make_debug_cursor(bound) if connection.queries_logged else connection.make_cursor(bound)
+    return _LoggedAsWritten(bound, connection) if connection.queries_logged else connection.make_cursor(bound)
+
+
+class _LoggedAsWritten(CursorDebugWrapper):
+    """Where Django logs queries (DEBUG, query counts in tests): the statement as written, with
+    `%s` where its values go (Django's log asks the cursor for the SQL it last sent, which a
+    prepared statement does not keep)."""
+
+    def execute(self, sql, params=None):
+        with self.debug_sql(sql, params):
+            return CursorWrapper.execute(self, sql, params)
 
 
 @dataclass(frozen=True)

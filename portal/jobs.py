@@ -47,6 +47,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
+from portal.compiled import server_bound_cursor
 from portal.models import AuditEvent, Job
 from portal.rls import staff_scope
 from portal.services import audit_record
@@ -161,7 +162,7 @@ def job_enqueue(*, kind: str, key: str, payload: dict | None = None, subject: st
     ring once that commits. A key already used changes nothing: returns None then."""
     now = timezone.now()
     max_attempts = handler_for(kind).max_attempts
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), server_bound_cursor(connection) as cursor:  # prepared
         cursor.execute(INSERT_SQL, [kind, key[:200], subject[:100],
                                     JSONField().get_db_prep_value(payload or {}, connection),
                                     max_attempts, run_after or now, now])

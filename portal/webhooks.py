@@ -41,6 +41,7 @@ from django.db import connection, transaction
 from django.http import JsonResponse
 from django.utils import timezone
 
+from portal.compiled import server_bound_cursor
 from portal.http import client_ip
 from portal.jobs import INSERT_FROM_SQL, job_params, job_written
 from portal.models import WebhookRejections, WebhookRequest  # noqa: F401 - WebhookRejections: see COUNT_SQL
@@ -151,7 +152,8 @@ def request_store(*, source: str, job_kind: str, account_key: str, natural_key: 
     does; nothing is stored when it does not) and the stored request's id, None when its
     natural key was accepted before (nothing changes)."""
     account_sql, account_params = recheck or (ANY_ACCOUNT, {})
-    with connection.cursor() as cursor:
+    # Bound on the server: one text per source's recheck, prepared by the connection.
+    with server_bound_cursor(connection) as cursor:
         cursor.execute(STORE_SQL.format(account=account_sql), {
             **account_params, **job_params(kind=job_kind, subject=subject), "source": source,
             "account_key": account_key, "natural_key": natural_key[:NATURAL_KEY_MAX],
