@@ -55,6 +55,7 @@ from django.test import Client as HttpClient  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import reverse  # noqa: E402
 
+from portal.compiled import server_bound_cursor  # noqa: E402
 from portal.rls import APPLY_SQL, client_scope, staff_scope  # noqa: E402
 from tests.support.owner import as_owner  # noqa: E402
 
@@ -316,7 +317,8 @@ def page_times(browser, url: str, count: int) -> tuple[list[float], list[float],
             continue  # the replay applies the scope and opens its transaction itself
         if sql.startswith("DECLARE ") and " CURSOR FOR " in sql:
             sql = sql.split(" CURSOR FOR ", 1)[1]  # a server-side cursor's query, read whole
-        statements.append(sql)
+        # A statement bound on the server (portal.compiled) is logged with its values beside it.
+        statements.append((sql, query.get("params")))
     timings, cpu = [], []
     for _ in range(count):
         started, started_cpu = time.perf_counter(), time.process_time()
@@ -326,7 +328,7 @@ def page_times(browser, url: str, count: int) -> tuple[list[float], list[float],
     return timings, cpu, statements
 
 
-def bare_times(statements: list[str], client_id: int, user_id: int, count: int) -> tuple[list[float], float, str]:
+def bare_times(statements: list[tuple[str, list | None]], client_id: int, user_id: int, count: int) -> tuple[list[float], float, tuple]:
     """The page's statements again, straight through a cursor, as the application role in the
     client's scope, in one transaction rolled back: (timings, the slowest statement's median
     ms, its text)."""
@@ -334,23 +336,27 @@ def bare_times(statements: list[str], client_id: int, user_id: int, count: int) 
     for _ in range(count):
         with client_scope(client_id, user_id=user_id):
             started = time.perf_counter()
-            with transaction.atomic(), connection.cursor() as cursor:
-                for n, sql in enumerate(statements):
+            with transaction.atomic(), connection.cursor() as cursor, server_bound_cursor(connection) as bound:
+                for n, (sql, params) in enumerate(statements):
                     statement_started = time.perf_counter()
-                    cursor.execute(sql)
-                    if cursor.description:
-                        cursor.fetchall()
+                    # As the page sent it: spelled out, or bound on the server (and so prepared).
+                    used = cursor if params is None else bound
+                    used.execute(sql, params)
+                    if used.description:
+                        used.fetchall()
                     each[n].append(time.perf_counter() - statement_started)
                 transaction.set_rollback(True)
             timings.append(time.perf_counter() - started)
     medians = [statistics.median(t) for t in each] or [0.0]
     slowest = max(range(len(medians)), key=medians.__getitem__) if statements else 0
-    return timings, medians[slowest] * 1000, statements[slowest] if statements else ""
+    return timings, medians[slowest] * 1000, statements[slowest] if statements else ("", None)
 
 
-def explain(sql: str, client_id: int, user_id: int) -> str:
-    with client_scope(client_id, user_id=user_id), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+def explain(statement: tuple[str, list | None], client_id: int, user_id: int) -> str:
+    sql, params = statement
+    with client_scope(client_id, user_id=user_id), transaction.atomic(), (
+            connection.cursor() if params is None else server_bound_cursor(connection)) as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
         transaction.set_rollback(True)
     return plan
@@ -385,7 +391,7 @@ def measure(args) -> None:
               f"p99 {percentile(timings, 99):.1f} ms; bare SQL p95 {bare95:.1f} ms "
               f"(slowest statement {slowest_ms:.1f} ms)", flush=True)
         if args.explain and (p95 >= 25 or slowest_ms > 5):
-            print(f"    {url}\n    slowest: {slowest}\n" + explain(slowest, client.pk, user.pk), flush=True)
+            print(f"    {url}\n    slowest: {slowest[0]}\n" + explain(slowest, client.pk, user.pk), flush=True)
     listed = reverse("invoices:export_csv")
     with client_scope(client.pk):
         from invoices.models import Invoice

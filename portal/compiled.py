@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import psycopg
+from psycopg.pq import Format
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
 _sample_numbers = itertools.count(1)
+_TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 
 
 def _sample(kind: type) -> Any:
@@ -55,17 +58,23 @@ def server_bound_cursor(connection):
     connection.ensure_connection()
     connection.validate_thread_sharing()
     bound = psycopg.Cursor(connection.connection)
+    # As Django's own cursors: datetimes read in the connection's time zone.
+    if connection.connection.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT).timezone != connection.timezone:
+        register_tzloader(connection.timezone, bound)
     return _LoggedAsWritten(bound, connection) if connection.queries_logged else connection.make_cursor(bound)
 
 
 class _LoggedAsWritten(CursorDebugWrapper):
     """Where Django logs queries (DEBUG, query counts in tests): the statement as written, with
-    `%s` where its values go (Django's log asks the cursor for the SQL it last sent, which a
-    prepared statement does not keep)."""
+    `%s` where its values go, and the values beside it under "params" (Django's log asks the
+    cursor for the SQL it last sent, which a prepared statement does not keep)."""
 
     def execute(self, sql, params=None):
-        with self.debug_sql(sql, params):
-            return CursorWrapper.execute(self, sql, params)
+        try:
+            with self.debug_sql(sql, params):
+                return CursorWrapper.execute(self, sql, params)
+        finally:
+            self.db.queries_log[-1]["params"] = params
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,17 @@ def test_production_computes_once_what_every_request_would_repeat():
     code = ("from django.template import engines; from django.conf import settings as s; "
             "loader = engines['django'].engine.template_loaders[0]; "
             "print(type(loader).__module__ + '.' + type(loader).__name__, s.STORAGES['staticfiles']['BACKEND'], "
-            "'pool' in s.DATABASES['default']['OPTIONS'])")
+            "'pool' in s.DATABASES['default']['OPTIONS'], s.DATABASES['default']['OPTIONS']['prepare_threshold'])")
     result = _manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
+    # Statements bound on the server are prepared on the connection after 5 runs (portal.compiled).
     assert result.stdout.split() == ["django.template.loaders.cached.Loader",
-                                     "whitenoise.storage.CompressedManifestStaticFilesStorage", "True"], result.stderr
+                                     "whitenoise.storage.CompressedManifestStaticFilesStorage", "True", "5"], result.stderr
+    # Behind PgBouncer without prepared statements: off; a typo is refused, not guessed at.
+    result = _manage("shell", "--no-imports", "-c", code, env={**PRODUCTION_ENV, "DATABASE_PREPARE_THRESHOLD": "none"})
+    assert result.stdout.split()[-1] == "None", result.stderr
+    result = _manage("check", env={**PRODUCTION_ENV, "DATABASE_PREPARE_THRESHOLD": "fifty"})
+    assert result.returncode != 0
+    assert "DATABASE_PREPARE_THRESHOLD must be a whole number or 'none'" in result.stderr
 
 
 def test_a_web_process_is_warm_before_its_first_request_and_touches_no_server_doing_so():
