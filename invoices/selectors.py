@@ -1,6 +1,7 @@
 """Reads of the ledger that views, PDFs and reminders share."""
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from decimal import Decimal
 from types import SimpleNamespace
@@ -233,51 +234,72 @@ class Dashboard:
     credit_by_currency: list[tuple[str, Decimal]] = ()
 
 
-def client_dashboard(*, client, today=None) -> Dashboard:
-    """The overview: what is open, what is overdue and can be paid now (not what is pending at a
-    gateway), the payments still pending, the client's credit and the latest activity. Four
-    queries whatever the number of invoices: the totals per currency (with the credit), the
-    invoices it names (latest, next due, pending), the latest payments, the latest credit notes."""
-    today = today or timezone.localdate()
-    visible = Invoice.objects.filter(client=client).payable()
+def _dashboard_totals(client_id, today):
+    """Per currency: what is open, what is overdue and can be paid now, and the client's credit."""
+    visible = Invoice.objects.filter(client_id=client_id).payable()
     overdue = Q(due_date__lt=today, open_balance__gt=F("amount_pending"))
     money = DecimalField(max_digits=14, decimal_places=2)
     zero = Value(Decimal("0.00"), output_field=money)
     totals = visible.order_by().values("currency").annotate(
         open=Sum("open_balance"), overdue=Sum(F("open_balance") - F("amount_pending"), filter=overdue),
         overdue_count=Count("pk", filter=overdue), credit=zero, source=Value("invoices"))
-    credits = ClientCredit.objects.filter(client=client).order_by().values("currency").annotate(
+    credits = ClientCredit.objects.filter(client_id=client_id).order_by().values("currency").annotate(
         open=zero, overdue=zero, overdue_count=Value(0), credit=Sum("amount"), source=Value("credit"))
-    rows = sorted(totals.union(credits, all=True), key=lambda row: row["currency"])
+    return totals.union(credits, all=True)
+
+
+def _dashboard_invoices(client_id, today):
+    """The invoices the overview names: the latest six, the next due, the pending ones."""
+    visible = Invoice.objects.filter(client_id=client_id).payable()
+
+    def tagged(queryset, role: str):
+        return queryset.annotate(dashboard_role=Value(role, output_field=CharField()))
+
+    return (tagged(Invoice.objects.filter(client_id=client_id).exclude(status=Invoice.Status.DRAFT)
+                   .order_by("-issue_date", "-id")[:6], "latest")
+            .union(tagged(visible.filter(due_date__gte=today).order_by("due_date", "id")[:1], "next"),
+                   tagged(visible.pending().order_by("pending_since", "id")[:10], "pending"), all=True))
+
+
+def _dashboard_activity(client_id):
+    """The latest payments and credit notes, in one query: the same columns from both."""
+    no_day, no_moment, no_text = Value(None, output_field=DateField()), Value(None, output_field=DateTimeField()), Value("")
+    payments = Payment.objects.filter(client_id=client_id).order_by("-received_at", "-id").values(
+        kind=Value("payment"), key=F("pk"), moment=F("received_at"), day=no_day, ref=F("number"), sum=F("amount"),
+        money=F("currency"), said=F("reference"), invoice_number=no_text)[:6]
+    credit_notes = CreditNote.objects.filter(client_id=client_id).exclude(status=CreditNote.Status.DRAFT).order_by(
+        "-issue_date", "-id").values(
+        kind=Value("credit_note"), key=F("pk"), moment=no_moment, day=F("issue_date"), ref=F("number"),
+        sum=F("total"), money=F("currency"), said=no_text, invoice_number=F("invoice__number"))[:6]
+    return payments.union(credit_notes, all=True)
+
+
+# Every overview runs these three: compiled once (portal.compiled).
+_DASHBOARD_TOTALS = CompiledQuery(_dashboard_totals, client_id=int, today=datetime.date)
+_DASHBOARD_INVOICES = CompiledQuery(_dashboard_invoices, client_id=int, today=datetime.date)
+_DASHBOARD_ACTIVITY = CompiledQuery(_dashboard_activity, client_id=int)
+
+
+def client_dashboard(*, client, today=None) -> Dashboard:
+    """The overview: what is open, what is overdue and can be paid now (not what is pending at a
+    gateway), the payments still pending, the client's credit and the latest activity. Three
+    queries whatever the number of invoices: the totals per currency (with the credit), the
+    invoices it names (latest, next due, pending), the latest payments and credit notes."""
+    today = today or timezone.localdate()
+    rows = sorted(_DASHBOARD_TOTALS.list(client_id=client.pk, today=today), key=lambda row: row["currency"])
     invoice_rows = [r for r in rows if r["source"] == "invoices"]
     open_by = [(r["currency"], r["open"]) for r in invoice_rows]
     overdue_by = [(r["currency"], r["overdue"]) for r in invoice_rows if r["overdue_count"]]
     overdue_count = sum(r["overdue_count"] for r in invoice_rows)
     credit_by = [(r["currency"], r["credit"]) for r in rows if r["source"] == "credit" and r["credit"]]
-
-    def tagged(queryset, role: str):
-        return queryset.annotate(dashboard_role=Value(role, output_field=CharField()))
-
-    named = list(tagged(Invoice.objects.filter(client=client).exclude(status=Invoice.Status.DRAFT)
-                        .order_by("-issue_date", "-id")[:6], "latest")
-                 .union(tagged(visible.filter(due_date__gte=today).order_by("due_date", "id")[:1], "next"),
-                        tagged(visible.pending().order_by("pending_since", "id")[:10], "pending"), all=True))
+    named = _DASHBOARD_INVOICES.list(client_id=client.pk, today=today)
     latest = [i for i in named if i.dashboard_role == "latest"]
     next_due = next((i for i in named if i.dashboard_role == "next"), None)
     pending = sorted((i for i in named if i.dashboard_role == "pending"), key=lambda i: (i.pending_since, i.id))
     latest.sort(key=lambda i: (i.issue_date, i.id), reverse=True)
     activity = [Activity(i.issue_date, "invoice", {"number": i.number, "amount": i.total, "currency": i.currency},
                          reverse("invoices:detail", args=[i.pk])) for i in latest]
-    # The latest payments and credit notes, in one query: the same columns from both.
-    no_day, no_moment, no_text = Value(None, output_field=DateField()), Value(None, output_field=DateTimeField()), Value("")
-    payments = Payment.objects.filter(client=client).order_by("-received_at", "-id").values(
-        kind=Value("payment"), key=F("pk"), moment=F("received_at"), day=no_day, ref=F("number"), sum=F("amount"),
-        money=F("currency"), said=F("reference"), invoice_number=no_text)[:6]
-    credit_notes = CreditNote.objects.filter(client=client).exclude(status=CreditNote.Status.DRAFT).order_by(
-        "-issue_date", "-id").values(
-        kind=Value("credit_note"), key=F("pk"), moment=no_moment, day=F("issue_date"), ref=F("number"),
-        sum=F("total"), money=F("currency"), said=no_text, invoice_number=F("invoice__number"))[:6]
-    for row in payments.union(credit_notes, all=True):
+    for row in _DASHBOARD_ACTIVITY.list(client_id=client.pk):
         if row["kind"] == "payment":
             activity.append(Activity(timezone.localdate(row["moment"]), "payment",
                                      {"amount": row["sum"], "currency": row["money"],

@@ -10,7 +10,9 @@ row-level security's scope, the transaction guard and query counts all see it as
 query) and builds the same model instances, select_related objects and annotations the
 queryset would have.
 
-The values bound are database values: ids, strings and aware datetimes, not model instances.
+The values bound are database values: ids, strings, dates and aware datetimes, not model
+instances; each value that changes between calls (today's date, say) must be one of them, or
+it would be compiled in as it was at the first call.
 Evaluated and not taken: django-prepared-queries and django-prepared-query (the same idea, but
 unmaintained since Django 2). What this relies on of Django's internals (the compiler's
 `select`, `klass_info` and `annotation_col_map`, and `get_related_populators`) is held to the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import psycopg
@@ -30,7 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models import Model, QuerySet
-from django.db.models.query import get_related_populators
+from django.db.models.query import ModelIterable, ValuesIterable, get_related_populators
 
 _sample_numbers = itertools.count(1)
 _TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
@@ -45,7 +47,9 @@ def _sample(kind: type) -> Any:
         return f"\x1fcompiled-sample-{n}"
     if kind is datetime.datetime:
         return datetime.datetime(1901, 2, 3, 4, 5, 6, n, tzinfo=datetime.timezone.utc)
-    raise TypeError(f"CompiledQuery binds int, str and datetime values, not {kind.__name__}")
+    if kind is datetime.date:
+        return datetime.date(1800, 1, 1) + datetime.timedelta(days=n)
+    raise TypeError(f"CompiledQuery binds int, str, date and datetime values, not {kind.__name__}")
 
 
 def server_bound_cursor(connection):
@@ -83,11 +87,12 @@ class _Template:
     # For each parameter of the SQL: the name of the value bound there, or None and the constant.
     params: tuple[tuple[str | None, Any], ...]
     model: type[Model]
-    init_list: tuple[str, ...]
-    model_columns: slice
     converters: tuple
-    related_populators: tuple
-    annotation_col_map: dict
+    names: tuple[str, ...] | None = None  # a values() query's keys
+    init_list: tuple[str, ...] = ()
+    model_columns: slice = field(default_factory=lambda: slice(0))
+    related_populators: tuple = ()
+    annotation_col_map: dict = field(default_factory=dict)
 
 
 class CompiledQuery:
@@ -128,7 +133,7 @@ class CompiledQuery:
         return rows[0] if rows else None
 
     @staticmethod
-    def _instance(template: _Template, row, using: str, connection) -> Model:
+    def _instance(template: _Template, row, using: str, connection) -> Model | dict:
         if template.converters:
             row = list(row)
             for position, (converters, expression) in template.converters:
@@ -136,6 +141,8 @@ class CompiledQuery:
                 for converter in converters:
                     value = converter(value, expression, connection)
                 row[position] = value
+        if template.names is not None:  # a values() query: a dict a row, as ValuesIterable
+            return dict(zip(template.names, row))
         obj = template.model.from_db(using, template.init_list, row[template.model_columns])
         for populator in template.related_populators:
             populator.populate(row, obj)
@@ -151,6 +158,16 @@ class CompiledQuery:
                 self._templates[using] = template
         return template
 
+    @staticmethod
+    def _bind(samples: dict, params) -> tuple[tuple[str | None, Any], ...]:
+        by_sample = {(type(value), value): name for name, value in samples.items()}
+        bound = tuple((by_sample.get((type(param), param)), param) for param in params)
+        missing = set(samples) - {name for name, _ in bound}
+        if missing:
+            raise ValueError(f"CompiledQuery: {sorted(missing)} not found among the query's parameters: "
+                             "bind database values (ids, not model instances)")
+        return bound
+
     def _compile(self, using: str) -> _Template:
         samples = {name: _sample(kind) for name, kind in self._kinds.items()}
         queryset = self._build(**samples)
@@ -158,24 +175,35 @@ class CompiledQuery:
             queryset = queryset.order_by()[:2]  # as QuerySet.get: no ordering, a second row seen
         compiler = queryset.query.get_compiler(using=using)
         sql, params = compiler.as_sql()
-        by_sample = {(type(value), value): name for name, value in samples.items()}
-        bound = tuple((by_sample.get((type(param), param)), param) for param in params)
-        missing = set(samples) - {name for name, _ in bound}
-        if missing:
-            raise ValueError(f"CompiledQuery: {sorted(missing)} not found among the query's parameters: "
-                             "bind database values (ids, not model instances)")
-        if compiler.has_extra_select or queryset._known_related_objects or queryset._prefetch_related_lookups:
-            raise ValueError("CompiledQuery compiles plain model querysets (no extra select, known related "
-                             "objects or prefetches)")
-        klass_info, select = compiler.klass_info, compiler.select
+        bound = self._bind(samples, params)
+        # Built again with other samples, the rest must come out the same: a value the builder
+        # takes from elsewhere (timezone.now(), say) would otherwise stay as it was at the first call.
+        again_samples = {name: _sample(kind) for name, kind in self._kinds.items()}
+        again = self._build(**again_samples)
+        again_sql, again_params = (again.order_by()[:2] if self._single else again).query.get_compiler(
+            using=using).as_sql()
+        if again_sql != sql or [c for n, c in self._bind(again_samples, again_params) if n is None] != [
+                c for n, c in bound if n is None]:
+            raise ValueError("CompiledQuery: the query changes between builds with the same arguments; pass "
+                             "every value that changes (the time, today's date) as an argument")
+        if (compiler.has_extra_select or queryset._known_related_objects or queryset._prefetch_related_lookups
+                or queryset._iterable_class not in (ModelIterable, ValuesIterable)):
+            raise ValueError("CompiledQuery compiles querysets of model instances or of values() dicts (no extra "
+                             "select, known related objects or prefetches)")
+        select = compiler.select
+        converters = tuple(compiler.get_converters([column[0] for column in select[:compiler.col_count]]).items())
+        params = tuple((name, None if name else constant) for name, constant in bound)
+        query = queryset.query
+        if queryset._iterable_class is ValuesIterable:
+            names = (list(query.selected) if query.selected else
+                     [*query.extra_select, *query.values_select, *query.annotation_select])
+            return _Template(sql=sql, params=params, model=queryset.model, names=tuple(names), converters=converters)
+        klass_info = compiler.klass_info
         first, last = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
         return _Template(
-            sql=sql,
-            params=tuple((name, None if name else constant) for name, constant in bound),
-            model=klass_info["model"],
+            sql=sql, params=params, model=klass_info["model"], converters=converters,
             init_list=tuple(column[0].target.attname for column in select[first:last]),
             model_columns=slice(first, last),
-            converters=tuple(compiler.get_converters([column[0] for column in select]).items()),
             related_populators=tuple(get_related_populators(klass_info, select, using)),
             annotation_col_map=dict(compiler.annotation_col_map or {}),
         )

@@ -161,3 +161,43 @@ def test_compiled_reads_are_counted_and_prepared_by_the_connection(two_clients, 
             cursor.execute("SELECT statement FROM pg_prepared_statements")
             prepared = [statement for (statement,) in cursor.fetchall()]
     assert any('FROM "portal_membership"' in statement and "$1" in statement for statement in prepared), prepared
+
+
+def test_the_overviews_union_and_values_queries_answer_as_the_querysets(two_clients):
+    from invoices import services
+    from invoices.selectors import (_DASHBOARD_ACTIVITY, _DASHBOARD_INVOICES, _DASHBOARD_TOTALS, _dashboard_activity,
+                                    _dashboard_invoices, _dashboard_totals)
+    from tests.invoices.factories import TODAY, pay
+
+    alpha = two_clients["alpha"]
+    overdue = make_invoice(alpha, number="A-2", issue_date=TODAY - datetime.timedelta(days=60), due_days=30)
+    make_invoice(alpha, number="A-3", currency="USD")
+    pay(alpha, [(two_clients["alpha_invoice"], "20.00")])
+    with staff_scope():
+        services.credit_note_create(invoice=overdue, number="A-CN-1", issue_date=TODAY, lines=[line(unit_price="5.00")])
+    with client_scope(alpha.pk):
+        for day in (TODAY, TODAY + datetime.timedelta(days=45)):  # today bound at each call, not compiled in
+            totals = sorted(_DASHBOARD_TOTALS.list(client_id=alpha.pk, today=day), key=lambda r: (r["source"], r["currency"]))
+            plain = sorted(_dashboard_totals(alpha.pk, day), key=lambda r: (r["source"], r["currency"]))
+            assert totals == plain and {r["currency"] for r in totals} == {"EUR", "USD"}
+            named = _DASHBOARD_INVOICES.list(client_id=alpha.pk, today=day)
+            assert [(i.pk, i.dashboard_role, _fields(i)) for i in named] == [
+                (i.pk, i.dashboard_role, _fields(i)) for i in _dashboard_invoices(alpha.pk, day)]
+
+        def overdue_count(day):
+            return sum(r["overdue_count"] for r in _DASHBOARD_TOTALS.list(client_id=alpha.pk, today=day)
+                       if r["source"] == "invoices")
+
+        # A-2 is overdue today; 45 days on, everything open is.
+        assert overdue_count(TODAY) == 1 and overdue_count(TODAY + datetime.timedelta(days=45)) == 3
+        activity = _DASHBOARD_ACTIVITY.list(client_id=alpha.pk)
+        assert activity == list(_dashboard_activity(alpha.pk))
+        assert {row["kind"] for row in activity} == {"payment", "credit_note"}
+
+
+def test_a_query_that_reads_the_clock_itself_is_refused():
+    # The time taken inside the builder would be compiled in as it was at the first call.
+    reads_the_clock = CompiledQuery(
+        lambda user_id: Membership.objects.filter(user_id=user_id, created_at__lte=timezone.now()), user_id=int)
+    with pytest.raises(ValueError, match="changes between builds"):
+        reads_the_clock.list(user_id=1)
