@@ -123,23 +123,32 @@ class InvoiceDetail:
     allocations: list[PaymentAllocation]  # each with its payment, oldest first
 
 
+def _client_invoice_detail(client_id, pk):
+    return (Invoice.objects.select_related("client", "brand").exclude(status=Invoice.Status.DRAFT)
+            .annotate(**detail_annotations(Invoice))
+            .annotate(
+                line_rows=ArraySubquery(InvoiceLine.objects.filter(invoice=OuterRef("pk"))
+                                        .order_by("position").values(row=_json_row(InvoiceLine))),
+                credit_note_rows=ArraySubquery(
+                    CreditNote.objects.filter(invoice=OuterRef("pk")).exclude(status=CreditNote.Status.DRAFT)
+                    .order_by("-issue_date", "-id").values(row=_json_row(CreditNote))),
+                allocation_rows=ArraySubquery(
+                    PaymentAllocation.objects.filter(invoice=OuterRef("pk")).order_by("created_at", "id")
+                    .values(row=_json_row(PaymentAllocation, payment=_json_row(Payment, "payment__")))))
+            .filter(client_id=client_id, pk=pk))
+
+
+# An invoice's page reads it this way: compiled once (portal.compiled), with what the apps
+# above the ledger annotate (detail_annotations: their receivers are connected at start-up).
+_CLIENT_INVOICE_DETAIL = CompiledQuery(_client_invoice_detail, single=True, client_id=int, pk=int)
+
+
 def client_invoice_detail(*, client, pk: int) -> InvoiceDetail:
     """An invoice as its client may see it, with its lines, its credit notes (never drafts) and
     what payments, refunds and chargebacks did to it, each with its payment: one query, the
     related rows read as arrays of JSON objects beside the invoice's columns (a prefetch
     would cost a query per relation). DoesNotExist as client_invoice_get."""
-    invoice = (Invoice.objects.select_related("client", "brand").exclude(status=Invoice.Status.DRAFT)
-               .annotate(**detail_annotations(Invoice))
-               .annotate(
-                   line_rows=ArraySubquery(InvoiceLine.objects.filter(invoice=OuterRef("pk"))
-                                           .order_by("position").values(row=_json_row(InvoiceLine))),
-                   credit_note_rows=ArraySubquery(
-                       CreditNote.objects.filter(invoice=OuterRef("pk")).exclude(status=CreditNote.Status.DRAFT)
-                       .order_by("-issue_date", "-id").values(row=_json_row(CreditNote))),
-                   allocation_rows=ArraySubquery(
-                       PaymentAllocation.objects.filter(invoice=OuterRef("pk")).order_by("created_at", "id")
-                       .values(row=_json_row(PaymentAllocation, payment=_json_row(Payment, "payment__")))))
-               .get(client=client, pk=pk))
+    invoice = _CLIENT_INVOICE_DETAIL.get(client_id=client.pk if client is not None else None, pk=int(pk))
     db = invoice._state.db
     allocations = []
     for row in invoice.allocation_rows:
@@ -176,22 +185,27 @@ def _client_credit_notes():
     return CreditNote.objects.select_related("client", "brand", "invoice").exclude(status=CreditNote.Status.DRAFT)
 
 
-# A credit note's download reads it this way: compiled once (portal.compiled).
-_CLIENT_CREDIT_NOTE_WITH_PDF = CompiledQuery(
-    lambda client_id, pk: with_stored_pdf_of(_client_credit_notes(), "credit_note").filter(client_id=client_id, pk=pk),
-    single=True, client_id=int, pk=int)
+def _client_credit_note_query(*, with_stored_pdf: bool, for_page: bool) -> CompiledQuery:
+    def build(client_id, pk):
+        credit_notes = _client_credit_notes()
+        if for_page:
+            credit_notes = credit_notes.annotate(**detail_annotations(CreditNote))
+        if with_stored_pdf:
+            credit_notes = with_stored_pdf_of(credit_notes, "credit_note")
+        return credit_notes.filter(client_id=client_id, pk=pk)
+    return CompiledQuery(build, single=True, client_id=int, pk=int)
+
+
+# A credit note's page and download read it this way: compiled once (portal.compiled).
+_CLIENT_CREDIT_NOTE = {(stored, page): _client_credit_note_query(with_stored_pdf=stored, for_page=page)
+                       for stored in (False, True) for page in (False, True)}
 
 
 def client_credit_note_get(*, client, pk: int, with_stored_pdf: bool = False, for_page: bool = False) -> CreditNote:
     """A credit note as its client may see it; DoesNotExist otherwise. `for_page`: with what the
     apps above the ledger show on its page (`detail_annotations`), in the same query."""
-    if with_stored_pdf and not for_page:
-        return _CLIENT_CREDIT_NOTE_WITH_PDF.get(client_id=client.pk if client is not None else None, pk=int(pk))
-    credit_notes = _client_credit_notes()
-    if for_page:
-        # Not compiled: what the other apps annotate is theirs to change.
-        credit_notes = credit_notes.annotate(**detail_annotations(CreditNote))
-    return (with_stored_pdf_of(credit_notes, "credit_note") if with_stored_pdf else credit_notes).get(client=client, pk=pk)
+    return _CLIENT_CREDIT_NOTE[with_stored_pdf, for_page].get(client_id=client.pk if client is not None else None,
+                                                              pk=int(pk))
 
 
 def detail_annotations(model) -> dict:

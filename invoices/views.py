@@ -17,7 +17,8 @@ from django.views.decorators.http import require_POST
 from invoices.documents.einvoice import ubl_xml
 from invoices.documents.render import document_pdf
 from invoices.documents.statement import statement_pdf
-from invoices.filters import InvoiceFilter, InvoicePaginator, active_filter_count, invoice_filter, sort_headers
+from invoices.filters import (PAGE_SIZE, InvoiceFilter, InvoicePaginator, active_filter_count, compiled_list_page,
+                              invoice_filter, sort_headers)
 from invoices.links import LinkRefused, document_link_use
 from invoices.forms import StatementForm
 from invoices.models import CreditNote, Invoice
@@ -32,7 +33,6 @@ from portal.services import audit_record
 from portal.permissions import client_required, role_required
 from portal.rls import client_scope
 
-PAGE_SIZE = 20
 ZIP_LIMIT = 50
 _PK_MARK = 987_654_321_012_345  # an id no row has: reversed once, then each row's id put in its place
 
@@ -124,8 +124,10 @@ def statement(request):
 @client_required
 def invoice_list(request):
     filterset = _filtered(request)
-    rows = filterset.qs.select_related(None).prefetch_related(None)  # the table shows no brand, no credit note
-    page = InvoicePaginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = compiled_list_page(filterset, client=request.client, number=request.GET.get("page"))
+    if page is None:  # a search: not compiled
+        rows = filterset.qs.select_related(None).prefetch_related(None)  # the table shows no brand, no credit note
+        page = InvoicePaginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     detail, pdf, pay = (_each_pk_url(f"invoices:{name}") for name in ("detail", "invoice_pdf", "pay"))
     for invoice in page.object_list:
         invoice.links = RowLinks(detail=detail(invoice.pk), pdf=pdf(invoice.pk), pay=pay(invoice.pk))

@@ -10,7 +10,7 @@ row-level security's scope, the transaction guard and query counts all see it as
 query) and builds the same model instances, select_related objects and annotations the
 queryset would have.
 
-The values bound are database values: ids, strings, dates and aware datetimes, not model
+The values bound are database values: ids, strings, decimals, dates and aware datetimes, not model
 instances; each value that changes between calls (today's date, say) must be one of them, or
 it would be compiled in as it was at the first call.
 Evaluated and not taken: django-prepared-queries and django-prepared-query (the same idea, but
@@ -21,6 +21,7 @@ plain queryset's answers by tests/portal/test_compiled.py.
 from __future__ import annotations
 
 import datetime
+import decimal
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ def _sample(kind: type) -> Any:
         return datetime.datetime(1901, 2, 3, 4, 5, 6, n, tzinfo=datetime.timezone.utc)
     if kind is datetime.date:
         return datetime.date(1800, 1, 1) + datetime.timedelta(days=n)
-    raise TypeError(f"CompiledQuery binds int, str, date and datetime values, not {kind.__name__}")
+    if kind is decimal.Decimal:
+        return decimal.Decimal(f"-791913{n}.37")
+    raise TypeError(f"CompiledQuery binds int, str, Decimal, date and datetime values, not {kind.__name__}")
 
 
 def server_bound_cursor(connection):

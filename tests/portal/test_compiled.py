@@ -201,3 +201,70 @@ def test_a_query_that_reads_the_clock_itself_is_refused():
         lambda user_id: Membership.objects.filter(user_id=user_id, created_at__lte=timezone.now()), user_id=int)
     with pytest.raises(ValueError, match="changes between builds"):
         reads_the_clock.list(user_id=1)
+
+
+def test_an_invoices_page_and_a_credit_notes_page_read_as_the_querysets(two_clients):
+    from invoices import services
+    from invoices.models import CreditNote
+    from invoices.selectors import _client_invoice_detail, client_credit_note_get, client_invoice_detail, detail_annotations
+    from tests.invoices.factories import TODAY, pay
+
+    alpha, invoice = two_clients["alpha"], two_clients["alpha_invoice"]
+    pay(alpha, [(invoice, "20.00")])
+    with staff_scope():
+        credit_note = services.credit_note_create(invoice=invoice, number="A-CN-2", issue_date=TODAY,
+                                                  lines=[line(unit_price="5.00")])
+    with client_scope(alpha.pk):
+        detail = client_invoice_detail(client=alpha, pk=invoice.pk)
+        plain = _client_invoice_detail(alpha.pk, invoice.pk).get()
+        assert _fields(detail.invoice) == _fields(plain)
+        assert detail.invoice.peppol_state == plain.peppol_state  # another app's annotation
+        assert [_fields(line) for line in detail.lines] == [_fields(line) for line in
+                                                            invoice.lines.order_by("position")] != []
+        assert [c.number for c in detail.credit_notes] == ["A-CN-2"]
+        assert [str(a.amount) for a in detail.allocations] == ["20.00"]
+        page = client_credit_note_get(client=alpha, pk=credit_note.pk, for_page=True)
+        plain_page = (CreditNote.objects.select_related("client", "brand", "invoice")
+                      .annotate(**detail_annotations(CreditNote)).get(pk=credit_note.pk))
+        assert _fields(page) == _fields(plain_page) and _fields(page.invoice) == _fields(plain_page.invoice)
+        assert page.number == "A-CN-2" and (page.peppol_state, page.peppol_skip) == (
+            plain_page.peppol_state, plain_page.peppol_skip)
+    with client_scope(two_clients["beta"].pk):
+        with pytest.raises(Invoice.DoesNotExist):
+            client_invoice_detail(client=alpha, pk=invoice.pk)
+
+
+def test_the_invoice_list_pages_read_as_the_paginator_reads_them_under_every_filter_and_sort(two_clients):
+    from django.http import QueryDict
+
+    from invoices.filters import SORT_CHOICES, InvoicePaginator, PAGE_SIZE, compiled_list_page, invoice_filter
+    from invoices.selectors import client_invoices
+    from tests.invoices.factories import TODAY, pay
+
+    alpha = two_clients["alpha"]
+    invoices = [make_invoice(alpha, number=f"L-{n:02d}", issue_date=TODAY - datetime.timedelta(days=7 * n),
+                             due_days=14, lines=[line(unit_price=f"{40 + 13 * n}.00")]) for n in range(44)]
+    for n in range(0, 44, 5):
+        pay(alpha, [(invoices[n], f"{10 + n}.00")])
+    for n in range(3, 44, 7):
+        pay(alpha, [(invoices[n], str(invoices[n].open_balance))])
+    month_ago, in_a_month = TODAY - datetime.timedelta(days=30), TODAY + datetime.timedelta(days=30)
+    queries = [f"sort={sort}" for sort in sorted(SORT_CHOICES)] + [
+        f"status={status}" for status in ("open", "partially_paid", "partly_credited", "overdue", "paid", "void")] + [
+        f"issued_from={month_ago}", f"issued_from={month_ago}&issued_to={TODAY}", f"due_from={TODAY}&due_to={in_a_month}",
+        "amount_min=100&amount_max=400.50", "status=overdue&sort=-total&amount_min=60", "page=2", "page=3&sort=number",
+        "page=99", "page=abc", "page=-1", "issued_from=not-a-date&sort=due", "status=bogus", "amount_min=1e400",
+        "status=paid&page=2", ""]
+    with client_scope(alpha.pk):
+        for query in queries:
+            params = QueryDict(query)
+            plain = InvoicePaginator(invoice_filter(params, client_invoices(client=alpha), client=alpha).qs,
+                                     PAGE_SIZE).get_page(params.get("page"))
+            page = compiled_list_page(invoice_filter(params, client_invoices(client=alpha), client=alpha),
+                                      client=alpha, number=params.get("page"))
+            assert page is not None, query
+            assert (page.number, page.paginator.count, page.paginator.num_pages) == (
+                plain.number, plain.paginator.count, plain.paginator.num_pages), query
+            assert [_fields(i) for i in page.object_list] == [_fields(i) for i in plain.object_list], query
+        assert compiled_list_page(invoice_filter(QueryDict("q=L-1"), client_invoices(client=alpha), client=alpha),
+                                  client=alpha, number=None) is None  # a search reads as before
