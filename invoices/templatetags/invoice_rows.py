@@ -5,12 +5,14 @@ tests/invoices/test_portal_pages.py and the browser tests read it.
 
     {% invoice_status invoice brief=True %}   the status, overdue and pending labels
     {% invoice_row invoice %}                  one <tr> of templates/invoices/_results.html
+    {% filter_fields filter.form %}            the list's filter fields (templates/invoices/_filter_fields.html)
 """
 from __future__ import annotations
 
 import functools
 
 from django import template
+from django.template.loader import render_to_string
 from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language, gettext, gettext_noop
@@ -89,3 +91,26 @@ def invoice_row(context, invoice: Invoice) -> SafeString:
         status=invoice_status(invoice),
         number_label=words["Number"], issued_label=words["Issue date"], due_label=words["Due date"],
         total_label=words["Total"], open_label=words["Open"], status_label=words["Status"])
+
+
+# The filter fields' HTML by language and the values the URL gives them: nine widgets rendered
+# through their templates cost about a millisecond a list page, and most pages ask for the same
+# few sets of values (none, a status, a sort). A form with errors is rendered each time.
+_FILTER_FIELDS: dict[tuple, SafeString] = {}
+_FILTER_FIELDS_KEPT = 512
+
+
+@register.simple_tag
+def filter_fields(form) -> SafeString:
+    if form.is_bound and form.errors:
+        return render_to_string("invoices/_filter_fields.html", {"form": form})
+    key = (get_language(), form.is_bound,
+           tuple((name, tuple(form.data.getlist(name)) if hasattr(form.data, "getlist") else form.data.get(name))
+                 for name in form.fields))
+    html = _FILTER_FIELDS.get(key)
+    if html is None:
+        html = render_to_string("invoices/_filter_fields.html", {"form": form})
+        if len(_FILTER_FIELDS) >= _FILTER_FIELDS_KEPT:
+            _FILTER_FIELDS.pop(next(iter(_FILTER_FIELDS), None), None)  # the oldest
+        _FILTER_FIELDS[key] = html
+    return html

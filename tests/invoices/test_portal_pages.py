@@ -233,3 +233,25 @@ def test_a_viewer_sees_but_cannot_pay(ledger, client):
     to_checkout = client.get(reverse("invoices:pay", args=[ledger["open"].pk]))
     assert to_checkout.status_code == 302 and to_checkout.url == f"/pay/?invoice={ledger['open'].pk}"
     assert client.get(to_checkout.url).status_code == 200
+
+
+def test_the_filter_form_shows_each_requests_own_values_language_and_errors(ledger, client):
+    # The fields' HTML is kept per language and values (invoices/templatetags/invoice_rows.py):
+    # every request must still see its own.
+    def fields(response):
+        html = response.text
+        return html[html.index('<div class="filters__grid">'):html.index('<div class="filters__actions">')]
+
+    client.force_login(ledger["owner"])
+    url = reverse("invoices:list")
+    plain, again = fields(client.get(url)), fields(client.get(url))
+    assert plain == again and "Search number or reference" in plain
+    overdue = fields(client.get(url, {"status": "overdue", "amount_min": "12.50"}))
+    assert re.search(r'<option value="overdue" selected>', overdue) and 'value="12.50"' in overdue
+    assert not re.search(r'<option value="overdue" selected>', fields(client.get(url)))
+    wrong = fields(client.get(url, {"status": "overdue", "amount_min": "a lot"}))
+    assert 'class="field-error"' in wrong and 'value="a lot"' in wrong
+    assert 'class="field-error"' not in fields(client.get(url, {"status": "overdue", "amount_min": "12.50"}))
+    client.post(reverse("set_language"), {"language": "nl"})
+    dutch = fields(client.get(url))
+    assert "Zoek" in dutch and "Search number or reference" not in dutch
