@@ -255,3 +255,15 @@ def test_the_filter_form_shows_each_requests_own_values_language_and_errors(ledg
     client.post(reverse("set_language"), {"language": "nl"})
     dutch = fields(client.get(url))
     assert "Zoek" in dutch and "Search number or reference" not in dutch
+
+
+def test_the_kept_filter_fields_are_bounded_oldest_first(ledger, client, monkeypatch):
+    from invoices.templatetags import invoice_rows
+
+    monkeypatch.setattr(invoice_rows, "_FILTER_FIELDS", {})
+    monkeypatch.setattr(invoice_rows, "_FILTER_FIELDS_KEPT", 3)
+    client.force_login(ledger["owner"])
+    for amount in ("1", "2", "3", "4", "5"):
+        assert f'value="{amount}"' in client.get(reverse("invoices:list"), {"amount_min": amount}).text
+    kept = [dict(values)["amount_min"] for _language, _bound, values in invoice_rows._FILTER_FIELDS]
+    assert kept == [("3",), ("4",), ("5",)]
