@@ -268,3 +268,14 @@ def test_the_invoice_list_pages_read_as_the_paginator_reads_them_under_every_fil
             assert [_fields(i) for i in page.object_list] == [_fields(i) for i in plain.object_list], query
         assert compiled_list_page(invoice_filter(QueryDict("q=L-1"), client_invoices(client=alpha), client=alpha),
                                   client=alpha, number=None) is None  # a search reads as before
+
+
+def test_an_id_past_any_integer_column_is_not_found_not_an_error(two_clients, client):
+    # Bound on the server, an id too large for bigint is compared as numeric: no row, so 404 as
+    # the ORM's own check gave.
+    client.force_login(two_clients["stranger"])  # one membership: no company to choose first
+    huge = "9" * 30
+    for url in (f"/invoices/{huge}/", f"/invoices/{huge}/pdf/", f"/credit-notes/{huge}/", f"/credit-notes/{huge}/pdf/",
+                "/invoices/9223372036854775808/"):
+        assert client.get(url).status_code == 404, url
+    assert client.get("/invoices/", {"amount_min": huge, "page": huge}).status_code == 200
