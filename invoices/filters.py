@@ -15,7 +15,9 @@ from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
 from invoices.models import CreditNote, Invoice
+from invoices.selectors import client_invoices
 from portal.compiled import CompiledQuery
+from portal.models import Client
 
 STATUS_CHOICES = [
     ("open", _("Open")), ("partially_paid", _("Partially paid")), ("partly_credited", _("Partly credited")),
@@ -196,8 +198,9 @@ def _shape_filterset(client_id, *, status: str | None, sort: str, values: dict) 
         data["status"] = status
     for name, value in values.items():
         data[name] = value.isoformat() if isinstance(value, datetime.date) else str(value)
-    invoices = Invoice.objects.filter(client_id=client_id).exclude(status=Invoice.Status.DRAFT).order_by(
-        "-issue_date", "-id")
+    # The invoices the list shows, as the view reads them (client_invoices, without what the table
+    # does not show); the client by its id alone, which is bound.
+    invoices = client_invoices(client=Client(pk=client_id)).select_related(None).prefetch_related(None)
     filterset = InvoiceFilter(data, queryset=invoices)
     if set(filterset.form.errors) & ({"status", "sort"} | set(values)):
         raise ValueError(f"the list's filters refused their own values: {filterset.form.errors}")

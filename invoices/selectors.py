@@ -88,6 +88,11 @@ def client_payment_get(*, client, pk: int) -> Payment:
         .get(client=client, pk=pk))
 
 
+def _id_of(client) -> int | None:
+    """A client's id for a compiled read; None (no client: no row) as `.get(client=None)` found none."""
+    return client.pk if client is not None else None
+
+
 def _client_invoice_query(*, with_stored_pdf: bool):
     def build(client_id, pk):
         invoices = Invoice.objects.select_related("client", "brand").exclude(status=Invoice.Status.DRAFT)
@@ -103,7 +108,7 @@ _CLIENT_INVOICE = {stored: _client_invoice_query(with_stored_pdf=stored) for sto
 def client_invoice_get(*, client, pk: int, with_stored_pdf: bool = False) -> Invoice:
     """An invoice as its client may see it (never a draft); DoesNotExist otherwise. With
     `with_stored_pdf`, also which PDF of it is stored (see `with_stored_pdf_of`)."""
-    return _CLIENT_INVOICE[with_stored_pdf].get(client_id=client.pk if client is not None else None, pk=int(pk))
+    return _CLIENT_INVOICE[with_stored_pdf].get(client_id=_id_of(client), pk=int(pk))
 
 
 def with_stored_pdf_of(documents, owner: str):
@@ -148,7 +153,7 @@ def client_invoice_detail(*, client, pk: int) -> InvoiceDetail:
     what payments, refunds and chargebacks did to it, each with its payment: one query, the
     related rows read as arrays of JSON objects beside the invoice's columns (a prefetch
     would cost a query per relation). DoesNotExist as client_invoice_get."""
-    invoice = _CLIENT_INVOICE_DETAIL.get(client_id=client.pk if client is not None else None, pk=int(pk))
+    invoice = _CLIENT_INVOICE_DETAIL.get(client_id=_id_of(client), pk=int(pk))
     db = invoice._state.db
     allocations = []
     for row in invoice.allocation_rows:
@@ -204,7 +209,7 @@ _CLIENT_CREDIT_NOTE = {(stored, page): _client_credit_note_query(with_stored_pdf
 def client_credit_note_get(*, client, pk: int, with_stored_pdf: bool = False, for_page: bool = False) -> CreditNote:
     """A credit note as its client may see it; DoesNotExist otherwise. `for_page`: with what the
     apps above the ledger show on its page (`detail_annotations`), in the same query."""
-    return _CLIENT_CREDIT_NOTE[with_stored_pdf, for_page].get(client_id=client.pk if client is not None else None,
+    return _CLIENT_CREDIT_NOTE[with_stored_pdf, for_page].get(client_id=_id_of(client),
                                                               pk=int(pk))
 
 

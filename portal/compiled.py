@@ -171,20 +171,21 @@ class CompiledQuery:
                              "bind database values (ids, not model instances)")
         return bound
 
-    def _compile(self, using: str) -> _Template:
+    def _built(self, using: str):
+        """The queryset built with fresh sample values: (samples, queryset, its compiler, SQL, params)."""
         samples = {name: _sample(kind) for name, kind in self._kinds.items()}
         queryset = self._build(**samples)
         if self._single:
             queryset = queryset.order_by()[:2]  # as QuerySet.get: no ordering, a second row seen
         compiler = queryset.query.get_compiler(using=using)
-        sql, params = compiler.as_sql()
+        return (samples, queryset, compiler, *compiler.as_sql())
+
+    def _compile(self, using: str) -> _Template:
+        samples, queryset, compiler, sql, params = self._built(using)
         bound = self._bind(samples, params)
         # Built again with other samples, the rest must come out the same: a value the builder
         # takes from elsewhere (timezone.now(), say) would otherwise stay as it was at the first call.
-        again_samples = {name: _sample(kind) for name, kind in self._kinds.items()}
-        again = self._build(**again_samples)
-        again_sql, again_params = (again.order_by()[:2] if self._single else again).query.get_compiler(
-            using=using).as_sql()
+        again_samples, _queryset, _compiler, again_sql, again_params = self._built(using)
         if again_sql != sql or [c for n, c in self._bind(again_samples, again_params) if n is None] != [
                 c for n, c in bound if n is None]:
             raise ValueError("CompiledQuery: the query changes between builds with the same arguments; pass "
