@@ -190,7 +190,7 @@ class Meter:
                     meter.bookkeeping_seconds += time.perf_counter() - started
             return timed
 
-        lock = oauth.session_lock
+        lock = oauth.lease
 
         @contextlib.contextmanager
         def timed_lock(*args, **kwargs):
@@ -236,7 +236,7 @@ class Meter:
         requests.Session.request = timed_request
         TwinfieldClient._call = timed(TwinfieldClient._call, "call_seconds")
         TwinfieldClient._call_once = timed(TwinfieldClient._call_once, "attempt_seconds")
-        oauth.session_lock = timed_lock
+        oauth.lease = timed_lock
         tokens.access_token = bookkeeping(tokens.access_token)
         TwinfieldClient._spend = bookkeeping(TwinfieldClient._spend)
         TwinfieldClient.process = outermost(TwinfieldClient.process, read_kind)

@@ -91,7 +91,25 @@ class OutboxMessage(models.Model):
         return f"outbox:{self.message_id}"
 
 
+class Lease(models.Model):
+    """One holder at a time for a key ("exact-token:12"), across processes and machines, kept in
+    a row rather than in a database session, so it holds behind PgBouncer in transaction mode
+    (integrations.oauth.lease). The database's clock decides when it has run out."""
+
+    key = models.CharField(primary_key=True, max_length=200)
+    holder = models.UUIDField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("lease")
+        verbose_name_plural = _("leases")
+
+    def __str__(self):
+        return self.key
+
+
 from integrations.exact.models import ExactConnection, ExactCursor, ExactEndpointErrors  # noqa: E402,F401
 from integrations.twinfield.models import TwinfieldConnection, TwinfieldCursor  # noqa: E402,F401
 from integrations.erp.models import ApiToken, ErpFeed, ErpParked, ErpPull  # noqa: E402,F401
 from integrations.peppol.models import PeppolConnection, PeppolDelivery, PeppolReceiver  # noqa: E402,F401
+

@@ -3,9 +3,10 @@
 - the app's credentials, the tokens and the state staff see, on the system's own connection row
   (the abstract model `AuthorisedApp`; each system adds what is its own: Exact's division and
   rate budgets, Twinfield's cluster and office);
-- one token refresh at a time per connection, across processes and machines (`session_lock`: a
-  PostgreSQL session-level advisory lock, held while the token endpoint is called with no
-  transaction open; Twinfield's one action at a time per organisation takes the same lock);
+- one token refresh at a time per connection, across processes and machines (`lease`: a row
+  claimed by a conditional insert and renewed while the token endpoint is called with no
+  transaction open; Twinfield's one action at a time per organisation takes the same kind of
+  lease);
 - the day's budget of token-endpoint calls, counted before each call (`spend_token_call`);
 - "needs re-authorisation": the tokens dropped, the reason kept, staff told once by email
   (`mark_reauthorise`), after which the system's jobs stop with STOPPED until staff connect again.
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
+import time
+import uuid
 from contextlib import contextmanager
 
-from django.db import DatabaseError, OperationalError, connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -28,7 +32,8 @@ from portal.crypto import EncryptedTextField
 from portal.rls import staff_scope
 
 log = logging.getLogger(__name__)
-LOCK_WAIT = "60s"  # longest wait for another worker's refresh (every token call's timeout is shorter)
+LOCK_WAIT = 60.0  # seconds: longest wait for another worker's refresh (every token call's timeout is shorter)
+LEASE_HOLD = 30.0  # seconds a lease lasts unless its holder renews it (a dead holder's is free after that)
 
 
 class AuthorisedApp(models.Model):
@@ -65,28 +70,72 @@ class LockTimeout(Exception):
     """Another worker has held the lock for longer than the wait allowed."""
 
 
+CLAIM_SQL = """
+INSERT INTO integrations_lease AS lease (key, holder, expires_at)
+VALUES (%(key)s, %(holder)s, statement_timestamp() + make_interval(secs => %(hold)s))
+ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE lease.expires_at <= statement_timestamp()
+RETURNING holder"""
+RENEW_SQL = """
+UPDATE integrations_lease SET expires_at = statement_timestamp() + make_interval(secs => %(hold)s)
+WHERE key = %(key)s AND holder = %(holder)s"""
+RELEASE_SQL = "DELETE FROM integrations_lease WHERE key = %(key)s AND holder = %(holder)s"
+
+
 @contextmanager
-def session_lock(key: str, *, wait: str = LOCK_WAIT, error: type[Exception] = LockTimeout):
+def lease(key: str, *, wait: float = LOCK_WAIT, hold: float = LEASE_HOLD,
+          error: type[Exception] = LockTimeout):
     """One holder at a time for `key` ("exact-token:12": a refresh; "twinfield-org:ACME": an action
-    on a Twinfield organisation), across processes and machines: a session-level advisory lock (it
-    outlives the short transaction that takes it, so none is open during the HTTP call it guards),
-    always released, also when the call fails. The wait is bounded by a lock_timeout local to that
-    transaction, so nothing is left set on a pooled connection. A wait that runs out raises
+    on a Twinfield organisation), across processes and machines, with no transaction open during
+    the HTTP call it guards and nothing kept in a database session (so it holds behind PgBouncer in
+    transaction mode): a row claimed by a conditional insert, held for `hold` seconds and renewed
+    every third of that by a thread of the holder's for as long as the block runs, always deleted
+    at the end, also when the call fails. A holder that dies (a killed worker) stops renewing, and
+    its lease is free again at most `hold` seconds later. A wait longer than `wait` seconds raises
     `error` (the caller's own error class, so its callers handle it as any failed call)."""
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
-            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
-    except OperationalError as exc:
-        raise error(f"another worker has held {key.split(':')[0]} for over {wait}: {exc}") from None
+    params = {"key": key, "holder": uuid.uuid4(), "hold": float(hold)}
+    deadline = time.monotonic() + wait
+    pause = 0.01
+    while not _run(CLAIM_SQL, params):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise error(f"another worker has held {key.split(':')[0]} for over {wait:g} s")
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.25)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(params, stop), name=f"lease {key}", daemon=True)
+    renewer.start()
     try:
         yield
     finally:
+        stop.set()
+        renewer.join()
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+            _run(RELEASE_SQL, params)
         except DatabaseError:
-            connection.close()  # a session's advisory locks end with it
+            log.warning("lease %s not released; it runs out in %g s", key, hold, exc_info=True)
+
+
+def _run(sql: str, params: dict) -> int:
+    """One statement in a short transaction of its own, in the back office's scope: rows it
+    returned or changed."""
+    with staff_scope(), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _renew(params: dict, stop: threading.Event) -> None:
+    """The holder's renewals, until `stop` (on its own database connection: this thread's)."""
+    try:
+        while not stop.wait(params["hold"] / 3):
+            try:
+                if not _run(RENEW_SQL, params):
+                    log.error("lease %s ran out before it was renewed: another may hold it", params["key"])
+                    return
+            except DatabaseError:
+                log.warning("lease %s not renewed this time", params["key"], exc_info=True)
+    finally:
+        connection.close()
 
 
 def reload(app: AuthorisedApp) -> None:

@@ -5,7 +5,7 @@ credentials (RFC 6749 §4.4) through Authlib.
 
 - Authentication: none, a bearer token, HTTP Basic, or OAuth2 client credentials: the access
   token is kept (encrypted) on the ErpPull row until it expires (less a minute) and fetched again
-  then, one worker at a time (integrations.oauth.session_lock); a 401 drops it and the call is
+  then, one worker at a time (integrations.oauth.lease); a 401 drops it and the call is
   made once more with a new one.
 - Answers: JSON read with parse_float=Decimal; 429 (and 503 with Retry-After) is ErpThrottled
   with the moment to try again; 401 after a fresh token (or with a fixed credential) is
@@ -219,7 +219,7 @@ def access_token(erp: ErpPull, *, fresh: bool = False) -> str:
     refused = erp.access_token if fresh else None
     if not fresh and _usable(erp):
         return erp.access_token
-    with oauth.session_lock(f"erp-token:{erp.pk}", error=ErpUnreachable):
+    with oauth.lease(f"erp-token:{erp.pk}", error=ErpUnreachable):
         oauth.reload(erp)
         if _usable(erp) and erp.access_token != refused:
             return erp.access_token  # another worker fetched one while this one waited

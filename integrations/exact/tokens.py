@@ -10,9 +10,9 @@ https://support.exactonline.com/community/s/knowledge-base#All-All-DNO-Content-o
   refresh token expired at ...");
 - at most 200 calls a day to the token endpoint.
 
-So a refresh is done by one worker at a time per connection (a PostgreSQL session-level advisory
-lock, held while Exact is called with no transaction open; the row is read again once the lock is
-ours, since the worker before may have refreshed already), the new refresh token is committed
+So a refresh is done by one worker at a time per connection (integrations.oauth.lease, held while
+Exact is called with no transaction open; the row is read again once the lease is ours, since the
+worker before may have refreshed already), the new refresh token is committed
 before the new access token is handed out, and every call to the token endpoint is counted first.
 A refused refresh moves the connection to "needs re-authorisation" and tells staff once.
 """
@@ -208,8 +208,8 @@ def _spend_token_call(exact: ExactConnection) -> None:
 
 
 def _refresh_lock(exact: ExactConnection):
-    """One refresh at a time per connection (integrations.oauth.session_lock)."""
-    return oauth.session_lock(f"exact-token:{exact.pk}", error=ExactError)
+    """One refresh at a time per connection (integrations.oauth.lease)."""
+    return oauth.lease(f"exact-token:{exact.pk}", error=ExactError)
 
 
 # --- Reading the row ---------------------------------------------------------------------

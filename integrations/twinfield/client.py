@@ -17,8 +17,8 @@ What Twinfield documents and this keeps to (../shared/reference/api-facts.md §2
 - 429 (over the rate or the concurrency limit): not processed; wait for `Retry-After` (a call
   waits out a minute at most itself, with no transaction open; a longer wait is Throttled, and
   the job tries again then);
-- at most one action at a time per organisation: every call holds a database lock on the
-  organisation (integrations.oauth.session_lock) for its length, shared by all workers.
+- at most one action at a time per organisation: every call holds a lease on the organisation
+  (integrations.oauth.lease) for its length, shared by all workers.
 
 No call is made inside a database transaction.
 """
@@ -41,7 +41,7 @@ from portal.rls import staff_scope
 NS = "http://www.twinfield.com/"
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 TIMEOUT = (5, 120)  # a browse over a busy period can take a while
-ORGANISATION_WAIT = "150s"  # longer than any one call may take (TIMEOUT)
+ORGANISATION_WAIT = 150.0  # seconds: longer than any one call may take (TIMEOUT)
 CREDITS_PER_MINUTE = 1000
 QUERY_ROOTS = {"list", "read", "columns", "accountcode", "accountcodes"}
 DEFAULT_WAIT = datetime.timedelta(seconds=60)  # after a 429 that says nothing of when
@@ -203,7 +203,7 @@ class TwinfieldClient:
                     f"</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>")
         url = f"{twinfield.cluster_url.rstrip('/')}/webservices/{service}"
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{NS}{action}"'}
-        with oauth.session_lock(f"twinfield-org:{twinfield.organisation or twinfield.pk}", wait=ORGANISATION_WAIT,
+        with oauth.lease(f"twinfield-org:{twinfield.organisation or twinfield.pk}", wait=ORGANISATION_WAIT,
                                 error=TwinfieldError):
             self._spend(credits)
             try:

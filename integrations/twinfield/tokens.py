@@ -11,7 +11,7 @@ Wolters Kluwer's rules (../shared/reference/api-facts.md §2.1):
 - the cluster URL to call comes from {login}/auth/authentication/connect/accesstokenvalidation
   (`twf.clusterUrl`), with the organisation's code (`twf.organisationCode`).
 
-A refresh is done by one worker at a time per connection (integrations.oauth.session_lock). A
+A refresh is done by one worker at a time per connection (integrations.oauth.lease). A
 refused refresh (400/401) moves the connection to "needs re-authorisation" and tells staff once.
 """
 from __future__ import annotations
@@ -180,8 +180,8 @@ def _spend_token_call(twinfield: TwinfieldConnection) -> None:
 
 
 def _refresh_lock(twinfield: TwinfieldConnection):
-    """One refresh at a time per connection (integrations.oauth.session_lock)."""
-    return oauth.session_lock(f"twinfield-token:{twinfield.pk}", error=TwinfieldError)
+    """One refresh at a time per connection (integrations.oauth.lease)."""
+    return oauth.lease(f"twinfield-token:{twinfield.pk}", error=TwinfieldError)
 
 
 def _require_connected(twinfield: TwinfieldConnection) -> None:
