@@ -12,7 +12,11 @@ queryset would have.
 
 The values bound are database values: ids, strings, decimals, dates and aware datetimes, not model
 instances; each value that changes between calls (today's date, say) must be one of them, or
-it would be compiled in as it was at the first call.
+it would be compiled in as it was at the first call. A string may also be bound inside the
+pattern of a `contains`/`icontains` lookup (escaped as Django escapes it). A query whose best
+plan depends on its values (a search: a pattern matching one row or thousands) is made with
+`prepare=False`: bound on the server all the same, but planned at each call for the values it
+has, as PostgreSQL's generic plan for a prepared pattern is a poor one.
 Evaluated and not taken: django-prepared-queries and django-prepared-query (the same idea, but
 unmaintained since Django 2). What this relies on of Django's internals (the compiler's
 `select`, `klass_info` and `annotation_col_map`, and `get_related_populators`) is held to the
@@ -45,7 +49,7 @@ def _sample(kind: type) -> Any:
     if kind is int:
         return -7_919_000_000_000 - n
     if kind is str:
-        return f"\x1fcompiled-sample-{n}"
+        return f"compiled~sample~{n}~qz"  # nothing a form strips (as it would a control character)
     if kind is datetime.datetime:
         return datetime.datetime(1901, 2, 3, 4, 5, 6, n, tzinfo=datetime.timezone.utc)
     if kind is datetime.date:
@@ -55,16 +59,24 @@ def _sample(kind: type) -> Any:
     raise TypeError(f"CompiledQuery binds int, str, Decimal, date and datetime values, not {kind.__name__}")
 
 
-def server_bound_cursor(connection):
+class _Unprepared(psycopg.Cursor):
+    """A server-bound cursor whose statements psycopg never prepares."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=False, binary=binary)
+
+
+def server_bound_cursor(connection, *, prepare: bool = True):
     """A cursor of `connection` whose values are bound on the server, not spelled into the SQL
     as Django's cursors do: a statement's text is then the same at every call, so psycopg
     prepares it once the connection has run it DATABASE_PREPARE_THRESHOLD times, and PostgreSQL
     plans it once per connection instead of at every request. Wrapped as Django wraps its own
     cursors: row-level security's scope, the transaction guard and the query log see what it
-    runs, and errors arrive as Django's. `%s` placeholders, as everywhere."""
+    runs, and errors arrive as Django's. `%s` placeholders, as everywhere. `prepare=False`:
+    never prepared (planned at each call for its values)."""
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    bound = psycopg.Cursor(connection.connection)
+    bound = (psycopg.Cursor if prepare else _Unprepared)(connection.connection)
     # As Django's own cursors: datetimes read in the connection's time zone.
     if connection.connection.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT).timezone != connection.timezone:
         register_tzloader(connection.timezone, bound)
@@ -87,8 +99,9 @@ class _LoggedAsWritten(CursorDebugWrapper):
 @dataclass(frozen=True)
 class _Template:
     sql: str
-    # For each parameter of the SQL: the name of the value bound there, or None and the constant.
-    params: tuple[tuple[str | None, Any], ...]
+    # For each parameter of the SQL: the name of the value bound there (or None and the constant),
+    # and whether it is bound inside a `contains` pattern.
+    params: tuple[tuple[str | None, Any, bool], ...]
     model: type[Model]
     converters: tuple
     names: tuple[str, ...] | None = None  # a values() query's keys
@@ -104,8 +117,9 @@ class CompiledQuery:
     (no ordering, at most two rows): `.get(...)` raises the model's DoesNotExist or
     MultipleObjectsReturned, `.get_or_none(...)` answers None for no row."""
 
-    def __init__(self, build: Callable[..., QuerySet], *, single: bool = False, **kinds: type):
-        self._build, self._single, self._kinds = build, single, kinds
+    def __init__(self, build: Callable[..., QuerySet], *, single: bool = False, prepare: bool = True,
+                 **kinds: type):
+        self._build, self._single, self._prepare, self._kinds = build, single, prepare, kinds
         self._templates: dict[str, _Template] = {}
         self._lock = threading.Lock()
 
@@ -113,9 +127,11 @@ class CompiledQuery:
         template = self._template(using)
         if values.keys() != self._kinds.keys():
             raise TypeError(f"CompiledQuery takes {sorted(self._kinds)}, was given {sorted(values)}")
-        params = [values[name] if name is not None else constant for name, constant in template.params]
         connection = connections[using]
-        with server_bound_cursor(connection) as cursor:
+        params = [constant if name is None else
+                  f"%{connection.ops.prep_for_like_query(values[name])}%" if contains else values[name]
+                  for name, constant, contains in template.params]
+        with server_bound_cursor(connection, prepare=self._prepare) as cursor:
             cursor.execute(template.sql, params)
             rows = cursor.fetchall()
         return [self._instance(template, row, using, connection) for row in rows]
@@ -162,10 +178,20 @@ class CompiledQuery:
         return template
 
     @staticmethod
-    def _bind(samples: dict, params) -> tuple[tuple[str | None, Any], ...]:
-        by_sample = {(type(value), value): name for name, value in samples.items()}
-        bound = tuple((by_sample.get((type(param), param)), param) for param in params)
-        missing = set(samples) - {name for name, _ in bound}
+    def _bind(samples: dict, params) -> tuple[tuple[str | None, Any, bool], ...]:
+        exact = {(type(value), value): name for name, value in samples.items()}
+        # A string inside a contains lookup's pattern (the samples need no escaping).
+        within = {f"%{value}%": name for name, value in samples.items() if isinstance(value, str)}
+        bound = []
+        for param in params:
+            if (type(param), param) in exact:
+                bound.append((exact[type(param), param], param, False))
+            elif isinstance(param, str) and param in within:
+                bound.append((within[param], param, True))
+            else:
+                bound.append((None, param, False))
+        bound = tuple(bound)
+        missing = set(samples) - {name for name, _, _ in bound}
         if missing:
             raise ValueError(f"CompiledQuery: {sorted(missing)} not found among the query's parameters: "
                              "bind database values (ids, not model instances)")
@@ -186,8 +212,8 @@ class CompiledQuery:
         # Built again with other samples, the rest must come out the same: a value the builder
         # takes from elsewhere (timezone.now(), say) would otherwise stay as it was at the first call.
         again_samples, _queryset, _compiler, again_sql, again_params = self._built(using)
-        if again_sql != sql or [c for n, c in self._bind(again_samples, again_params) if n is None] != [
-                c for n, c in bound if n is None]:
+        if again_sql != sql or [c for n, c, _ in self._bind(again_samples, again_params) if n is None] != [
+                c for n, c, _ in bound if n is None]:
             raise ValueError("CompiledQuery: the query changes between builds with the same arguments; pass "
                              "every value that changes (the time, today's date) as an argument")
         if (compiler.has_extra_select or queryset._known_related_objects or queryset._prefetch_related_lookups
@@ -196,7 +222,7 @@ class CompiledQuery:
                              "select, known related objects or prefetches)")
         select = compiler.select
         converters = tuple(compiler.get_converters([column[0] for column in select[:compiler.col_count]]).items())
-        params = tuple((name, None if name else constant) for name, constant in bound)
+        params = tuple((name, None if name else constant, contains) for name, constant, contains in bound)
         query = queryset.query
         if queryset._iterable_class is ValuesIterable:
             names = (list(query.selected) if query.selected else
