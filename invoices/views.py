@@ -125,7 +125,7 @@ def statement(request):
 def invoice_list(request):
     filterset = _filtered(request)
     page = compiled_list_page(filterset, client=request.client, number=request.GET.get("page"))
-    if page is None:  # a search: not compiled
+    if page is None:  # a filter the compiled shapes do not bind (none today: a safety net)
         rows = filterset.qs.select_related(None).prefetch_related(None)  # the table shows no brand, no credit note
         page = InvoicePaginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     detail, pdf, pay = (_each_pk_url(f"invoices:{name}") for name in ("detail", "invoice_pdf", "pay"))
