@@ -33,7 +33,7 @@ from portal.rls import staff_scope
 
 log = logging.getLogger(__name__)
 LOCK_WAIT = 60.0  # seconds: longest wait for another worker's refresh (every token call's timeout is shorter)
-LEASE_HOLD = 30.0  # seconds a lease lasts unless its holder renews it (a dead holder's is free after that)
+LEASE_HOLD = 10.0  # seconds a lease lasts unless its holder renews it (a dead holder's is free after that)
 
 
 class AuthorisedApp(models.Model):
@@ -83,7 +83,7 @@ RELEASE_SQL = "DELETE FROM integrations_lease WHERE key = %(key)s AND holder = %
 
 
 @contextmanager
-def lease(key: str, *, wait: float = LOCK_WAIT, hold: float = LEASE_HOLD,
+def lease(key: str, *, wait: float = LOCK_WAIT, hold: float | None = None,
           error: type[Exception] = LockTimeout):
     """One holder at a time for `key` ("exact-token:12": a refresh; "twinfield-org:ACME": an action
     on a Twinfield organisation), across processes and machines, with no transaction open during
@@ -91,9 +91,9 @@ def lease(key: str, *, wait: float = LOCK_WAIT, hold: float = LEASE_HOLD,
     transaction mode): a row claimed by a conditional insert, held for `hold` seconds and renewed
     every third of that by a thread of the holder's for as long as the block runs, always deleted
     at the end, also when the call fails. A holder that dies (a killed worker) stops renewing, and
-    its lease is free again at most `hold` seconds later. A wait longer than `wait` seconds raises
+    its lease is free again at most `hold` seconds (LEASE_HOLD) later. A wait longer than `wait` seconds raises
     `error` (the caller's own error class, so its callers handle it as any failed call)."""
-    params = {"key": key, "holder": uuid.uuid4(), "hold": float(hold)}
+    params = {"key": key, "holder": uuid.uuid4(), "hold": float(LEASE_HOLD if hold is None else hold)}
     deadline = time.monotonic() + wait
     pause = 0.01
     while not _run(CLAIM_SQL, params):
@@ -113,7 +113,7 @@ def lease(key: str, *, wait: float = LOCK_WAIT, hold: float = LEASE_HOLD,
         try:
             _run(RELEASE_SQL, params)
         except DatabaseError:
-            log.warning("lease %s not released; it runs out in %g s", key, hold, exc_info=True)
+            log.warning("lease %s not released; it runs out in %g s", key, params["hold"], exc_info=True)
 
 
 def _run(sql: str, params: dict) -> int:

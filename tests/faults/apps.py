@@ -29,6 +29,9 @@ class FaultsConfig(AppConfig):
         from integrations.peppol import services as peppol_services
 
         peppol_services.TIMEOUT = seconds  # a brand's Peppol access point
+        from integrations import oauth
+
+        oauth.LEASE_HOLD = 3 * seconds  # a killed worker's token or Twinfield lease runs out in 3 s, not 10
         made = Client.__init__
 
         @functools.wraps(made)
