@@ -7,21 +7,38 @@ from urllib.parse import urlencode
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 
 from invoices import services
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount
 from portal.models import Notification, NotificationKind
 from portal.rls import staff_scope
+from tests.conftest import _wipe
 from tests.invoices.factories import TODAY, line, make_invoice, pay
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
 
 INVOICES, LINES, NOTIFICATIONS = 60, 5, 40
 
 
+@pytest.fixture(scope="module")
+def busy_data(django_db_setup, django_db_blocker):
+    """Built once for the module and committed (about 2 s of rows); each test runs in its own
+    transaction on top of them, so what a test writes is rolled back, and the module's end empties
+    the database as `committed` does."""
+    with django_db_blocker.unblock():
+        with transaction.atomic():
+            data = _build()
+        yield data
+        _wipe()
+
+
 @pytest.fixture
-def busy_client(db):
+def busy_client(busy_data, db):
+    return busy_data
+
+
+def _build():
     brand = BrandFactory(is_default=True, iban="NL91ABNA0417164300")
     alpha = ClientFactory(brand=brand, name="Alpha B.V.", locale="en")
     owner = MembershipFactory(client=alpha, user__email="owner@alpha.test", user__language="en").user
