@@ -2,7 +2,7 @@
 import os
 
 os.environ.setdefault("DATABASE_NAME", "portal_test")
-# `make test` runs the suite in two pytest-xdist workers (one per core). The first keeps the
+# `make test` runs the suite in pytest-xdist workers (portal/stack.py: three on 2 cores). The first keeps the
 # database and Redis databases `make test` prepared; each further worker (gw1, ...) gets a database
 # and Redis databases of its own, also in the web servers and Celery workers its tests start
 # (they inherit PYTEST_XDIST_WORKER and work the names out the same way).

@@ -196,10 +196,12 @@ def test(pytest_args: list[str]) -> int:
     prepare_database("portal.settings_test", demo=False)
     _say("running the test suite")
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
-    # One pytest-xdist worker per core (TEST_WORKERS=1: one process); each worker has a database
-    # and Redis databases of its own (portal/settings_test.py). Whole modules go to one worker, so a
-    # module's shared data and servers are set up once.
-    workers = os.environ.get("TEST_WORKERS", str(min(2, os.cpu_count() or 1)))
+    # One pytest-xdist worker more than there are cores (TEST_WORKERS=1: one process); each worker
+    # has a database and Redis databases of its own (portal/settings_test.py). About half of the
+    # suite's time is waiting (browsers, servers, workers, a drill's backoff), so on 2 cores a third
+    # worker fills it: 634 s against 700 s with two, and 695 s with four, whose CPU-bound tests
+    # (the webhook fuzz) then took twice as long (bench/README.md, "The suite's time").
+    workers = os.environ.get("TEST_WORKERS", str(min(3, (os.cpu_count() or 1) + 1)))
     parallel = ["-n", workers, "--dist", "worksteal"] if workers != "1" else []
     # The slowest tests at the end of each run: the suite is kept under 10 minutes on 2 cores.
     return subprocess.run([PYTHON, "-m", "pytest", *parallel, "--durations=25", *pytest_args], cwd=ROOT,

@@ -351,7 +351,7 @@ LONG_TESTS = {
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test`: two workers, worksteal), the long tests start first, shared
+    """Under pytest-xdist (`make test`: three workers on 2 cores, worksteal), the long tests start first, shared
     out so that each worker starts with about as many of their seconds (the longest first, each to
     the worker with fewer so far). Worksteal hands each worker a contiguous part of this list at
     the start (the first worker the first half), and a worker that runs out takes tests from the
