@@ -209,8 +209,7 @@ _CLIENT_CREDIT_NOTE = {(stored, page): _client_credit_note_query(with_stored_pdf
 def client_credit_note_get(*, client, pk: int, with_stored_pdf: bool = False, for_page: bool = False) -> CreditNote:
     """A credit note as its client may see it; DoesNotExist otherwise. `for_page`: with what the
     apps above the ledger show on its page (`detail_annotations`), in the same query."""
-    return _CLIENT_CREDIT_NOTE[with_stored_pdf, for_page].get(client_id=_id_of(client),
-                                                              pk=int(pk))
+    return _CLIENT_CREDIT_NOTE[with_stored_pdf, for_page].get(client_id=_id_of(client), pk=int(pk))
 
 
 def detail_annotations(model) -> dict:

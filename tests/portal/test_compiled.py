@@ -278,6 +278,9 @@ def test_the_invoice_list_pages_read_as_the_paginator_reads_them_under_every_fil
             assert [_fields(i) for i in page.object_list] == [_fields(i) for i in plain.object_list], query
             if query in ("q=L-05", "q=cn-zz", "q=50%25", "q=bouw%5C7"):
                 assert page.paginator.count >= 1, query  # the searches above do find what they should
+    # Every filter of the list is bound by the compiled shapes: a new one must be added there.
+    from invoices.filters import _BOUND_FILTERS, InvoiceFilter
+    assert set(InvoiceFilter.base_filters) == set(_BOUND_FILTERS) | {"status", "sort"}
     # A search is not prepared however often it runs: its plan is made for its own pattern.
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
