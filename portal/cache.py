@@ -177,6 +177,48 @@ return counts
         except ValueError:  # expired between add and incr: a new window
             return 1
 
+    # numbered(): the counter started when absent, counted, and the value kept under its number.
+    NUMBERED_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+local number = redis.call('INCR', KEYS[1])
+redis.call('SET', ARGV[2] .. number, ARGV[3], 'EX', ARGV[4])
+return number
+"""
+
+    def numbered(self, counter: str, prefix: str, value, *, timeout: int, start: int) -> int:
+        """Count one at `counter` (started at `start` when it is not there) and keep `value` under
+        `prefix` followed by the new count, for `timeout` seconds: the count, never seen without
+        its value. One command to Redis (a Lua script), so a reader that sees the count finds the
+        value (portal.live: a page polling between an INCR and a SET was told only "updated",
+        the change's own words lost)."""
+        if time.monotonic() < self._outage.down_until:
+            return self._fallback_numbered(counter, prefix, value, timeout=timeout, start=start)
+        try:
+            client = self._cache.get_client(None, write=True)
+            script = self.__dict__.get("_numbered")
+            if script is None or script.registered_client is not client:
+                script = self._numbered = client.register_script(self.NUMBERED_LUA)
+            # The value's key as make_key() makes it for prefix + the number (the key function
+            # puts the key last), and the value serialized as get() reads it back.
+            made_prefix = self.make_and_validate_key(prefix + "0")[:-1]
+            number = script(keys=[self.make_and_validate_key(counter)],
+                            args=[start, made_prefix, self._cache._serializer.dumps(value), timeout])
+        except UNREACHABLE as error:
+            self._went_down(error)
+            return self._fallback_numbered(counter, prefix, value, timeout=timeout, start=start)
+        if self._outage.since is not None:
+            self._came_back()
+        return int(number)
+
+    _numbered_lock = threading.Lock()
+
+    def _fallback_numbered(self, counter: str, prefix: str, value, *, timeout: int, start: int) -> int:
+        with self._numbered_lock:
+            self._fallback.add(counter, start, timeout=None)
+            number = self._fallback.incr(counter)
+            self._fallback.set(f"{prefix}{number}", value, timeout=timeout)
+        return number
+
     def add(self, *args, **kwargs):
         return self._call("add", *args, **kwargs)
 

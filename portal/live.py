@@ -32,7 +32,7 @@ def _version_key(client_id: int) -> str:
     return f"live:v:{client_id}"
 
 
-def _event_key(client_id: int, version: int) -> str:
+def _event_key(client_id: int, version: int | str) -> str:
     return f"live:e:{client_id}:{version}"
 
 
@@ -67,15 +67,11 @@ def live_changes(*, client_id: int, since: int, version: int) -> list[dict] | No
 
 
 def live_bump(*, client_id: int, event: dict) -> None:
-    """Count one change for the client and keep what it was. Call it after the commit."""
-    key = _version_key(client_id)
+    """Count one change for the client and keep what it was, in one step: a page that sees the
+    new version finds its event. Call it after the commit."""
     try:
-        try:
-            version = cache.incr(key)
-        except ValueError:  # no counter yet (or it was lost): start from the clock
-            cache.add(key, _fresh_start(), timeout=None)
-            version = cache.incr(key)
-        cache.set(_event_key(client_id, version), event, timeout=EVENT_SECONDS)
+        cache.numbered(_version_key(client_id), _event_key(client_id, ""), event, timeout=EVENT_SECONDS,
+                       start=_fresh_start())
     except Exception:  # the change itself is committed; a page shows it on its next load
         logger.exception("live: could not count a change for client %s", client_id)
 
