@@ -1,5 +1,5 @@
-"""Paying without leaving the portal, in Chromium on the four screens a client uses (375 and 1280
-px, Dutch and English), against the local Mollie and Stripe with their scripts (tests/fakes):
+"""Paying without leaving the portal, in Chromium on a phone in Dutch and a desktop in English (375 and
+1280 px), against the local Mollie and Stripe with their scripts (tests/fakes):
 
 - Mollie Components: the four card fields in the portal's page; a declined card said inline, then
   a card paid at once; a card that needs 3-D Secure goes to the issuer's step and comes straight
@@ -48,9 +48,10 @@ WORDS = {
            "unreachable": "De betaalprovider is niet bereikbaar. Probeer het over een moment opnieuw.",
            "expired": "Deze betaalsessie is verlopen", "change": "Bedragen of betaalwijze wijzigen"},
 }
-# The round trips through a bank or an issuer run on two of the four screens: a phone in Dutch and a
-# desktop in English (both widths, both languages); the card and SEPA forms, drawn in the portal's
-# page, on all four.
+# Each flow runs on two of the four screens: a phone in Dutch (the narrowest screen with the longest
+# words) and a desktop in English, so every page of it is fitted and checked with axe at both widths
+# and in both languages. The checkout's own page, where the client chooses what to pay, is on all four
+# (tests/e2e/test_layout.py). Four screens each took about 100 s more of the suite.
 TWO_SCREENS = pytest.mark.parametrize("screen", [SCREENS[1], SCREENS[2]], ids=[SCREEN_IDS[1], SCREEN_IDS[2]],
                                       indirect=True)
 MOLLIE_CARDS = {"paid": "4543474002249996", "3ds": "2223000010479399", "declined": "4000000000000002"}
@@ -146,6 +147,7 @@ def _mollie_card(screen, number: str, holder: str = "T. Tester") -> None:
         field.fill(value)
 
 
+@TWO_SCREENS
 def test_mollie_card_declined_inline_then_paid_without_leaving_the_portal(
         committed, celery_worker_process, accounting, live_url, screen):
     words = WORDS[screen.language]
@@ -203,6 +205,7 @@ def test_mollie_ideal_goes_through_the_bank_and_straight_back(
     _booked_once(accounting, "121.00")
 
 
+@TWO_SCREENS
 def test_mollie_sepa_mandate_signed_in_the_portal_pays_this_invoice_and_later_ones(
         committed, celery_worker_process, mollie_server, accounting, live_url, screen):
     words = WORDS[screen.language]
@@ -268,6 +271,7 @@ def stripe_webhooks(stripe_server, live_url):
     stripe_server.webhook_url = None
 
 
+@TWO_SCREENS
 def test_stripe_card_declined_then_3d_secure_then_paid_in_the_embedded_checkout(
         committed, celery_worker_process, stripe_server, stripe_webhooks, accounting, live_url, screen):
     words = WORDS[screen.language]
