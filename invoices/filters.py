@@ -10,7 +10,7 @@ import django_filters
 from django import forms
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.forms.renderers import Jinja2
-from django.db.models import Count, Q
+from django.db.models import Count, F, Lookup, Q, Subquery, Window
 from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
@@ -71,6 +71,16 @@ class InvoiceOrdering(django_filters.OrderingFilter):
         return qs.order_by(*qs.query.order_by, "-id" if descending else "id")
 
 
+class AnyOf(Lookup):
+    """`AnyOf(F("pk"), Subquery(...))`: `= ANY(ARRAY(subquery))`, the subquery's values found once."""
+    lookup_name = "any_of"
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = compiler.compile(self.rhs)  # a subquery, in its parentheses
+        return f"{lhs} = ANY(ARRAY{rhs})", (*lhs_params, *rhs_params)
+
+
 class FilterForm(forms.Form):
     """The list's filter form, its widgets rendered by Jinja2 from Django's own widget templates:
     the same controls, but Django's template engine renders a select option by option through
@@ -114,7 +124,10 @@ class InvoiceFilter(django_filters.FilterSet):
             credited = credited.filter(client=self.client)
         matching = queryset.order_by().filter(Q(number__icontains=value) | Q(purchase_order__icontains=value)
                                               | Q(pk__in=credited.values("invoice_id")))
-        return queryset.filter(pk__in=matching.values("pk"))
+        # = ANY(ARRAY(...)), not IN (...): the matches are found first, then read by their ids. With
+        # IN, PostgreSQL, which cannot tell how many a pattern matches, may read every one of the
+        # client's invoices to join them with the matches (seen at 10,000: 23 ms instead of 7).
+        return queryset.filter(AnyOf(F("pk"), Subquery(matching.values("pk"))))
 
     def by_status(self, queryset, name, value):
         # As the list labels them (Invoice.display_status): a balance lowered only by a credit
@@ -210,13 +223,28 @@ def _shape_filterset(client_id, *, status: str | None, sort: str, values: dict) 
     return filterset
 
 
+FIRST_WITH_COUNT = 0  # _compiled_list's page: the first page, each row with the count of all
+
+
+def _first_page(number) -> bool:
+    """Whether Paginator.validate_number would answer the first page without the count: 1, or
+    not a whole number."""
+    try:
+        return int(number) == 1
+    except (TypeError, ValueError):
+        return True
+
+
 @functools.lru_cache(maxsize=512)
 def _compiled_list(status: str | None, sort: str, names: tuple[str, ...], page: int | None) -> CompiledQuery:
-    """The count of the shape's invoices (page None) or the rows of one of its pages."""
+    """The count of the shape's invoices (page None), the rows of one of its pages, or the
+    first page's rows each with the count of all in `matching` (page FIRST_WITH_COUNT)."""
     kinds = {name: _BOUND_FILTERS[name] for name in names}
 
     def build(client_id, **values):
         rows = _shape_filterset(client_id, status=status, sort=sort, values=values).qs
+        if page == FIRST_WITH_COUNT:
+            return rows.annotate(matching=Window(Count("pk")))[:PAGE_SIZE]
         if page is None:
             # Grouped by the one client: a row with its count, or no row for none.
             return rows.order_by().values("client_id").annotate(n=Count("pk"))
@@ -236,6 +264,13 @@ def compiled_list_page(filterset: InvoiceFilter, *, client, number):
                if value not in django_filters.constants.EMPTY_VALUES}
     status, sort = cleaned.pop("status", None), (cleaned.pop("sort", None) or [DEFAULT_SORT])[0]
     names = tuple(sorted(cleaned))
+    if "q" in names and _first_page(number):
+        # A search's first page and the count of its matches in one statement: the pattern is
+        # matched against the client's invoices once, not once for the count and again for the page.
+        rows = _compiled_list(status, sort, names, FIRST_WITH_COUNT).list(client_id=client.pk, **cleaned)
+        paginator = InvoicePaginator([], PAGE_SIZE)
+        paginator.__dict__["count"] = rows[0].matching if rows else 0  # Paginator.count, known already
+        return paginator._get_page(rows, 1, paginator)
     counted = _compiled_list(status, sort, names, None).list(client_id=client.pk, **cleaned)
     paginator = InvoicePaginator([], PAGE_SIZE)
     paginator.__dict__["count"] = counted[0]["n"] if counted else 0  # Paginator.count, known already

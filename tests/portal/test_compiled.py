@@ -6,6 +6,7 @@ import datetime
 import pytest
 from django.contrib.sessions.models import Session
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -264,7 +265,8 @@ def test_the_invoice_list_pages_read_as_the_paginator_reads_them_under_every_fil
         # Searches: numbers, purchase orders and credit notes, any case; % _ and \\ as the text they are.
         "q=L-0", "q=l-0&page=2", "q=L-05", "q=l-06", "q=cn-zz", "q=PO-REF", "q=%", "q=_", "q=L_5", "q=50%25",
         "q=bouw%5C7", "q=%5C", "q=nothing-like-it", "q=L-1&status=paid&sort=-total", "q=L-&issued_from=not-a-date",
-        "q=%00"]
+        "q=%00", "q=L-0&page=1", "q=L-0&page=abc", "q=L-0&page=-1", "q=L-0&page=99", "q=nothing-like-it&page=2",
+        "q=L-0&sort=number&page=1.0"]
     with client_scope(alpha.pk):
         for query in queries:
             params = QueryDict(query)
@@ -278,6 +280,14 @@ def test_the_invoice_list_pages_read_as_the_paginator_reads_them_under_every_fil
             assert [_fields(i) for i in page.object_list] == [_fields(i) for i in plain.object_list], query
             if query in ("q=L-05", "q=cn-zz", "q=50%25", "q=bouw%5C7"):
                 assert page.paginator.count >= 1, query  # the searches above do find what they should
+    # A search's first page is one statement (its rows with the count of all matches); a later page two.
+    # L-00 to L-09, and L-51 by its purchase order.
+    for query, statements in (("q=L-0", 1), ("q=L-0&page=2", 2)):
+        params = QueryDict(query)
+        with client_scope(alpha.pk), CaptureQueriesContext(connection) as captured:
+            page = compiled_list_page(invoice_filter(params, client_invoices(client=alpha), client=alpha),
+                                      client=alpha, number=params.get("page"))
+        assert page.paginator.count == 11 and len(captured) == statements, (query, captured.captured_queries)
     # Every filter of the list is bound by the compiled shapes: a new one must be added there.
     from invoices.filters import _BOUND_FILTERS, InvoiceFilter
     assert set(InvoiceFilter.base_filters) == set(_BOUND_FILTERS) | {"status", "sort"}
