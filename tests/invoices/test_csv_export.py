@@ -59,3 +59,18 @@ def test_the_invoice_export_escapes_text_from_accounting(db, client):
     assert rows["'@INV-1"]["total"] == "121.00" and rows["'@INV-1"]["open_balance"] == "121.00"
     assert rows["INV-2"]["purchase_order"] == "'-PO-7"
     assert not any(cell.startswith(("=", "+", "@")) for row in rows.values() for cell in row.values())
+
+
+def test_the_export_holds_what_the_search_finds(db, client):
+    # The list's search (by number, purchase order or credit note number) narrows the export too.
+    alpha = ClientFactory(brand=BrandFactory(is_default=True), name="Alpha B.V.")
+    owner = MembershipFactory(client=alpha, user__email="owner@alpha.test", user__language="en").user
+    make_invoice(alpha, number="INV-100", lines=[line(unit_price="100.00")])
+    make_invoice(alpha, number="INV-200", purchase_order="ref-inv-1x", lines=[line(unit_price="10.00")])
+    make_invoice(alpha, number="INV-300", lines=[line(unit_price="10.00")])
+    make_invoice(ClientFactory(name="Beta B.V."), number="INV-101")  # another client's: never exported
+    client.force_login(owner)
+    response = client.get(reverse("invoices:export_csv"), {"q": "inv-1"})
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content).decode("utf-8-sig")
+    assert sorted(r["number"] for r in csv.DictReader(io.StringIO(body))) == ["INV-100", "INV-200"]
