@@ -89,7 +89,11 @@ def fill(args) -> None:
             mark = cursor.fetchone()[0] or ""
         spec = _spec(args)
         if mark == "filled: " + spec:
-            print(f"database already filled ({spec})", flush=True)
+            # A migration since the fill may have rewritten a table (a stored column added): its
+            # visibility map is then empty and no index-only scan is chosen until it is vacuumed,
+            # as autovacuum would in time. A table vacuumed already is skipped through in moments.
+            print(f"database already filled ({spec}); vacuum", flush=True)
+            vacuum(owner)
             return
         if mark != "filling: " + spec:
             _start(owner, args, spec)

@@ -10,7 +10,8 @@ import django_filters
 from django import forms
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.forms.renderers import Jinja2
-from django.db.models import Count, F, Lookup, Q, Subquery, Window
+from django.db.models import Count, F, Lookup, Q, Subquery, Value, Window
+from django.db.models.functions import Upper
 from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
@@ -116,13 +117,14 @@ class InvoiceFilter(django_filters.FilterSet):
 
     def search(self, queryset, name, value):
         # Which invoices match is read from the index of numbers alone (invoice_client_number
-        # holds the number, the purchase order and the status beside the id), then the page reads
+        # holds the number, the search key and the status beside the id), then the page reads
         # those. A credit note's number by a subquery, not a join: a join repeats an invoice per
         # credit note and needs a DISTINCT over every column of the page.
         credited = CreditNote.objects.filter(number__icontains=value)
         if self.client is not None:
             credited = credited.filter(client=self.client)
-        matching = queryset.order_by().filter(Q(number__icontains=value) | Q(purchase_order__icontains=value)
+        # The number and purchase order as PostgreSQL keeps them in capitals (Invoice.search_key).
+        matching = queryset.order_by().filter(Q(search_key__contains=Upper(Value(value)))
                                               | Q(pk__in=credited.values("invoice_id")))
         # = ANY(ARRAY(...)), not IN (...): the matches are found first, then read by their ids. With
         # IN, PostgreSQL, which cannot tell how many a pattern matches, may read every one of the

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 from django.core import signing
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat, Upper
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -131,6 +132,12 @@ class Invoice(models.Model):
     payment_terms_text = models.CharField(_("payment terms"), max_length=300, blank=True)
     currency = models.CharField(_("currency"), max_length=3)
     purchase_order = models.CharField(_("purchase order"), max_length=100, blank=True)
+    # What the list's search matches: the number and the purchase order in capitals, kept by
+    # PostgreSQL and held in the number index, so a search does not compute upper() of two
+    # columns for every one of a client's invoices (about half of a search's time).
+    search_key = models.GeneratedField(
+        expression=Upper(Concat("number", Value("\n"), "purchase_order", output_field=models.TextField())),
+        output_field=models.TextField(), db_persist=True, verbose_name=_("search key"))
     notes = models.TextField(_("notes"), blank=True)
     # A document in a foreign currency states its VAT in the currency the seller accounts for VAT
     # in too (EN 16931 BT-6 and BT-111).
@@ -202,7 +209,7 @@ class Invoice(models.Model):
             models.Index(fields=["client", "total", "id"], name="invoice_client_total"),
             models.Index(fields=["client", "open_balance", "id"], name="invoice_client_open"),
             # Sorting by number, and the number search read from the index alone.
-            models.Index(fields=["client", "number", "id"], include=["purchase_order", "status"],
+            models.Index(fields=["client", "number", "id"], include=["search_key", "status"],
                          name="invoice_client_number"),
             models.Index(fields=["client", "pending_since", "id"], condition=Q(amount_pending__gt=0),
                          name="invoice_client_pending"),
