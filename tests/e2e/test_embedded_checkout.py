@@ -51,7 +51,7 @@ WORDS = {
 # Each flow runs on two of the four screens: a phone in Dutch (the narrowest screen with the longest
 # words) and a desktop in English, so every page of it is fitted and checked with axe at both widths
 # and in both languages. The checkout's own page, where the client chooses what to pay, is on all four
-# (tests/e2e/test_layout.py). Four screens each took about 100 s more of the suite.
+# (tests/e2e/test_layout.py). Four screens each took about 50 s more of the suite.
 TWO_SCREENS = pytest.mark.parametrize("screen", [SCREENS[1], SCREENS[2]], ids=[SCREEN_IDS[1], SCREEN_IDS[2]],
                                       indirect=True)
 MOLLIE_CARDS = {"paid": "4543474002249996", "3ds": "2223000010479399", "declined": "4000000000000002"}
