@@ -283,6 +283,13 @@ def celery_worker_process(process_env):
     worker.wait(timeout=15)
 
 
+class Committed:
+    @staticmethod
+    def create(build):
+        with transaction.atomic(), staff_scope():
+            return build()
+
+
 @pytest.fixture
 def committed(request, django_db_setup, django_db_blocker):
     """Rows that other processes (the web server, a worker) can see: committed for real,
@@ -290,13 +297,16 @@ def committed(request, django_db_setup, django_db_blocker):
     Not with `db`: inside its test transaction nothing would really commit."""
     if "db" in request.fixturenames:
         pytest.fail("`committed` cannot be combined with `db` (or a fixture that uses it)")
+    with django_db_blocker.unblock():
+        yield Committed()
+        _wipe()
 
-    class Committed:
-        @staticmethod
-        def create(build):
-            with transaction.atomic(), staff_scope():
-                return build()
 
+@pytest.fixture(scope="module")
+def module_committed(django_db_setup, django_db_blocker):
+    """Rows committed once for the whole module (`committed` for a module whose tests share them:
+    building them per test would cost seconds each); every table emptied (as the owner) at its end.
+    A test may still use `db` on top: what it writes is then rolled back."""
     with django_db_blocker.unblock():
         yield Committed()
         _wipe()

@@ -7,14 +7,13 @@ from urllib.parse import urlencode
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.urls import reverse
 
 from invoices import services
 from payments.models import CheckoutAttempt, CheckoutItem, GatewayAccount
 from portal.models import Notification, NotificationKind
 from portal.rls import staff_scope
-from tests.conftest import _wipe
 from tests.invoices.factories import TODAY, line, make_invoice, pay
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory
 
@@ -22,15 +21,10 @@ INVOICES, LINES, NOTIFICATIONS = 60, 5, 40
 
 
 @pytest.fixture(scope="module")
-def busy_data(django_db_setup, django_db_blocker):
+def busy_data(module_committed):
     """Built once for the module and committed (about 2 s of rows); each test runs in its own
-    transaction on top of them, so what a test writes is rolled back, and the module's end empties
-    the database as `committed` does."""
-    with django_db_blocker.unblock():
-        with transaction.atomic():
-            data = _build()
-        yield data
-        _wipe()
+    transaction on top of them (`db`), so what a test writes is rolled back."""
+    return module_committed.create(_build)
 
 
 @pytest.fixture

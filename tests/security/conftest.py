@@ -6,18 +6,8 @@ cost minutes. So a module builds its rows once, committed for real (as tests/con
 `committed` does for one test), the requests commit what they write as in production, and the
 whole database is emptied when the module ends."""
 import pytest
-from django.db import transaction
 
 from portal import jobs
-from portal.rls import staff_scope
-from tests.conftest import _wipe
-
-
-class Committed:
-    @staticmethod
-    def create(build):
-        with transaction.atomic(), staff_scope():
-            return build()
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +22,9 @@ def bells():
 
 
 @pytest.fixture(scope="module")
-def module_committed(django_db_setup, django_db_blocker, bells):
-    """Rows committed once for the whole module; every table emptied (as the owner) at its end."""
-    with django_db_blocker.unblock():
-        yield Committed()
-        _wipe()
+def module_committed(bells, module_committed):
+    """tests/conftest.py's `module_committed`, with this module's bells recorded from the start."""
+    return module_committed
 
 
 @pytest.fixture
