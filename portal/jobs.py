@@ -203,26 +203,29 @@ def job_written(job_id: int, kind: str) -> None:
 BULK_INSERT_SQL = """
 INSERT INTO portal_job (kind, key, subject, payload, state, attempts, max_attempts, run_after, last_error, result,
                         created_at)
-SELECT %(kind)s, j.key, j.subject, j.payload::jsonb, 'pending', 0, %(max_attempts)s, %(now)s, '', '', %(now)s
+SELECT %(kind)s, j.key, j.subject, j.payload::jsonb, 'pending', 0, %(max_attempts)s, %(run_after)s, '', '', %(now)s
 FROM unnest(%(keys)s::text[], %(payloads)s::text[], %(subjects)s::text[]) AS j(key, payload, subject)
 ON CONFLICT (key) DO NOTHING
 """
 
 
-def jobs_enqueue_bulk(*, kind: str, jobs: list[tuple[str, dict, str]]) -> int:
+def jobs_enqueue_bulk(*, kind: str, jobs: list[tuple[str, dict, str]],
+                      run_after: datetime.datetime | None = None) -> int:
     """Many jobs of one kind at once, [(key, payload, subject)], in the caller's transaction and
-    in one statement (100,000 in about a second); after commit one bell drains them. Keys
-    already used are skipped. Returns how many were written."""
+    in one statement (100,000 in about a second), due now or at `run_after`; after commit one bell
+    drains those due now (the sweep rings for the later ones). Keys already used are skipped.
+    Returns how many were written."""
     if not jobs:
         return 0
     now = timezone.now()
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(BULK_INSERT_SQL, {
-            "kind": kind, "max_attempts": handler_for(kind).max_attempts, "now": now,
+            "kind": kind, "max_attempts": handler_for(kind).max_attempts, "now": now, "run_after": run_after or now,
             "keys": [key[:200] for key, _, _ in jobs], "payloads": [json.dumps(payload) for _, payload, _ in jobs],
             "subjects": [subject[:100] for _, _, subject in jobs]})
         written = cursor.rowcount
-    transaction.on_commit(lambda: ring_kind(kind))
+    if run_after is None or run_after <= now:
+        transaction.on_commit(lambda: ring_kind(kind))
     return written
 
 

@@ -279,6 +279,7 @@ class Notification(models.Model):
 
     class EmailStatus(models.TextChoices):
         PENDING = "pending", _("Pending")
+        HELD = "held", _("Held, to go in one email with others")
         SENT = "sent", _("Sent")
         FAILED = "failed", _("Failed")
         OFF = "off", _("Email turned off")
@@ -303,11 +304,19 @@ class Notification(models.Model):
     emailed_at = models.DateTimeField(null=True, blank=True)
     document_link = models.ForeignKey("invoices.DocumentLink", null=True, blank=True, on_delete=models.SET_NULL,
                                       related_name="+")
+    # In a burst (portal.notifications: NOTIFICATION_DIGEST_AFTER), one email tells a contact of
+    # several notifications: each of the others names the one whose email carries it.
+    email_sent_with = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="email_also",
+        verbose_name=_("email sent with"),
+        help_text=_("The notification whose email told of this one too, in one email of several."))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["user", "client", "read_at"])]
+        indexes = [models.Index(fields=["user", "client", "read_at"]),
+                   # A contact's recent notifications of a kind (portal.notifications: a burst).
+                   models.Index(fields=["user", "client", "kind", "created_at"], name="notification_contact_kind")]
 
     def __str__(self):
         return self.text

@@ -13,8 +13,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.dispatch import Signal
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -76,17 +76,64 @@ def notify_client(*, client: Client, kind: str, url: str, title: str, title_args
             user = membership.user
             if not user.is_active:
                 continue
+            emailed = send_email and user.pk not in email_off
+            status = (EmailStatus.HELD if emailed and _in_a_burst(user=user, client=client, kind=kind)
+                      else EmailStatus.PENDING if emailed else EmailStatus.OFF)
             notification = Notification(client=client, user=user, kind=kind, url=url, message=title,
-                                        message_args=raw, pay_url=pay_url, attachment=attachment,
-                                        email_status=EmailStatus.OFF if not send_email or user.pk in email_off
-                                        else EmailStatus.PENDING)
+                                        message_args=raw, pay_url=pay_url, attachment=attachment, email_status=status)
             with translation.override(user.language):
                 notification.title = notification.text[:300]  # what admin lists and searches
             notification.save()
             created.append(notification)
         jobs_enqueue_bulk(kind=EMAIL_JOB, jobs=[(f"notification:{n.pk}", {"notification": n.pk}, "")
                                                 for n in created if n.email_status == EmailStatus.PENDING])
+        # Held: due when the burst's wait is over; the first of them to run takes the others along.
+        jobs_enqueue_bulk(kind=EMAIL_JOB, jobs=[(f"notification:{n.pk}", {"notification": n.pk}, "")
+                                                for n in created if n.email_status == EmailStatus.HELD],
+                          run_after=timezone.now() + _digest_wait())
     return created
+
+
+# --- Bursts: one email for many --------------------------------------------------------------
+# The first of the month, or an accounting system sending a year at once, would tell a contact of
+# each of thousands of invoices in an email of its own: a flooded inbox, a PDF rendered and
+# attached for each, and a mail provider's sending limits. After NOTIFICATION_DIGEST_AFTER emails
+# of one kind to a contact of a client within NOTIFICATION_DIGEST_MINUTES, the next are held
+# (EmailStatus.HELD) for that long; the first held one whose job runs sends one email of all the
+# contact's held notifications of the kind (up to DIGEST_MOST), and each of those names it
+# (`email_sent_with`). In-app, every notification stays one of its own.
+DIGEST_MOST = 500  # notifications one email tells of (a longer burst: the next email takes the rest)
+DIGEST_LISTED = 20  # of which the email lists this many, the rest as a count and a link
+
+
+def _digest_wait() -> datetime.timedelta:
+    return datetime.timedelta(minutes=settings.NOTIFICATION_DIGEST_MINUTES)
+
+
+def _in_a_burst(*, user, client: Client, kind: str) -> bool:
+    """Whether the contact has had NOTIFICATION_DIGEST_AFTER emails (sent, waiting or held) of this
+    kind from this client within the wait: a bounded read of the newest (notification_contact_kind)."""
+    after = settings.NOTIFICATION_DIGEST_AFTER
+    if after <= 0:
+        return False
+    recent = (Notification.objects.filter(user=user, client=client, kind=kind,
+                                          created_at__gte=timezone.now() - _digest_wait())
+              .exclude(email_status=EmailStatus.OFF).order_by())
+    return recent[:after].count() >= after
+
+
+def _take_along(notification: Notification) -> None:
+    """A held notification's turn (its row and its burst locked): the contact's other held
+    notifications of the kind go in its email. What is taken is fixed here, so a retry sends the
+    same email."""
+    others = (Notification.objects.select_for_update()
+              .filter(user_id=notification.user_id, client_id=notification.client_id, kind=notification.kind,
+                      email_status=EmailStatus.HELD, email_sent_with=None)
+              .exclude(pk=notification.pk).order_by("created_at", "id").values_list("pk", flat=True))
+    taken = list(others[:DIGEST_MOST - 1])
+    Notification.objects.filter(pk__in=taken).update(email_sent_with=notification, email_status=EmailStatus.PENDING)
+    Notification.objects.filter(pk=notification.pk).update(email_status=EmailStatus.PENDING)
+    notification.email_status = EmailStatus.PENDING
 
 
 def notification_email_deliver(*, notification_id: int, final: bool = False) -> str:
@@ -94,18 +141,34 @@ def notification_email_deliver(*, notification_id: int, final: bool = False) -> 
     (none open), record (another). A failure is recorded and raised for the job to retry; after
     the `final` attempt the notification shows failed."""
     with transaction.atomic():
-        notification = (Notification.objects.select_related("user", "client__brand", "document_link")
-                        .filter(pk=notification_id).first())
-    if notification is None or notification.email_status in (EmailStatus.SENT, EmailStatus.OFF):
-        return "skipped"
+        held = Notification.objects.filter(pk=notification_id, email_status=EmailStatus.HELD).values_list(
+            "user_id", "client_id", "kind").first()
+        if held:
+            # One held email of a contact's kind decided at a time: two workers taking held jobs
+            # of the same burst at once would otherwise each send a part of it.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ["notification-burst:%s:%s:%s" % held])
+        notification = (Notification.objects.select_for_update(of=("self",))
+                        .select_related("user", "client__brand", "document_link").filter(pk=notification_id).first())
+        if notification is None or notification.email_status in (EmailStatus.SENT, EmailStatus.OFF):
+            return "skipped"
+        if notification.email_sent_with_id is not None:
+            return f"in the email of notification {notification.email_sent_with_id}"
+        if notification.email_status == EmailStatus.HELD:
+            _take_along(notification)
+        together = list(notification.email_also.exclude(email_status__in=[EmailStatus.SENT, EmailStatus.OFF])
+                        .order_by("created_at", "id"))
     try:
-        notification_email_send(notification=notification)
+        if together:
+            notification_digest_send(notification=notification, others=together)
+        else:
+            notification_email_send(notification=notification)
     except Exception as exc:
         notification_email_record(notification_id=notification_id, error=f"{type(exc).__name__}: {exc}",
                                   final=final)
         raise
     notification_email_record(notification_id=notification_id)
-    return "sent"
+    return f"sent, telling of {len(together) + 1}" if together else "sent"
 
 
 def site_link(path: str) -> str:
@@ -157,6 +220,27 @@ def notification_email_send(*, notification: Notification) -> None:
     message.send()
 
 
+def notification_digest_send(*, notification: Notification, others: list[Notification]) -> None:
+    """One email telling a contact of `notification` and `others` (a burst, all of one kind): each
+    listed with its link, up to DIGEST_LISTED, the rest counted, with the way to the portal. No PDF
+    is attached (hundreds would not fit in an email); each is in the portal. The same Message-ID as
+    the notification's own email would have, so a repeat is recognised."""
+    user, client = notification.user, notification.client
+    brand = client.brand
+    every = [notification, *others]
+    with translation.override(user.language):
+        listed = [{"title": each.text, "link": site_link(each.url)} for each in every[:DIGEST_LISTED]]
+        context = {**brand_email_context(brand), "user": user, "client": client, "count": len(every),
+                   "kind": NotificationKind(notification.kind).label, "listed": listed,
+                   "unlisted": len(every) - len(listed), "link": site_link(reverse("portal:notifications")),
+                   "language": user.language}
+        subject = render_to_string("portal/email/digest_subject.txt", context).strip()
+        text = render_to_string("portal/email/digest.txt", context)
+        html = render_to_string("portal/email/digest.html", context)
+    branded_email(brand=brand, subject=subject, text=text, html=html, to=[user.email],
+                  headers={"Message-ID": _message_id(notification)}).send()
+
+
 def _attachments(notification: Notification) -> list[tuple[str, bytes, str]]:
     return [found for _, found in email_attachment_wanted.send(sender=Notification, notification=notification)
             if found]
@@ -176,21 +260,24 @@ def _message_id(notification: Notification) -> str:
 
 def notification_email_record(*, notification_id: int, error: str = "", final: bool = False) -> None:
     """Record a send attempt in a transaction of its own: sent, or the reason it failed
-    (failed for good after the final attempt)."""
+    (failed for good after the final attempt); the notifications its email told of too alike."""
     with transaction.atomic():
+        told = Notification.objects.filter(Q(pk=notification_id) | Q(email_sent_with_id=notification_id))
         if error:
-            Notification.objects.filter(pk=notification_id).exclude(email_status=EmailStatus.SENT).update(
+            told.exclude(email_status__in=[EmailStatus.SENT, EmailStatus.OFF]).update(
                 email_attempts=F("email_attempts") + 1, email_error=error[:2000],
                 email_status=EmailStatus.FAILED if final else EmailStatus.PENDING)
         else:
-            Notification.objects.filter(pk=notification_id).update(
+            told.exclude(email_status=EmailStatus.OFF).update(
                 email_attempts=F("email_attempts") + 1, email_status=EmailStatus.SENT, emailed_at=timezone.now(),
                 email_error="")
 
 
 def notification_email_dead(*, notification_id: int, reason: str) -> None:
-    """The email job is dead, however it died: the notification shows its email failed."""
-    Notification.objects.filter(pk=notification_id, email_status=EmailStatus.PENDING).update(
+    """The email job is dead, however it died: the notification (and those its email would have
+    told of too) shows its email failed."""
+    Notification.objects.filter(Q(pk=notification_id) | Q(email_sent_with_id=notification_id),
+                                email_status__in=[EmailStatus.PENDING, EmailStatus.HELD]).update(
         email_status=EmailStatus.FAILED, email_error=reason[:2000])
 
 

@@ -372,6 +372,11 @@ else:
     globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# A burst (the first of the month, an import): after this many emails of one kind to a contact
+# of a client within NOTIFICATION_DIGEST_MINUTES, the next of that kind wait that long and go
+# out together, one email listing them (portal.notifications). 0 turns it off.
+NOTIFICATION_DIGEST_AFTER = env.int("NOTIFICATION_DIGEST_AFTER", default=3)
+NOTIFICATION_DIGEST_MINUTES = env.int("NOTIFICATION_DIGEST_MINUTES", default=10)
 
 # --- Internationalisation -------------------------------------------------
 LANGUAGE_CODE = "en"

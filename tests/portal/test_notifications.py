@@ -1,6 +1,9 @@
 """Notifications: in-app for every contact, email (HTML and text, brand, language) unless turned off,
 each email a job written with its notification and sent once however often it is retried,
 deep links that survive a login, and nothing of another client."""
+import datetime
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
 import pytest
@@ -310,3 +313,149 @@ def test_a_brand_that_keeps_pdfs_out_of_emails_sends_no_receipt_pdf(contacts):
         for notification in Notification.objects.filter(kind=NotificationKind.PAYMENT_RECEIVED):
             notification_email_deliver(notification_id=notification.pk)
     assert [m.attachments for m in mail.outbox] == [[], []]
+
+
+# --- A burst: one email for many -----------------------------------------------------------------
+
+HELD, PENDING, SENT = (Notification.EmailStatus.HELD, Notification.EmailStatus.PENDING,
+                       Notification.EmailStatus.SENT)
+
+
+def _burst(client, count: int, prefix: str = "INV-B") -> list:
+    return [make_invoice(client, number=f"{prefix}{n:02d}", lines=[line(unit_price="100.00")])
+            for n in range(1, count + 1)]
+
+
+def _mail_to(address: str) -> list:
+    return [message for message in mail.outbox if message.to == [address]]
+
+
+def test_a_burst_of_invoices_reaches_a_contact_as_one_email_after_the_first_three(contacts, settings):
+    settings.NOTIFICATION_DIGEST_AFTER, settings.NOTIFICATION_DIGEST_MINUTES = 3, 10
+    invoices = _burst(contacts["alpha"], 10)
+    erik = _notifications(contacts["erik"])
+    # In the portal, each invoice has its notification at once; by email the first three go one
+    # by one, the next seven wait ten minutes to go together.
+    assert len(erik) == 10 and [n.email_status for n in erik] == [PENDING] * 3 + [HELD] * 7
+    assert _email_job(erik[0]).run_after <= timezone.now()
+    assert _email_job(erik[3]).run_after >= timezone.now() + datetime.timedelta(minutes=9)
+
+    _send_all()
+    mails = _mail_to("erik@alpha.test")
+    assert len(mails) == 4  # three of their own, then one of seven
+    together = mails[-1]
+    assert together.subject == "New invoice (7) · Acme Accounting B.V."
+    assert "There are 7 new messages for Alpha B.V., in one email instead of one each:" in together.body
+    html, _ = together.alternatives[0]
+    for invoice in invoices[3:]:
+        link = f"{settings.SITE_URL}/invoices/{invoice.pk}/"
+        assert link in together.body and link in html
+        assert f"New invoice {invoice.number}: €121.00, due 25 Dec 2026" in together.body
+    for invoice in invoices[:3]:
+        assert f"/invoices/{invoice.pk}/" not in together.body
+    assert together.attachments == []  # each PDF is in the portal; seven would not fit in an email
+    assert f"{settings.SITE_URL}{reverse('portal:notifications')}" in together.body
+    [dutch] = _mail_to("anna@alpha.test")[3:]
+    assert dutch.subject == "Nieuwe factuur (7) · Acme Accounting B.V."
+    assert "Hallo Anna" in dutch.body and "Er zijn 7 nieuwe berichten voor Alpha B.V." in dutch.body
+
+    erik = _notifications(contacts["erik"])
+    assert {n.email_status for n in erik} == {SENT}
+    assert [n.email_sent_with_id for n in erik[4:]] == [erik[3].pk] * 6
+    _send_all()  # the other held notifications' jobs, and any repeat, send nothing more
+    assert len(_mail_to("erik@alpha.test")) == 4
+
+
+def test_a_long_burst_lists_some_and_counts_the_rest(contacts, settings, monkeypatch):
+    from portal import notifications
+
+    monkeypatch.setattr(notifications, "DIGEST_LISTED", 4)
+    settings.NOTIFICATION_DIGEST_AFTER = 1
+    invoices = _burst(contacts["bravo"], 9)
+    _send_all()
+    first, together = _mail_to("bob@bravo.test")
+    assert together.subject.startswith("New invoice (8) · ")
+    listed = [invoice for invoice in invoices[1:] if f"/invoices/{invoice.pk}/" in together.body]
+    assert listed == invoices[1:5]
+    assert "And 4 more." in together.body and "And 4 more." in together.alternatives[0][0]
+
+
+def test_a_burst_is_judged_per_contact_kind_and_window(contacts, settings):
+    settings.NOTIFICATION_DIGEST_AFTER, settings.NOTIFICATION_DIGEST_MINUTES = 2, 10
+    _burst(contacts["alpha"], 2)
+    pay(contacts["alpha"], [(make_invoice(contacts["alpha"], number="INV-P"), "10.00")])
+    kinds = [(n.kind, n.email_status) for n in _notifications(contacts["erik"])]
+    assert kinds == [(NotificationKind.INVOICE_ISSUED, PENDING)] * 2 + [
+        (NotificationKind.INVOICE_ISSUED, HELD), (NotificationKind.PAYMENT_RECEIVED, PENDING)]
+    assert [n.email_status for n in _notifications(contacts["outsider"])] == []
+    make_invoice(contacts["bravo"], number="INV-O")
+    assert [n.email_status for n in _notifications(contacts["outsider"])] == [PENDING]
+    with staff_scope():  # ten minutes later, the burst is over: the next goes out on its own
+        Notification.objects.update(created_at=timezone.now() - datetime.timedelta(minutes=11))
+    make_invoice(contacts["alpha"], number="INV-L")
+    assert _notifications(contacts["erik"])[-1].email_status == PENDING
+    settings.NOTIFICATION_DIGEST_AFTER = 0  # off: each its own email, however many
+    _burst(contacts["alpha"], 3, prefix="INV-C")
+    assert [n.email_status for n in _notifications(contacts["erik"])[-3:]] == [PENDING] * 3
+
+
+def _run_together(held: list) -> list:
+    """The jobs run by as many workers, released at the same moment."""
+    from django.db import connection
+
+    start = threading.Barrier(len(held))
+
+    def run(job):
+        try:
+            connection.ensure_connection()  # connected first: connecting would space them out
+            start.wait(timeout=30)
+            return jobs.job_run(job.pk)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(held)) as pool:
+        return list(pool.map(run, held))
+
+
+def test_held_emails_sent_by_workers_at_once_go_out_once_and_a_failed_one_again_whole(committed, bells, settings):
+    settings.NOTIFICATION_DIGEST_AFTER = 1
+    people = committed.create(_contacts)
+    committed.create(lambda: _burst(people["alpha"], 8))
+    erik = _notifications(people["erik"])
+    held = [_email_job(n) for n in _notifications() if n.email_status == HELD]
+    assert len(held) == 14  # seven for each of the two contacts
+    for job in held:
+        _make_due(job)
+    with mock.patch(SEND, side_effect=ConnectionRefusedError("SMTP down")):
+        assert jobs.job_run(_email_job(erik[1]).pk) == Job.State.RETRYING
+    erik = _notifications(people["erik"])
+    assert [n.email_sent_with_id for n in erik[2:]] == [erik[1].pk] * 6  # taken along, kept for the retry
+    assert {n.email_status for n in erik[1:]} == {PENDING}
+    _make_due(_email_job(erik[1]))
+    states = _run_together(held)  # fourteen workers take the held jobs at once
+    assert set(states) == {Job.State.DONE}
+    erik_mails, anna_mails = _mail_to("erik@alpha.test"), _mail_to("anna@alpha.test")
+    assert [m.subject.split(" · ")[0] for m in erik_mails] == ["New invoice (7)"]
+    assert [m.subject.split(" · ")[0] for m in anna_mails] == ["Nieuwe factuur (7)"]
+    for person in ("erik", "anna"):  # the first went on its own (its job not run here), the rest together
+        assert [n.email_status for n in _notifications(people[person])] == [PENDING] + [SENT] * 7
+    with staff_scope():
+        assert set(Job.objects.filter(pk__in=[job.pk for job in held]).values_list("state", flat=True)) == {
+            Job.State.DONE}
+
+
+def test_a_held_email_that_keeps_failing_shows_each_of_its_notifications_failed(committed, bells, settings):
+    settings.NOTIFICATION_DIGEST_AFTER = 1
+    people = committed.create(_contacts)
+    committed.create(lambda: _burst(people["bravo"], 4))
+    first, *held = _notifications(people["outsider"])
+    job = _email_job(held[0])
+    with mock.patch(SEND, side_effect=ConnectionRefusedError("SMTP down")):
+        for _ in range(job.max_attempts):
+            _make_due(job)
+            jobs.job_run(job.pk)
+    with staff_scope():
+        job.refresh_from_db()
+    assert job.state == Job.State.DEAD
+    assert [n.email_status for n in _notifications(people["outsider"])[1:]] == [Notification.EmailStatus.FAILED] * 3
+    assert all("SMTP down" in n.email_error for n in _notifications(people["outsider"])[1:])
