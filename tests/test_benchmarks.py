@@ -40,6 +40,19 @@ def test_the_reminder_scan_benchmark_runs_at_a_tiny_size(bench_env):
     assert "run 2: scan created 30 dispatches and 30 send jobs" in result.stdout, result.stdout
 
 
+def test_the_burst_benchmark_runs_at_a_tiny_size(bench_env):
+    env = bench_env("burst")
+    result = subprocess.run([sys.executable, "bench/burst.py", "--invoices", "6"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")]
+            for line in result.stdout.splitlines() if line.startswith("| an email each") or line.startswith("| held")}
+    # way, invoices, email jobs, emails, PDFs, time, jobs not done
+    assert rows["an email each"][1:5] == ["6", "6", "6", "6"], rows
+    assert rows["held and sent together"][1:5] == ["6", "6", "4", "3"], rows  # three on their own, then one
+    assert rows["an email each"][6] == rows["held and sent together"][6] == "0"
+
+
 def test_the_job_claim_benchmark_runs_at_a_tiny_size(bench_env):
     env = bench_env("jobs")
     result = subprocess.run([sys.executable, "bench/jobs.py", "--backlog", "2000", "--claims", "20", "--subjects", "500"],

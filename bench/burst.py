@@ -1,0 +1,123 @@
+"""Benchmark: a burst of new invoices for one contact (the first of the month, or an accounting
+system sending a year at once), and what telling them by email costs: with every invoice an
+email of its own (NOTIFICATION_DIGEST_AFTER=0, as before 2026-11-29) and with the burst held and
+sent as one email (the default).
+
+    .venv/bin/python bench/burst.py [--invoices 200]
+
+Uses its own database (portal_bench_burst) on the embedded server (or DATABASE_URL's server).
+For each way, from empty tables: one brand that attaches PDFs to its emails, one client, one
+contact; the invoices made one after the other as the accounting intake makes them (each in
+its transaction, with its notification and its email job); then the held emails' wait is over
+(their jobs made due, as time passing would) and the email jobs are run in this process as a
+worker runs them (portal.jobs.jobs_drain), with the emails kept in memory. Reported per way:
+the emails the contact got, the PDFs rendered for them, and the email jobs' wall and CPU time.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("DATABASE_NAME", "portal_bench_burst")  # make test runs it tiny, on a database of its own
+if os.environ.get("DATABASE_URL"):
+    os.environ["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + os.environ["DATABASE_NAME"]
+os.environ["EMAIL_URL"] = "memorymail://"  # kept in django.core.mail.outbox
+if not os.environ.get("REDIS_URL"):
+    # The embedded Redis, on databases of its own for the bells the invoices ring (no worker
+    # here: this process runs the jobs): not the queue and cache of a `make run` or a test run.
+    from portal import embedded  # noqa: E402
+
+    broker, redis_url = embedded.redis_urls()
+    number = int(os.environ.get("BENCH_REDIS_DB", "12"))
+    os.environ["REDIS_URL"] = f"{broker}?virtual_host={number}"
+    os.environ["CACHE_URL"] = f"{redis_url}?db={number + 1}"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core import mail  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connections  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from portal.jobs import jobs_drain  # noqa: E402
+from portal.models import Job  # noqa: E402
+from portal.notifications import EMAIL_JOB  # noqa: E402
+from portal.rls import staff_scope  # noqa: E402
+from tests.invoices.factories import line, make_invoice  # noqa: E402
+from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory  # noqa: E402
+from tests.support.owner import as_owner  # noqa: E402
+
+
+def _cpu() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+def empty() -> None:
+    """From empty tables: brands, contacts and jobs, with all that hangs from them (as the owner:
+    the application role may not truncate)."""
+    with as_owner() as owner, connections[owner].cursor() as cursor:
+        cursor.execute("TRUNCATE portal_job, portal_brand, portal_user CASCADE")
+
+
+def run(way: str, invoices: int, digest_after: int) -> dict:
+    empty()
+    settings.NOTIFICATION_DIGEST_AFTER = digest_after
+    mail.outbox = []
+    with staff_scope():
+        brand = BrandFactory(name="Burst B.V.", email_attach_pdf=True, allow_document_links=False)
+        client = ClientFactory(brand=brand, name="Many Invoices B.V.")
+        MembershipFactory(client=client, user__email="contact@many.test", user__language="en")
+    started = time.perf_counter()
+    for number in range(1, invoices + 1):
+        make_invoice(client, number=f"BURST-{number:06d}", lines=[line(unit_price="100.00")])
+        if number % max(1, invoices // 10) == 0 or number == invoices:
+            print(f"  {way}: {number:,}/{invoices:,} invoices made", flush=True)
+    made = time.perf_counter() - started
+    with staff_scope():  # the held emails' wait is over
+        Job.objects.filter(kind=EMAIL_JOB).update(run_after=timezone.now())
+        jobs_count = Job.objects.filter(kind=EMAIL_JOB).count()
+    started, cpu = time.perf_counter(), _cpu()
+    ran = 0
+    while True:
+        done = jobs_drain(kind=EMAIL_JOB, seconds=5)
+        ran += done
+        print(f"  {way}: {ran:,}/{jobs_count:,} email jobs run", flush=True)
+        if not done:
+            break
+    wall, cpu = time.perf_counter() - started, _cpu() - cpu
+    emails = [message for message in mail.outbox if message.to == ["contact@many.test"]]
+    with staff_scope():
+        left = Job.objects.filter(kind=EMAIL_JOB).exclude(state=Job.State.DONE).count()
+    return {"way": way, "invoices": invoices, "made": made, "jobs": jobs_count, "emails": len(emails),
+            "pdfs": sum(len(message.attachments) for message in emails), "wall": wall, "cpu": cpu, "left": left}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invoices", type=int, default=200, help="invoices in the burst (200)")
+    args = parser.parse_args()
+    print(f"preparing the bench database ({os.environ['DATABASE_NAME']})", flush=True)
+    call_command("db_bootstrap", verbosity=0)
+    with as_owner() as owner:
+        call_command("migrate", database=owner, verbosity=0)
+    results = [run("an email each", args.invoices, 0), run("held and sent together", args.invoices, 3)]
+    empty()
+    print("\n| way | invoices | email jobs | emails to the contact | PDFs rendered and attached "
+          "| email jobs' time: wall / CPU | jobs not done |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['way']} | {r['invoices']:,} | {r['jobs']:,} | {r['emails']:,} | {r['pdfs']:,} "
+              f"| {r['wall']:.1f} s / {r['cpu']:.1f} s | {r['left']} |")
+    return 0 if all(r["left"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
