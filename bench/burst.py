@@ -5,7 +5,8 @@ sent as one email (the default).
 
     .venv/bin/python bench/burst.py [--invoices 200]
 
-Uses its own database (portal_bench_burst) on the embedded server (or DATABASE_URL's server).
+Uses its own database (portal_bench_burst) on the embedded server (or DATABASE_URL's server),
+with the test settings, as the first-load benchmarks (bench/first_load.py).
 For each way, from empty tables: one brand that attaches PDFs to its emails, one client, one
 contact; the invoices made one after the other as the accounting intake makes them (each in
 its transaction, with its notification and its email job); then the held emails' wait is over
@@ -21,28 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-os.environ.setdefault("DATABASE_NAME", "portal_bench_burst")  # make test runs it tiny, on a database of its own
-if os.environ.get("DATABASE_URL"):
-    os.environ["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + os.environ["DATABASE_NAME"]
-os.environ["EMAIL_URL"] = "memorymail://"  # kept in django.core.mail.outbox
-if not os.environ.get("REDIS_URL"):
-    # The embedded Redis, on databases of its own for the bells the invoices ring (no worker
-    # here: this process runs the jobs): not the queue and cache of a `make run` or a test run.
-    from portal import embedded  # noqa: E402
 
-    broker, redis_url = embedded.redis_urls()
-    number = int(os.environ.get("BENCH_REDIS_DB", "12"))
-    os.environ["REDIS_URL"] = f"{broker}?virtual_host={number}"
-    os.environ["CACHE_URL"] = f"{redis_url}?db={number + 1}"
+from bench.first_load import prepare_database, use_bench_database  # noqa: E402
 
-import django  # noqa: E402
-
-django.setup()
+use_bench_database("portal_bench_burst")  # the test settings: emails kept in django.core.mail.outbox
+os.environ.pop("TEST_EMAIL_DIR", None)  # (which would send them to files)
+prepare_database()  # the job bells recorded, not rung: this process runs the jobs
 
 from django.conf import settings  # noqa: E402
 from django.core import mail  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -104,10 +92,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=200, help="invoices in the burst (200)")
     args = parser.parse_args()
-    print(f"preparing the bench database ({os.environ['DATABASE_NAME']})", flush=True)
-    call_command("db_bootstrap", verbosity=0)
-    with as_owner() as owner:
-        call_command("migrate", database=owner, verbosity=0)
     results = [run("an email each", args.invoices, 0), run("held and sent together", args.invoices, 3)]
     empty()
     print("\n| way | invoices | email jobs | emails to the contact | PDFs rendered and attached "

@@ -1,5 +1,5 @@
 """What the first-load benchmarks of the accounting systems share (bench/exact_sync.py,
-bench/twinfield_sync.py): the local fake in a child process started before Django, the bench's
+bench/twinfield_sync.py), and bench/burst.py the database part of: the local fake in a child process started before Django, the bench's
 own database, the bells recorded instead of rung, memory, and draining the stored events as the
 worker does. Imported by those scripts (run from the project's root; bench/ is their path)."""
 from __future__ import annotations
