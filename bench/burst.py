@@ -13,6 +13,8 @@ its transaction, with its notification and its email job); then the held emails'
 (their jobs made due, as time passing would) and the email jobs are run in this process as a
 worker runs them (portal.jobs.jobs_drain), with the emails kept in memory. Reported per way:
 the emails the contact got, the PDFs rendered for them, and the email jobs' wall and CPU time.
+Then what a storm leaves on every page: the header's count of a contact's unread notifications
+(`--unread`), read as a page reads it, beside counting them all.
 """
 import argparse
 import os
@@ -35,9 +37,10 @@ from django.db import connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from portal.jobs import jobs_drain  # noqa: E402
-from portal.models import Job  # noqa: E402
+from portal.models import Job, Notification  # noqa: E402
 from portal.notifications import EMAIL_JOB  # noqa: E402
-from portal.rls import staff_scope  # noqa: E402
+from portal.rls import client_scope, staff_scope  # noqa: E402
+from portal.selectors import UNREAD_COUNTED, memberships_for  # noqa: E402
 from tests.invoices.factories import line, make_invoice  # noqa: E402
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory  # noqa: E402
 from tests.support.owner import as_owner  # noqa: E402
@@ -88,11 +91,45 @@ def run(way: str, invoices: int, digest_after: int) -> dict:
             "pdfs": sum(len(message.attachments) for message in emails), "wall": wall, "cpu": cpu, "left": left}
 
 
+def header(unread: int, samples: int = 50) -> dict:
+    """After a storm a contact has many unread notifications, and every page's header counts them
+    (portal.selectors.memberships_for, in the client's scope as a page reads it): its p50, beside
+    the same count without its bound, in the same run."""
+    empty()
+    with staff_scope():
+        client = ClientFactory(brand=BrandFactory(name="Unread B.V."), name="Unread Many B.V.")
+        user = MembershipFactory(client=client, user__email="unread@many.test").user
+    with as_owner() as owner, staff_scope(), connections[owner].cursor() as cursor:
+        cursor.execute("""
+            INSERT INTO portal_notification (client_id, user_id, kind, title, message, message_args, url, pay_url,
+                                             attachment, email_status, email_attempts, email_error, created_at)
+            SELECT %s, %s, 'invoice_issued', 'New invoice ' || g, '', '{}', '/', '', '', 'sent', 1, '', now()
+            FROM generate_series(1, %s) g""", [client.pk, user.pk, unread])
+        cursor.execute("ANALYZE portal_notification")
+    print(f"  {unread:,} unread notifications for one contact", flush=True)
+
+    def p50(read) -> float:
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            read()
+            times.append((time.perf_counter() - started) * 1000)
+        return sorted(times)[len(times) // 2]
+
+    with client_scope(client.pk, user_id=user.pk):
+        [membership] = memberships_for(user=user)
+        bounded = p50(lambda: memberships_for(user=user))
+        whole = p50(lambda: Notification.objects.filter(user=user, client=client, read_at__isnull=True).count())
+    return {"unread": unread, "shown": membership.unread, "bounded": bounded, "whole": whole}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=200, help="invoices in the burst (200)")
+    parser.add_argument("--unread", type=int, default=50_000, help="unread notifications for the header (50,000)")
     args = parser.parse_args()
     results = [run("an email each", args.invoices, 0), run("held and sent together", args.invoices, 3)]
+    counted = header(args.unread)
     empty()
     print("\n| way | invoices | email jobs | emails to the contact | PDFs rendered and attached "
           "| email jobs' time: wall / CPU | jobs not done |")
@@ -100,6 +137,9 @@ def main() -> int:
     for r in results:
         print(f"| {r['way']} | {r['invoices']:,} | {r['jobs']:,} | {r['emails']:,} | {r['pdfs']:,} "
               f"| {r['wall']:.1f} s / {r['cpu']:.1f} s | {r['left']} |")
+    print(f"\nthe page header of a contact with {counted['unread']:,} unread: it says "
+          f"{min(counted['shown'], UNREAD_COUNTED - 1)}{'+' if counted['shown'] >= UNREAD_COUNTED else ''}; memberships and count (to {UNREAD_COUNTED}) "
+          f"p50 {counted['bounded']:.2f} ms; counting them all p50 {counted['whole']:.2f} ms")
     return 0 if all(r["left"] == 0 for r in results) else 1
 
 

@@ -1,7 +1,7 @@
 """The brand, client and notification count every template shows."""
 from portal.branding import favicon_svg, readable_on_white
 from portal.permissions import can
-from portal.selectors import default_brand, unread_notification_count
+from portal.selectors import UNREAD_COUNTED, default_brand, unread_notification_count
 
 
 def tenancy(request):
@@ -19,8 +19,10 @@ def tenancy(request):
         "user_memberships": getattr(request, "memberships", []),
         "brand": brand,
         "can_pay": can(membership, "pay"),
-        "unread_notifications": unread_notification_count(request=request) if client is not None else 0,
     }
+    # Counted up to UNREAD_COUNTED: beyond it the header says "99+".
+    unread = unread_notification_count(request=request) if client is not None else 0
+    context.update(unread_notifications=min(unread, UNREAD_COUNTED - 1), unread_more=unread >= UNREAD_COUNTED)
     if brand is not None:
         primary = readable_on_white(brand.primary_colour)
         context.update(brand_primary=primary, brand_accent=brand.accent_colour,

@@ -42,7 +42,7 @@ def test_the_reminder_scan_benchmark_runs_at_a_tiny_size(bench_env):
 
 def test_the_burst_benchmark_runs_at_a_tiny_size(bench_env):
     env = bench_env("burst")
-    result = subprocess.run([sys.executable, "bench/burst.py", "--invoices", "6"],
+    result = subprocess.run([sys.executable, "bench/burst.py", "--invoices", "6", "--unread", "150"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")]
@@ -51,6 +51,7 @@ def test_the_burst_benchmark_runs_at_a_tiny_size(bench_env):
     assert rows["an email each"][1:5] == ["6", "6", "6", "6"], rows
     assert rows["held and sent together"][1:5] == ["6", "6", "4", "3"], rows  # three on their own, then one
     assert rows["an email each"][6] == rows["held and sent together"][6] == "0"
+    assert "the page header of a contact with 150 unread: it says 99+;" in result.stdout
 
 
 def test_the_job_claim_benchmark_runs_at_a_tiny_size(bench_env):

@@ -459,3 +459,22 @@ def test_a_held_email_that_keeps_failing_shows_each_of_its_notifications_failed(
     assert job.state == Job.State.DEAD
     assert [n.email_status for n in _notifications(people["outsider"])[1:]] == [Notification.EmailStatus.FAILED] * 3
     assert all("SMTP down" in n.email_error for n in _notifications(people["outsider"])[1:])
+
+
+def test_the_header_counts_unread_notifications_up_to_ninety_nine_then_says_more(contacts, client):
+    def unread(n):
+        with staff_scope():
+            Notification.objects.bulk_create(
+                Notification(client=contacts["alpha"], user=contacts["erik"], kind=NotificationKind.INVOICE_ISSUED,
+                             title=f"New invoice {k}", url="/", email_status=Notification.EmailStatus.OFF)
+                for k in range(n))
+
+    client.force_login(contacts["erik"])
+    unread(7)
+    page = client.get("/").content.decode()
+    assert 'aria-label="7 unread">7</span>' in page and 'aria-hidden="true">7</span>' in page
+    unread(143)  # after a storm: 150 unread, counted no further than 100 on every page
+    page = client.get("/").content.decode()
+    assert 'aria-label="more than 99 unread">99+</span>' in page and 'aria-hidden="true">99+</span>' in page
+    client.post(reverse("portal:notifications_read_all"))
+    assert 'class="count"' not in client.get("/").content.decode()
