@@ -14,7 +14,8 @@ its transaction, with its notification and its email job); then the held emails'
 worker runs them (portal.jobs.jobs_drain), with the emails kept in memory. Reported per way:
 the emails the contact got, the PDFs rendered for them, and the email jobs' wall and CPU time.
 Then what a storm leaves on every page: the header's count of a contact's unread notifications
-(`--unread`), read as a page reads it, beside counting them all.
+(`--unread`), read as a page reads it, beside counting them all; and the notifications page's
+read of the newest 50.
 """
 import argparse
 import os
@@ -40,7 +41,7 @@ from portal.jobs import jobs_drain  # noqa: E402
 from portal.models import Job, Notification  # noqa: E402
 from portal.notifications import EMAIL_JOB  # noqa: E402
 from portal.rls import client_scope, staff_scope  # noqa: E402
-from portal.selectors import UNREAD_COUNTED, memberships_for  # noqa: E402
+from portal.selectors import UNREAD_COUNTED, memberships_for, notifications_for  # noqa: E402
 from tests.invoices.factories import line, make_invoice  # noqa: E402
 from tests.portal.factories import BrandFactory, ClientFactory, MembershipFactory  # noqa: E402
 from tests.support.owner import as_owner  # noqa: E402
@@ -120,7 +121,8 @@ def header(unread: int, samples: int = 50) -> dict:
         [membership] = memberships_for(user=user)
         bounded = p50(lambda: memberships_for(user=user))
         whole = p50(lambda: Notification.objects.filter(user=user, client=client, read_at__isnull=True).count())
-    return {"unread": unread, "shown": membership.unread, "bounded": bounded, "whole": whole}
+        listed = p50(lambda: notifications_for(user=user, client=client))
+    return {"unread": unread, "shown": membership.unread, "bounded": bounded, "whole": whole, "listed": listed}
 
 
 def main() -> int:
@@ -139,7 +141,8 @@ def main() -> int:
               f"| {r['wall']:.1f} s / {r['cpu']:.1f} s | {r['left']} |")
     print(f"\nthe page header of a contact with {counted['unread']:,} unread: it says "
           f"{min(counted['shown'], UNREAD_COUNTED - 1)}{'+' if counted['shown'] >= UNREAD_COUNTED else ''}; memberships and count (to {UNREAD_COUNTED}) "
-          f"p50 {counted['bounded']:.2f} ms; counting them all p50 {counted['whole']:.2f} ms")
+          f"p50 {counted['bounded']:.2f} ms; counting them all p50 {counted['whole']:.2f} ms\n"
+          f"the notifications page's read of the newest 50 of them: p50 {counted['listed']:.2f} ms")
     return 0 if all(r["left"] == 0 for r in results) else 1
 
 

@@ -112,7 +112,7 @@ def _digest_wait() -> datetime.timedelta:
 
 def _in_a_burst(*, user, client: Client, kind: str) -> bool:
     """Whether the contact has had NOTIFICATION_DIGEST_AFTER emails (sent, waiting or held) of this
-    kind from this client within the wait: a bounded read of the newest (notification_contact_kind)."""
+    kind from this client within the wait: a bounded read of the newest (notification_contact_recent)."""
     after = settings.NOTIFICATION_DIGEST_AFTER
     if after <= 0:
         return False
