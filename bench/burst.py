@@ -15,9 +15,11 @@ worker runs them (portal.jobs.jobs_drain), with the emails kept in memory. Repor
 the emails the contact got, the PDFs rendered for them, and the email jobs' wall and CPU time.
 Then what a storm leaves on every page: the header's count of a contact's unread notifications
 (`--unread`), read as a page reads it, beside counting them all; and the notifications page's
-read of the newest 50.
+read of the newest 50. Last, a client with a long history (`--history` invoices over 700 days):
+a statement of ten days, and of a month, which holds more movements than a statement may.
 """
 import argparse
+import datetime
 import os
 import sys
 import time
@@ -37,6 +39,7 @@ from django.core import mail  # noqa: E402
 from django.db import connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from invoices.documents.statement import StatementTooLong, statement_data  # noqa: E402
 from portal.jobs import jobs_drain  # noqa: E402
 from portal.models import Job, Notification  # noqa: E402
 from portal.notifications import EMAIL_JOB  # noqa: E402
@@ -125,13 +128,50 @@ def header(unread: int, samples: int = 50) -> dict:
     return {"unread": unread, "shown": membership.unread, "bounded": bounded, "whole": whole, "listed": listed}
 
 
+def statement(invoices: int) -> dict:
+    """A client with `invoices` over the last 700 days (about 71 a day): the statement of ten
+    days (its data: the opening balance summed by the database, the period's movements read),
+    and of a month, which holds more than a statement may (refused before anything is read)."""
+    empty()
+    with staff_scope():
+        brand = BrandFactory(name="History B.V.")
+        client = ClientFactory(brand=brand, name="Long History B.V.")
+    with as_owner() as owner, staff_scope(), connections[owner].cursor() as cursor:
+        cursor.execute("""
+            INSERT INTO invoices_invoice (client_id, brand_id, number, external_id, issue_date, due_date,
+                payment_terms_days, payment_terms_text, currency, purchase_order, notes, subtotal, tax_total,
+                total, amount_paid, amount_credited, open_balance, amount_pending, pending_method, void_reason,
+                status, created_at, updated_at, lines_revision)
+            SELECT %(client)s, %(brand)s, 'H-' || g, '', %(last)s - (g %% 700), %(last)s - (g %% 700) + 30, 30, '',
+                   'EUR', '', '', 100, 21, 121, 121, 0, 0, 0, '', '', 'paid', now(), now(), 0
+            FROM generate_series(1, %(n)s) g""", {"client": client.pk, "brand": brand.pk, "n": invoices,
+                                                    "last": datetime.date(2026, 11, 1)})
+        cursor.execute("ANALYZE invoices_invoice")
+    print(f"  {invoices:,} invoices for one client", flush=True)
+    with client_scope(client.pk):
+        started = time.perf_counter()
+        data = statement_data(client=client, start=datetime.date(2026, 10, 1), end=datetime.date(2026, 10, 10))
+        ten_days = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            statement_data(client=client, start=datetime.date(2026, 10, 1), end=datetime.date(2026, 10, 31))
+            refused = None
+        except StatementTooLong as too_long:
+            refused = too_long.entries
+        month = time.perf_counter() - started
+    return {"invoices": invoices, "entries": len(data.entries), "ten_days": ten_days, "refused": refused,
+            "month": month}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=200, help="invoices in the burst (200)")
     parser.add_argument("--unread", type=int, default=50_000, help="unread notifications for the header (50,000)")
+    parser.add_argument("--history", type=int, default=50_000, help="invoices of the client of the statement (50,000)")
     args = parser.parse_args()
     results = [run("an email each", args.invoices, 0), run("held and sent together", args.invoices, 3)]
     counted = header(args.unread)
+    statements = statement(args.history)
     empty()
     print("\n| way | invoices | email jobs | emails to the contact | PDFs rendered and attached "
           "| email jobs' time: wall / CPU | jobs not done |")
@@ -142,7 +182,11 @@ def main() -> int:
     print(f"\nthe page header of a contact with {counted['unread']:,} unread: it says "
           f"{min(counted['shown'], UNREAD_COUNTED - 1)}{'+' if counted['shown'] >= UNREAD_COUNTED else ''}; memberships and count (to {UNREAD_COUNTED}) "
           f"p50 {counted['bounded']:.2f} ms; counting them all p50 {counted['whole']:.2f} ms\n"
-          f"the notifications page's read of the newest 50 of them: p50 {counted['listed']:.2f} ms")
+          f"the notifications page's read of the newest 50 of them: p50 {counted['listed']:.2f} ms\n"
+          f"a statement of a client with {statements['invoices']:,} invoices: ten days ({statements['entries']:,} "
+          f"movements) read in {statements['ten_days'] * 1000:.0f} ms; a month "
+          + (f"read in {statements['month'] * 1000:.0f} ms" if statements["refused"] is None else
+             f"refused ({statements['refused']:,} movements) in {statements['month'] * 1000:.0f} ms"))
     return 0 if all(r["left"] == 0 for r in results) else 1
 
 

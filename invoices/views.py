@@ -11,12 +11,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from invoices.documents.einvoice import ubl_xml
 from invoices.documents.render import document_pdf
-from invoices.documents.statement import statement_pdf
+from invoices.documents.statement import StatementTooLong, statement_pdf
 from invoices.filters import InvoiceFilter, active_filter_count, compiled_list_page, invoice_filter, sort_headers
 from invoices.links import LinkRefused, document_link_use
 from invoices.forms import StatementForm
@@ -25,6 +26,7 @@ from invoices.selectors import (client_credit_note_get, client_invoice_detail, c
                                 document_tax_breakdown)
 from invoices.signals import credit_note_detail_context, invoice_detail_context
 from portal.csv_export import csv_writer
+from portal.formatting import format_number
 from portal.http import download_response, streaming_download_response
 from portal.middleware import file_response, outside_request_transaction
 from portal.models import AuditEvent
@@ -103,7 +105,15 @@ def statement_response(request, client):
     today = timezone.localdate()
     form = StatementForm(request.GET or None, initial={"start": today.replace(month=1, day=1), "end": today})
     if request.GET and form.is_valid():
-        pdf, file_name = statement_pdf(client=client, **form.cleaned_data)
+        try:
+            pdf, file_name = statement_pdf(client=client, **form.cleaned_data)
+        except StatementTooLong as too_long:
+            form.add_error(None, ngettext(
+                "This period holds %(count)s movement; a statement holds at most %(most)s. Choose a shorter period.",
+                "This period holds %(count)s movements; a statement holds at most %(most)s. Choose a shorter period.",
+                too_long.entries) % {"count": format_number(too_long.entries, places=0),
+                                     "most": format_number(too_long.most, places=0)})
+            return render(request, "invoices/statement_form.html", {"form": form, "client": client}, status=400)
         audit_record(action=AuditEvent.Action.FILE_DOWNLOADED, request=request, client=client, obj=client,
                      details={"format": "statement", "start": form.cleaned_data["start"].isoformat(),
                               "end": form.cleaned_data["end"].isoformat()})

@@ -42,7 +42,7 @@ def test_the_reminder_scan_benchmark_runs_at_a_tiny_size(bench_env):
 
 def test_the_burst_benchmark_runs_at_a_tiny_size(bench_env):
     env = bench_env("burst")
-    result = subprocess.run([sys.executable, "bench/burst.py", "--invoices", "6", "--unread", "150"],
+    result = subprocess.run([sys.executable, "bench/burst.py", "--invoices", "6", "--unread", "150", "--history", "1500"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")]
@@ -52,6 +52,9 @@ def test_the_burst_benchmark_runs_at_a_tiny_size(bench_env):
     assert rows["held and sent together"][1:5] == ["6", "6", "4", "3"], rows  # three on their own, then one
     assert rows["an email each"][6] == rows["held and sent together"][6] == "0"
     assert "the page header of a contact with 150 unread: it says 99+;" in result.stdout
+    # 1,500 invoices over 700 days: ten days hold 20 or so, and a month is under the bound (read, not refused).
+    assert re.search(r"a statement of a client with 1,500 invoices: ten days \(\d+ movements\) read in \d+ ms; "
+                     r"a month read in \d+ ms", result.stdout), result.stdout[-2000:]
 
 
 def test_the_job_claim_benchmark_runs_at_a_tiny_size(bench_env):

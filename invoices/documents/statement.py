@@ -6,6 +6,7 @@ import datetime
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -26,22 +27,76 @@ class Entry:
     balance: Decimal = ZERO
 
 
-def _entries(client, currency: str) -> list[Entry]:
-    """Every movement on the client's account, oldest first (the balance is what it owes)."""
-    entries = [Entry(i.issue_date, "invoice", i.number, _("Invoice"), i.total)
-               for i in Invoice.objects.filter(client=client, currency=currency)
-               .exclude(status__in=[Invoice.Status.DRAFT, Invoice.Status.VOID])]
+# A statement is a PDF rendered while the client waits: a period of a client with tens of thousands
+# of invoices would be a thousand pages and minutes of rendering. Beyond this many movements the
+# form asks for a shorter period (StatementTooLong); the overdue invoices are listed up to
+# STATEMENT_OVERDUE_LISTED, the rest counted, with their total.
+STATEMENT_MOST_ENTRIES = 1000
+STATEMENT_OVERDUE_LISTED = 100
+
+
+class StatementTooLong(Exception):
+    def __init__(self, entries: int, most: int):
+        super().__init__(f"{entries} movements in the period, at most {most} in a statement")
+        self.entries, self.most = entries, most
+
+
+def _day_start(day: datetime.date) -> datetime.datetime:
+    """The first moment of a day where the statement is written (the active time zone)."""
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+def _movements(client, currency: str, start: datetime.date | None, end: datetime.date | None) -> dict:
+    """The querysets of the client's movements, each from `start` (None: from the first) until
+    before `end` (None: to the last): invoices, credit notes, payments, refunds and chargebacks."""
+    def days(field):
+        return {**({f"{field}__gte": start} if start else {}), **({f"{field}__lt": end} if end else {})}
+
+    def moments(field):
+        return {**({f"{field}__gte": _day_start(start)} if start else {}),
+                **({f"{field}__lt": _day_start(end)} if end else {})}
+
+    return {
+        "invoice": Invoice.objects.filter(client=client, currency=currency, **days("issue_date"))
+        .exclude(status__in=[Invoice.Status.DRAFT, Invoice.Status.VOID]),
+        "credit_note": CreditNote.objects.filter(client=client, currency=currency, **days("issue_date"))
+        .exclude(status=CreditNote.Status.DRAFT),
+        "payment": Payment.objects.filter(client=client, currency=currency, **moments("received_at")),
+        "reversal": PaymentAllocation.objects.filter(client=client, payment__currency=currency, **moments("created_at"))
+        .exclude(kind=PaymentAllocation.Kind.ALLOCATION),
+    }
+
+
+def _balance_before(client, currency: str, day: datetime.date) -> Decimal:
+    """What the client owed before `day`: summed by the database, not read row by row."""
+    before = _movements(client, currency, None, day)
+
+    def total(kind, field):
+        return before[kind].aggregate(sum=Sum(field))["sum"] or ZERO
+
+    return (total("invoice", "total") - total("credit_note", "total") - total("payment", "amount")
+            - total("reversal", "amount"))
+
+
+def statement_entry_count(*, client, start: datetime.date, end: datetime.date, currency: str | None = None) -> int:
+    """How many movements a statement of the period lists (four counts)."""
+    period = _movements(client, currency or client.default_currency, start, end + datetime.timedelta(days=1))
+    return sum(rows.count() for rows in period.values())
+
+
+def _entries(client, currency: str, start: datetime.date, end: datetime.date) -> list[Entry]:
+    """The movements on the client's account in the period, oldest first (the balance is what it owes)."""
+    period = _movements(client, currency, start, end + datetime.timedelta(days=1))
+    entries = [Entry(i.issue_date, "invoice", i.number, _("Invoice"), i.total) for i in period["invoice"]]
     entries += [Entry(c.issue_date, "credit_note", c.number, _("Credit note for %(number)s") % {"number": c.invoice.number},
                       -c.total)
-                for c in CreditNote.objects.filter(client=client, currency=currency)
-                .exclude(status=CreditNote.Status.DRAFT).select_related("invoice")]
+                for c in period["credit_note"].select_related("invoice")]
     entries += [Entry(timezone.localdate(p.received_at), "payment", p.number or p.reference or str(p.pk),
                       _("Payment (%(method)s)") % {"method": p.get_method_display()}, -p.amount)
-                for p in Payment.objects.filter(client=client, currency=currency)]
+                for p in period["payment"]]
     entries += [Entry(timezone.localdate(a.created_at), a.kind, a.invoice.number,
                       _("Refund") if a.kind == PaymentAllocation.Kind.REFUND else _("Chargeback"), -a.amount)
-                for a in PaymentAllocation.objects.filter(client=client, payment__currency=currency)
-                .exclude(kind=PaymentAllocation.Kind.ALLOCATION).select_related("invoice")]
+                for a in period["reversal"].select_related("invoice")]
     order = {"invoice": 0, "credit_note": 1, "payment": 2, "refund": 3, "chargeback": 3}
     return sorted(entries, key=lambda e: (e.date, order[e.kind], e.reference))
 
@@ -55,27 +110,32 @@ class Statement:
     opening_balance: Decimal
     entries: list[Entry]
     closing_balance: Decimal
-    overdue: list[Invoice]
+    overdue: list[Invoice]  # the first STATEMENT_OVERDUE_LISTED, by due date
     overdue_total: Decimal
     pending: list[Invoice] = ()  # payments a gateway has not settled yet (not in the balance)
+    overdue_unlisted: int = 0  # overdue invoices beyond those listed (in overdue_total all the same)
 
 
 def statement_data(*, client, start: datetime.date, end: datetime.date, currency: str | None = None) -> Statement:
+    """The statement of the period; StatementTooLong beyond STATEMENT_MOST_ENTRIES movements."""
     currency = currency or client.default_currency
-    every = _entries(client, currency)
-    opening = sum((e.amount for e in every if e.date < start), ZERO)
+    count = statement_entry_count(client=client, start=start, end=end, currency=currency)
+    if count > STATEMENT_MOST_ENTRIES:
+        raise StatementTooLong(count, STATEMENT_MOST_ENTRIES)
+    opening = _balance_before(client, currency, start)
     running, shown = opening, []
-    for entry in every:
-        if start <= entry.date <= end:
-            running += entry.amount
-            shown.append(Entry(**{**entry.__dict__, "balance": running}))
-    overdue = list(Invoice.objects.overdue(end).filter(client=client, currency=currency, issue_date__lte=end)
-                   .order_by("due_date"))
+    for entry in _entries(client, currency, start, end):
+        running += entry.amount
+        shown.append(Entry(**{**entry.__dict__, "balance": running}))
+    overdue_rows = Invoice.objects.overdue(end).filter(client=client, currency=currency, issue_date__lte=end)
+    overdue = list(overdue_rows.order_by("due_date", "id")[:STATEMENT_OVERDUE_LISTED])
+    overdue_all = overdue_rows.aggregate(n=Count("pk"), total=Sum("open_balance"))
     pending = list(Invoice.objects.payable().pending().filter(client=client, currency=currency)
                    .order_by("pending_since", "id"))
     return Statement(client=client, currency=currency, start=start, end=end, opening_balance=opening,
                      entries=shown, closing_balance=running, overdue=overdue,
-                     overdue_total=sum((i.open_balance for i in overdue), ZERO), pending=pending)
+                     overdue_total=overdue_all["total"] or ZERO, pending=pending,
+                     overdue_unlisted=overdue_all["n"] - len(overdue))
 
 
 def statement_pdf(*, client, start: datetime.date, end: datetime.date) -> tuple[bytes, str]:

@@ -116,3 +116,30 @@ def test_statement_lists_the_period_with_opening_and_closing_balance_and_overdue
     from_admin = client.get(reverse("admin:portal_client_statement", args=[mine.pk]),
                             {"start": "2026-01-01", "end": "2026-12-31"})
     assert from_admin.status_code == 200 and "OLD-1" in _text(from_admin)
+
+
+def test_a_statement_too_long_to_render_while_waiting_asks_for_a_shorter_period(db, client, monkeypatch):
+    from invoices.documents import statement
+
+    monkeypatch.setattr(statement, "STATEMENT_MOST_ENTRIES", 3)
+    monkeypatch.setattr(statement, "STATEMENT_OVERDUE_LISTED", 2)
+    mine, _, user = _setup()
+    for day in (1, 2, 3, 4):  # four invoices in September, long overdue; one before it
+        make_invoice(mine, number=f"SEP-{day}", issue_date=datetime.date(2026, 9, day), due_days=5,
+                     lines=[line(unit_price="10.00")])
+    make_invoice(mine, number="AUG-1", issue_date=datetime.date(2026, 8, 1), lines=[line(unit_price="100.00")])
+    client.force_login(user)
+    september = client.get(reverse("invoices:statement"), {"start": "2026-09-01", "end": "2026-09-30"})
+    assert september.status_code == 400
+    assert "This period holds 4 movements; a statement holds at most 3. Choose a shorter period." in september.text
+    with staff_scope():
+        assert not AuditEvent.objects.filter(action=AuditEvent.Action.FILE_DOWNLOADED).exists()
+    # Three days of it fit: their opening balance is summed from everything before, the two longest
+    # overdue of all five are listed and the other three counted, in the overdue total all the same.
+    response = client.get(reverse("invoices:statement"), {"start": "2026-09-02", "end": "2026-09-30"})
+    assert response.status_code == 200
+    text = _text(response)
+    assert "€133.10" in text  # the opening balance: AUG-1 and SEP-1 (121.00 + 12.10)
+    assert "Closing balance €169.40" in text and "Of which overdue €169.40" in text  # 121.00 + 4 x 12.10
+    assert "AUG-1" in text and "SEP-1" in text  # the two longest overdue
+    assert "And 3 more overdue invoices, in the total above." in text
