@@ -180,7 +180,8 @@ def main() -> int:
         print(f"| {r['way']} | {r['invoices']:,} | {r['jobs']:,} | {r['emails']:,} | {r['pdfs']:,} "
               f"| {r['wall']:.1f} s / {r['cpu']:.1f} s | {r['left']} |")
     print(f"\nthe page header of a contact with {counted['unread']:,} unread: it says "
-          f"{min(counted['shown'], UNREAD_COUNTED - 1)}{'+' if counted['shown'] >= UNREAD_COUNTED else ''}; memberships and count (to {UNREAD_COUNTED}) "
+          f"{min(counted['shown'], UNREAD_COUNTED - 1)}{'+' if counted['shown'] >= UNREAD_COUNTED else ''}; "
+          f"memberships and count (to {UNREAD_COUNTED}) "
           f"p50 {counted['bounded']:.2f} ms; counting them all p50 {counted['whole']:.2f} ms\n"
           f"the notifications page's read of the newest 50 of them: p50 {counted['listed']:.2f} ms\n"
           f"a statement of a client with {statements['invoices']:,} invoices: ten days ({statements['entries']:,} "

@@ -42,8 +42,8 @@ def test_the_reminder_scan_benchmark_runs_at_a_tiny_size(bench_env):
 
 def test_the_burst_benchmark_runs_at_a_tiny_size(bench_env):
     env = bench_env("burst")
-    result = subprocess.run([sys.executable, "bench/burst.py", "--invoices", "6", "--unread", "150", "--history", "1500"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "bench/burst.py", "--invoices", "6", "--unread", "150",
+                             "--history", "1500"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")]
             for line in result.stdout.splitlines() if line.startswith("| an email each") or line.startswith("| held")}
