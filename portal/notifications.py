@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.dispatch import Signal
 from django.template.loader import render_to_string
@@ -23,6 +23,7 @@ from django.utils import timezone, translation
 from portal.branding import readable_on_white
 from portal.jobs import jobs_enqueue_bulk
 from portal.models import Client, Membership, Notification, NotificationKind, NotificationPreference
+from portal.services import transaction_lock
 
 EMAIL_JOB = "notification.email"
 EmailStatus = Notification.EmailStatus
@@ -146,8 +147,7 @@ def notification_email_deliver(*, notification_id: int, final: bool = False) -> 
         if held:
             # One held email of a contact's kind decided at a time: two workers taking held jobs
             # of the same burst at once would otherwise each send a part of it.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ["notification-burst:%s:%s:%s" % held])
+            transaction_lock("notification-burst:%s:%s:%s" % held)
         notification = (Notification.objects.select_for_update(of=("self",))
                         .select_related("user", "client__brand", "document_link").filter(pk=notification_id).first())
         if notification is None or notification.email_status in (EmailStatus.SENT, EmailStatus.OFF):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from django.db import connections, models, router
+from django.db import connection, connections, models, router
 
 from portal.compiled import server_bound_cursor
 from portal.http import client_ip
@@ -11,6 +11,13 @@ from portal.models import AuditEvent, Client, Membership
 from portal.rls import client_scope
 
 SESSION_CLIENT_KEY = "portal_client_id"
+
+
+def transaction_lock(name: str) -> None:
+    """Wait for, then hold until the current transaction ends, the lock called `name` (a
+    transaction-level advisory lock): one holder at a time per name, in every process."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
 
 
 def _request_origin(request) -> tuple[str | None, str]:

@@ -34,7 +34,7 @@ from portal.jobs import jobs_enqueue_bulk
 from portal.formatting import format_day, format_money
 from portal.models import AuditEvent, Membership, NotificationKind, NotificationPreference
 from portal.notifications import brand_email_context, branded_email, money_arg, notify_client, site_link
-from portal.services import audit_record
+from portal.services import audit_record, transaction_lock
 from reminders.models import ReminderDelivery, ReminderDispatch, ReminderStep
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ def reminders_scan(*, now: datetime.datetime | None = None) -> list[int]:
     now = now or timezone.now()
     local = now.astimezone(zoneinfo.ZoneInfo(settings.TIME_ZONE))
     with transaction.atomic():
+        transaction_lock(SCAN_LOCK)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [SCAN_LOCK])
             cursor.execute(SCAN_SQL, {"now": now, "today": local.date(), "earliest": _earliest_offset()})
             created = [row[0] for row in cursor.fetchall()]
         for dispatch in (ReminderDispatch.objects.filter(pk__in=created)

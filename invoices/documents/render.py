@@ -37,7 +37,7 @@ from django.core.signals import setting_changed
 from django.db.models.fields.files import FieldFile
 from django.dispatch import receiver
 from django.core.files.storage import default_storage, storages
-from django.db import connection, transaction
+from django.db import transaction
 from django.template.loader import get_template, render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -46,6 +46,7 @@ from invoices.documents.einvoice import factur_x_xml
 from invoices.models import CreditNote, Invoice, RenderedDocument
 from invoices.selectors import document_tax_breakdown
 from portal.formatting import format_money, format_number
+from portal.services import transaction_lock
 
 RENDERER_VERSION = "2"  # bump when rendering changes in a way _sources_digest does not see
 CSS_PATH = Path(settings.BASE_DIR) / "static" / "invoices" / "pdf.css"
@@ -375,8 +376,7 @@ def document_pdf(document: Invoice | CreditNote) -> StoredPdf:
     while True:
         pdf, stale_files = None, []
         with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"pdf:{kind}:{document.pk}"])
+            transaction_lock(f"pdf:{kind}:{document.pk}")
             name = (RenderedDocument.objects.filter(**owner, fingerprint=version)
                     .values_list("file_name", flat=True).first())
             if name is None or name == missing:
