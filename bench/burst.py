@@ -21,6 +21,7 @@ a statement of ten days, and of a month, which holds more movements than a state
 import argparse
 import datetime
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -118,7 +119,7 @@ def header(unread: int, samples: int = 50) -> dict:
             started = time.perf_counter()
             read()
             times.append((time.perf_counter() - started) * 1000)
-        return sorted(times)[len(times) // 2]
+        return statistics.median(times)
 
     with client_scope(client.pk, user_id=user.pk):
         [membership] = memberships_for(user=user)
