@@ -16,7 +16,7 @@ from tests.faults.kinds.accounting import AccountingEventScenario, OutboxDeliver
 from tests.faults.kinds.documents import PdfPrerenderScenario
 from tests.faults.kinds.exact import ExactConnectScenario, ExactHintScenario, ExactSyncScenario
 from tests.faults.kinds.erp_pull import ErpPullScenario
-from tests.faults.kinds.email import NotificationEmailScenario, ReminderSendScenario
+from tests.faults.kinds.email import NotificationDigestScenario, NotificationEmailScenario, ReminderSendScenario
 from tests.faults.kinds.payments import GatewayEventScenario, MandateCollectScenario, MandateSyncScenario
 from tests.faults.kinds.peppol import PeppolDeliverScenario, PeppolPollScenario, PeppolStatusScenario
 from tests.faults.kinds.remote_call import CountingRemote, RemoteCallScenario
@@ -28,6 +28,7 @@ SCENARIOS = {
     OutboxDeliverScenario.kind: OutboxDeliverScenario,
     f"{OutboxDeliverErpRestScenario.kind}:erp_rest": OutboxDeliverErpRestScenario,
     NotificationEmailScenario.kind: NotificationEmailScenario,
+    f"{NotificationDigestScenario.kind}:digest": NotificationDigestScenario,
     ReminderSendScenario.kind: ReminderSendScenario,
     PdfPrerenderScenario.kind: PdfPrerenderScenario,
     GatewayEventScenario.kind: GatewayEventScenario,

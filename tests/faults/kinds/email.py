@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import datetime
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from portal.models import Notification, NotificationKind
+from portal.jobs import ring
+from portal.models import Job, Notification, NotificationKind
 from portal.notifications import EMAIL_JOB, notify_client
 from portal.rls import staff_scope
 from reminders.models import ReminderDispatch, ReminderPolicy, ReminderStep
@@ -112,6 +114,58 @@ class NotificationEmailScenario(EmailScenario):
         remark = super().remark(remote, outcome, rows)
         with staff_scope():
             failed = Notification.objects.filter(pk__in=[job.payload["notification"] for job in rows]).exclude(
+                email_status=Notification.EmailStatus.SENT).count()
+        return remark + (f"; {failed} notification(s) not marked sent" if failed else "")
+
+
+class NotificationDigestScenario(EmailScenario):
+    """A burst (portal/notifications.py): the contact has had its NOTIFICATION_DIGEST_AFTER emails
+    of the kind from this client within the wait, so the next two notifications are held. The
+    job of the first is the drill's: its wait over (time passing, and the sweep's bell), it takes
+    the second along and sends one email telling of both. The second's job stays due later (when
+    it runs, the first's email has told of it). One job and one email per contact."""
+
+    kind = EMAIL_JOB
+    HELD = 2
+
+    def __init__(self, remote=None):
+        super().__init__(remote)
+        self.told_by: dict[int, list[int]] = {}  # job id -> the notifications its email tells of
+
+    def write(self, remote: FakeSmtp, count: int, *, tag: str) -> list[int]:
+        ids = []
+        for number in range(count):
+            address = f"burst-{tag}-{number}@client.test"
+            with staff_scope():
+                client = ClientFactory(brand=self._brand())
+                user = MembershipFactory(client=client, user__email=address, user__language="en").user
+                for sent in range(settings.NOTIFICATION_DIGEST_AFTER):  # the burst's emails so far, sent
+                    Notification.objects.create(
+                        client=client, user=user, kind=NotificationKind.PAYMENT_RECEIVED, url="/", title=f"Sent {sent}",
+                        email_status=Notification.EmailStatus.SENT)
+                held = [notify_client(client=client, kind=NotificationKind.PAYMENT_RECEIVED, url="/",
+                                      title=gettext_noop("Payment received for %(number)s"),
+                                      title_args={"number": f"B-{number}-{n}"})[0] for n in range(self.HELD)]
+                assert all(n.email_status == Notification.EmailStatus.HELD for n in held), "not held: no burst"
+                [job_id] = job_ids(kind=self.kind, keys=[f"notification:{held[0].pk}"])
+                Job.objects.filter(pk=job_id).update(run_after=timezone.now())  # its wait is over
+            ring(job_id, self.kind)  # as the sweep does for a job whose time has come
+            self.recipients_of[job_id] = [address]
+            self.told_by[job_id] = [n.pk for n in held]
+            ids.append(job_id)
+        return ids
+
+    def effects(self, remote: FakeSmtp, job) -> int:
+        """The emails that told of the burst, if each told of all its held notifications."""
+        [address] = self.recipients_of[job.pk]
+        subjects = remote.taken_for(address)
+        return max(subjects.values(), default=0) if all(f"({self.HELD})" in subject for subject in subjects) else 0
+
+    def remark(self, remote: FakeSmtp, outcome, rows: list) -> str:
+        remark = EmailScenario.remark(self, remote, outcome, rows)
+        with staff_scope():
+            told = [pk for job in rows for pk in self.told_by.get(job.pk, [])]
+            failed = Notification.objects.filter(pk__in=told).exclude(
                 email_status=Notification.EmailStatus.SENT).count()
         return remark + (f"; {failed} notification(s) not marked sent" if failed else "")
 
