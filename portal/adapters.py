@@ -5,6 +5,7 @@ two-factor secrets encrypted with the project's key ring."""
 from __future__ import annotations
 
 import base64
+import html
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core.internal import ratelimit
@@ -74,6 +75,17 @@ class AccountAdapter(DefaultAccountAdapter):
                                                         {**context, "body": message.body.split("\n--\n")[0]}),
                                      "text/html")
         return message
+
+    def add_message(self, request, level, message_template=None, message_context=None, extra_tags="",
+                    message=None):
+        """allauth's, with its message templates rendered from their own context only. allauth renders
+        them with the request's, whose context processors read the brand and the memberships: a
+        query on every sign-in for a sentence that names the user ("Successfully signed in as ...")."""
+        if message_template and not message:
+            message = html.unescape(render_to_string(message_template, message_context or {}).strip())
+            if not message:
+                return
+        super().add_message(request, level, extra_tags=extra_tags, message=message)
 
     @staticmethod
     def _user_for(email):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime
 
 from django.contrib.sessions.backends import db
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS
 from django.contrib.sessions.models import Session
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from portal.compiled import CompiledQuery
 from portal.rls import session_scope, staff_scope
@@ -31,6 +33,24 @@ class SessionStore(db.SessionStore):
         if session is None:
             self._session_key = None
         return session
+
+    def _get_new_session_key(self):
+        # Django asks the database whether a new random key is taken before create() inserts it,
+        # and create() inserts with must_create, which refuses a taken key and tries another
+        # anyway: the question is a round trip for a one-in-10^49 chance.
+        return get_random_string(32, VALID_KEY_CHARS)
+
+    def cycle_key(self):
+        """A new key for the same data (a sign-in, a company switch), the old row deleted. Django's
+        inserts the new row at once, and the request saves it again at its end with what it put
+        in after the cycle (the signed-in user): here the row is made once, by that save."""
+        data = self._session
+        key = self.session_key
+        self._session_key = None
+        self._session_cache = data
+        self.modified = True
+        if key:
+            self.delete(key)
 
     def exists(self, session_key):
         with session_scope(session_key):

@@ -4,8 +4,11 @@ import re
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value, \
     yield_hotp_counters_from_time
+from django.contrib.sessions.models import Session
 from django.core import mail
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from portal.models import AuditEvent
@@ -26,6 +29,28 @@ def test_client_user_lands_in_the_portal(tenants, client):
     response = _login(client, "owner@alpha.test")
     assert response.status_code == 302 and response.url == reverse("portal:home")
     assert "Welcome, Alpha B.V." in client.get(response.url).text
+
+
+def test_a_sign_in_writes_its_session_once_and_says_so_without_reading_the_brand(tenants, client):
+    # The sign-ins of the first of the month come by the hundred (bench/README.md, "200 concurrent
+    # clients"): a new session is inserted once, with the signed-in user in it (not inserted at the
+    # key's cycle and updated at the end), and "Signed in as" needs no page context.
+    client.get(reverse("account_login"))
+    anonymous_key = client.cookies["sessionid"].value if "sessionid" in client.cookies else None
+    with CaptureQueriesContext(connection) as queries:
+        response = _login(client, "owner@alpha.test")
+    assert response.status_code == 302
+    statements = [query["sql"] for query in queries.captured_queries]
+    session_writes = [sql for sql in statements if "django_session" in sql]
+    assert len(session_writes) == 1 and session_writes[0].startswith("INSERT"), session_writes
+    assert not [sql for sql in statements if "portal_brand" in sql or "portal_membership" in sql], statements
+    assert len(statements) <= 12, statements
+    key = client.cookies["sessionid"].value
+    assert key != anonymous_key
+    with staff_scope():
+        assert Session.objects.get(session_key=key).get_decoded()["_auth_user_id"]
+        assert not Session.objects.filter(session_key=anonymous_key).exists()
+    assert "Successfully signed in as owner@alpha.test." in client.get(response.url).text
 
 
 def test_staff_user_lands_in_admin(db, client):
