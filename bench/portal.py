@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/portal.py [--invoices 1000000] [--clients 1000] [--lines 5]
                                      [--audit-events 1000000] [--requests 100] [--exports 20]
+                                     [--big-every 100]
                                      [--only TEXT] [--explain] [--fill-only] [--migrate-app APP]
 
 Uses its own database (portal_bench_portal, on the embedded PostgreSQL unless DATABASE_URL is
 set) and fills it once, set-based (INSERT ... SELECT FROM generate_series, in chunks of 100,000
 invoices, one progress line per chunk and stage), as the table owner: --invoices invoices with
 --lines lines each over --clients clients, of which one (the big one) holds one invoice in a
-hundred (10,000 of 1,000,000), spread over the table as a real client's would be; a payment and
+hundred (10,000 of 1,000,000; --big-every 20: one in twenty, 50,000), spread over the table as a
+real client's would be; a payment and
 its allocation for every paid and partly paid invoice; a credit note for one invoice in a hundred;
 --audit-events audit events over the last year. A rerun with the same sizes skips the fill; an
 interrupted fill resumes where it stopped; other sizes empty the tables and fill again.
@@ -60,13 +62,14 @@ from portal.rls import APPLY_SQL, client_scope, staff_scope  # noqa: E402
 from tests.support.owner import as_owner  # noqa: E402
 
 CHUNK = 100_000
-BIG_EVERY = 100  # one invoice in a hundred is the big client's
+BIG_EVERY = 100  # one invoice in a hundred is the big client's (--big-every)
 MARK_TABLE = "invoices_invoice"
 
 
 def _spec(args) -> str:
-    return f"bench/portal.py invoices={args.invoices} clients={args.clients} lines={args.lines} " \
+    spec = f"bench/portal.py invoices={args.invoices} clients={args.clients} lines={args.lines} " \
            f"audit={args.audit_events}"
+    return spec + (f" big_every={args.big_every}" if args.big_every != BIG_EVERY else "")
 
 
 def _bar(done: int, total: int, width: int = 30) -> str:
@@ -197,7 +200,7 @@ def _fill(owner, args) -> None:
     if have:
         print(f"resuming: {have:,} invoices there", flush=True)
     params = dict(first_client=first_client, clients=clients, others=clients - 1, brand=brand,
-                  big_every=BIG_EVERY, lines=args.lines, invoices=args.invoices)
+                  big_every=args.big_every, lines=args.lines, invoices=args.invoices)
     # The lines' trigger counts each invoice's lines revision up (a PDF's fingerprint): these
     # invoices are new, their revision 0 stays right; switched off for the fill alone.
     with owner.cursor() as cursor:
@@ -425,6 +428,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=5)
     parser.add_argument("--audit-events", type=int, default=1_000_000)
+    parser.add_argument("--big-every", type=int, default=BIG_EVERY,
+                        help="the big client holds one invoice in this many (100: 10,000 of a million; 20: 50,000)")
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--exports", type=int, default=20)
     parser.add_argument("--fill-only", action="store_true")
