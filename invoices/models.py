@@ -208,6 +208,7 @@ class Invoice(models.Model):
             models.Index(fields=["client", "due_date", "id"], name="invoice_client_due"),
             models.Index(fields=["client", "total", "id"], name="invoice_client_total"),
             models.Index(fields=["client", "open_balance", "id"], name="invoice_client_open"),
+            models.Index(fields=["client", "status", "id"], name="invoice_client_status"),
             # Sorting by number, and the number search read from the index alone.
             models.Index(fields=["client", "number", "id"], include=["search_key", "status"],
                          name="invoice_client_number"),
