@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from portal.models import AuditEvent
 from portal.rls import staff_scope
-from tests.portal.factories import PASSWORD, MembershipFactory, UserFactory
+from tests.portal.factories import PASSWORD, UserFactory
 
 
 def _login(client, email, password=PASSWORD):
