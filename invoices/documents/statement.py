@@ -49,20 +49,17 @@ def _day_start(day: datetime.date) -> datetime.datetime:
 def _movements(client, currency: str, start: datetime.date | None, end: datetime.date | None) -> dict:
     """The querysets of the client's movements, each from `start` (None: from the first) until
     before `end` (None: to the last): invoices, credit notes, payments, refunds and chargebacks."""
-    def days(field):
-        return {**({f"{field}__gte": start} if start else {}), **({f"{field}__lt": end} if end else {})}
-
-    def moments(field):
-        return {**({f"{field}__gte": _day_start(start)} if start else {}),
-                **({f"{field}__lt": _day_start(end)} if end else {})}
+    def between(field, at=lambda day: day):  # `at`: a day as the field holds it (a date, or its first moment)
+        return {**({f"{field}__gte": at(start)} if start else {}), **({f"{field}__lt": at(end)} if end else {})}
 
     return {
-        "invoice": Invoice.objects.filter(client=client, currency=currency, **days("issue_date"))
+        "invoice": Invoice.objects.filter(client=client, currency=currency, **between("issue_date"))
         .exclude(status__in=[Invoice.Status.DRAFT, Invoice.Status.VOID]),
-        "credit_note": CreditNote.objects.filter(client=client, currency=currency, **days("issue_date"))
+        "credit_note": CreditNote.objects.filter(client=client, currency=currency, **between("issue_date"))
         .exclude(status=CreditNote.Status.DRAFT),
-        "payment": Payment.objects.filter(client=client, currency=currency, **moments("received_at")),
-        "reversal": PaymentAllocation.objects.filter(client=client, payment__currency=currency, **moments("created_at"))
+        "payment": Payment.objects.filter(client=client, currency=currency, **between("received_at", _day_start)),
+        "reversal": PaymentAllocation.objects.filter(client=client, payment__currency=currency,
+                                                     **between("created_at", _day_start))
         .exclude(kind=PaymentAllocation.Kind.ALLOCATION),
     }
 
@@ -78,15 +75,8 @@ def _balance_before(client, currency: str, day: datetime.date) -> Decimal:
             - total("reversal", "amount"))
 
 
-def statement_entry_count(*, client, start: datetime.date, end: datetime.date, currency: str | None = None) -> int:
-    """How many movements a statement of the period lists (four counts)."""
-    period = _movements(client, currency or client.default_currency, start, end + datetime.timedelta(days=1))
-    return sum(rows.count() for rows in period.values())
-
-
-def _entries(client, currency: str, start: datetime.date, end: datetime.date) -> list[Entry]:
-    """The movements on the client's account in the period, oldest first (the balance is what it owes)."""
-    period = _movements(client, currency, start, end + datetime.timedelta(days=1))
+def _entries(period: dict) -> list[Entry]:
+    """The movements of the period (`_movements`), oldest first (the balance is what it owes)."""
     entries = [Entry(i.issue_date, "invoice", i.number, _("Invoice"), i.total) for i in period["invoice"]]
     entries += [Entry(c.issue_date, "credit_note", c.number, _("Credit note for %(number)s") % {"number": c.invoice.number},
                       -c.total)
@@ -119,12 +109,13 @@ class Statement:
 def statement_data(*, client, start: datetime.date, end: datetime.date, currency: str | None = None) -> Statement:
     """The statement of the period; StatementTooLong beyond STATEMENT_MOST_ENTRIES movements."""
     currency = currency or client.default_currency
-    count = statement_entry_count(client=client, start=start, end=end, currency=currency)
+    period = _movements(client, currency, start, end + datetime.timedelta(days=1))
+    count = sum(rows.count() for rows in period.values())  # four counts, before any row is read
     if count > STATEMENT_MOST_ENTRIES:
         raise StatementTooLong(count, STATEMENT_MOST_ENTRIES)
     opening = _balance_before(client, currency, start)
     running, shown = opening, []
-    for entry in _entries(client, currency, start, end):
+    for entry in _entries(period):
         running += entry.amount
         shown.append(Entry(**{**entry.__dict__, "balance": running}))
     overdue_rows = Invoice.objects.overdue(end).filter(client=client, currency=currency, issue_date__lte=end)
