@@ -95,37 +95,46 @@ class NotificationEmailScenario(EmailScenario):
 
     kind = EMAIL_JOB
 
+    def _contact(self, address: str):
+        """A client of the drills' brand with one contact at `address`, who reads English: (client, user)."""
+        client = ClientFactory(brand=self._brand())
+        return client, MembershipFactory(client=client, user__email=address, user__language="en").user
+
+    def _notify(self, client, number: str) -> Notification:
+        return notify_client(client=client, kind=NotificationKind.PAYMENT_RECEIVED, url="/",
+                             title=gettext_noop("Payment received for %(number)s"), title_args={"number": number})[0]
+
     def write(self, remote: FakeSmtp, count: int, *, tag: str) -> list[int]:
         ids = []
         for number in range(count):
             address = f"notify-{tag}-{number}@client.test"
             with staff_scope():
-                client = ClientFactory(brand=self._brand())
-                MembershipFactory(client=client, user__email=address, user__language="en")
-                [notification] = notify_client(
-                    client=client, kind=NotificationKind.PAYMENT_RECEIVED, url="/",
-                    title=gettext_noop("Payment received for %(number)s"), title_args={"number": f"N-{number}"})
+                client, _user = self._contact(address)
+                notification = self._notify(client, f"N-{number}")
             [job_id] = job_ids(kind=self.kind, keys=[f"notification:{notification.pk}"])
             self.recipients_of[job_id] = [address]
             ids.append(job_id)
         return ids
 
+    def told(self, rows: list) -> list[int]:
+        """The notifications the jobs' emails tell of."""
+        return [job.payload["notification"] for job in rows]
+
     def remark(self, remote: FakeSmtp, outcome, rows: list) -> str:
         remark = super().remark(remote, outcome, rows)
         with staff_scope():
-            failed = Notification.objects.filter(pk__in=[job.payload["notification"] for job in rows]).exclude(
+            failed = Notification.objects.filter(pk__in=self.told(rows)).exclude(
                 email_status=Notification.EmailStatus.SENT).count()
         return remark + (f"; {failed} notification(s) not marked sent" if failed else "")
 
 
-class NotificationDigestScenario(EmailScenario):
+class NotificationDigestScenario(NotificationEmailScenario):
     """A burst (portal/notifications.py): the contact has had its NOTIFICATION_DIGEST_AFTER emails
     of the kind from this client within the wait, so the next two notifications are held. The
     job of the first is the drill's: its wait over (time passing, and the sweep's bell), it takes
     the second along and sends one email telling of both. The second's job stays due later (when
     it runs, the first's email has told of it). One job and one email per contact."""
 
-    kind = EMAIL_JOB
     HELD = 2
 
     def __init__(self, remote=None):
@@ -137,15 +146,12 @@ class NotificationDigestScenario(EmailScenario):
         for number in range(count):
             address = f"burst-{tag}-{number}@client.test"
             with staff_scope():
-                client = ClientFactory(brand=self._brand())
-                user = MembershipFactory(client=client, user__email=address, user__language="en").user
+                client, user = self._contact(address)
                 for sent in range(settings.NOTIFICATION_DIGEST_AFTER):  # the burst's emails so far, sent
                     Notification.objects.create(
                         client=client, user=user, kind=NotificationKind.PAYMENT_RECEIVED, url="/", title=f"Sent {sent}",
                         email_status=Notification.EmailStatus.SENT)
-                held = [notify_client(client=client, kind=NotificationKind.PAYMENT_RECEIVED, url="/",
-                                      title=gettext_noop("Payment received for %(number)s"),
-                                      title_args={"number": f"B-{number}-{n}"})[0] for n in range(self.HELD)]
+                held = [self._notify(client, f"B-{number}-{n}") for n in range(self.HELD)]
                 assert all(n.email_status == Notification.EmailStatus.HELD for n in held), "not held: no burst"
                 [job_id] = job_ids(kind=self.kind, keys=[f"notification:{held[0].pk}"])
                 Job.objects.filter(pk=job_id).update(run_after=timezone.now())  # its wait is over
@@ -161,13 +167,8 @@ class NotificationDigestScenario(EmailScenario):
         subjects = remote.taken_for(address)
         return max(subjects.values(), default=0) if all(f"({self.HELD})" in subject for subject in subjects) else 0
 
-    def remark(self, remote: FakeSmtp, outcome, rows: list) -> str:
-        remark = EmailScenario.remark(self, remote, outcome, rows)
-        with staff_scope():
-            told = [pk for job in rows for pk in self.told_by.get(job.pk, [])]
-            failed = Notification.objects.filter(pk__in=told).exclude(
-                email_status=Notification.EmailStatus.SENT).count()
-        return remark + (f"; {failed} notification(s) not marked sent" if failed else "")
+    def told(self, rows: list) -> list[int]:
+        return [pk for job in rows for pk in self.told_by.get(job.pk, [])]
 
 
 class ReminderSendScenario(EmailScenario):
